@@ -1,0 +1,119 @@
+"""``RawData``: the one in-memory form every raw-data reader produces.
+
+``intensities`` are raw camera intensities, ``(N, h, w)`` float32, one image per LED in the
+order of ``optics.na_illum``. They are kept in the file's units; :meth:`RawData.normalized`
+divides by the mean bright-field background so that a transparent sample has intensity ≈ 1
+(shared/DESIGN.md §1, "Scale").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FPMInputError
+from ..optics.system import Optics
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """Raw FPM measurement: intensities plus the optics that produced them.
+
+    Attributes:
+        intensities: ``(N, h, w)`` float32 intensities, one per LED, finite and >= 0.
+        optics: the system; ``optics.n_leds == N``.
+        source: file the data came from (``None`` for in-memory data).
+        z_um: the sample defocus stated by the file, if any (µm, DESIGN.md sign).
+        meta: free-form provenance (format name, original keys, ...), JSON-safe.
+    """
+
+    intensities: np.ndarray
+    optics: Optics
+    source: Path | None = None
+    z_um: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.intensities)
+        where = self.source
+        if arr.ndim != 3:
+            raise FPMInputError(f"intensities must be a stack (N, h, w), got shape {arr.shape}", where)
+        if min(arr.shape) == 0:
+            raise FPMInputError(f"intensity stack is empty (shape {arr.shape})", where)
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise FPMInputError(f"intensities must be real numbers, got dtype {arr.dtype}", where)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            raise FPMInputError(f"intensities contain {bad} NaN or infinite values", where)
+        if arr.min() < 0:
+            raise FPMInputError(f"intensities contain negative values (min {arr.min():g})", where)
+        if arr.shape[0] != self.optics.n_leds:
+            raise FPMInputError(
+                f"{arr.shape[0]} images but {self.optics.n_leds} LED positions: they must match", where
+            )
+        if self.optics.pupil is not None and self.optics.pupil.shape != arr.shape[1:]:
+            raise FPMInputError(
+                f"pupil shape {self.optics.pupil.shape} does not match image shape {arr.shape[1:]}", where
+            )
+        object.__setattr__(self, "intensities", arr)
+        if self.source is not None:
+            object.__setattr__(self, "source", Path(self.source))
+
+    @property
+    def n_leds(self) -> int:
+        return int(self.intensities.shape[0])
+
+    @property
+    def lr_shape(self) -> tuple[int, int]:
+        return (int(self.intensities.shape[1]), int(self.intensities.shape[2]))
+
+    @property
+    def hr_shape(self) -> tuple[int, int]:
+        up = self.optics.upsample
+        return (self.lr_shape[0] * up, self.lr_shape[1] * up)
+
+    def background_level(self) -> float:
+        """Mean intensity over the bright-field images (the transparent-sample level)."""
+        bf = self.optics.bright_field
+        imgs = self.intensities[bf] if bf.any() else self.intensities[:1]
+        level = float(imgs.mean())
+        if not level > 0:
+            raise FPMInputError("bright-field images are all zero: cannot normalise", self.source)
+        return level
+
+    def normalized(self) -> "RawData":
+        """Copy with intensities divided by :meth:`background_level` (transparent sample ≈ 1)."""
+        level = self.background_level()
+        meta = dict(self.meta, intensity_scale=level * float(self.meta.get("intensity_scale", 1.0)))
+        return replace(self, intensities=self.intensities / np.float32(level), meta=meta)
+
+    def sorted_by_na(self) -> "RawData":
+        """Copy with LEDs ordered by illumination NA, bright field first."""
+        order = self.optics.led_order_by_na()
+        return replace(self, intensities=self.intensities[order], optics=self.optics.select_leds(order))
+
+    def select_leds(self, indices) -> "RawData":
+        idx = np.asarray(indices)
+        return replace(self, intensities=self.intensities[idx], optics=self.optics.select_leds(idx))
+
+    def crop(self, top: int, left: int, height: int, width: int) -> "RawData":
+        """Spatial crop of every image (pupil must be re-sampled by the caller if present)."""
+        if self.optics.pupil is not None and (height, width) != self.lr_shape:
+            raise FPMInputError("cannot crop data that carries a calibrated pupil", self.source)
+        sub = self.intensities[:, top:top + height, left:left + width]
+        return replace(self, intensities=sub)
+
+    def with_optics(self, **changes: Any) -> "RawData":
+        return replace(self, optics=self.optics.replace(**changes))
+
+    def content_hash(self) -> str:
+        """sha256 of the intensities and the optics (identifies the training data of a model)."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.intensities).tobytes())
+        h.update(repr(sorted(self.optics.to_dict().items())).encode())
+        return h.hexdigest()
