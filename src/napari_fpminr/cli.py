@@ -1,0 +1,321 @@
+"""``fpminr`` command line (DESIGN.md §4).
+
+    fpminr info RAW_OR_MODEL
+    fpminr simulate OUT [--preset NAME] [--size N] [--seed S] [--noise F]
+    fpminr reconstruct RAW -o OUT [--method inr|fpm] [--z-min A --z-max B [--z-step S] | --z Z ...] ...
+    fpminr render MODEL -o OUT (--z Z ... | --z-step S | --all-in-focus) [--phase]
+    fpminr gui [FILE]
+
+Progress goes to stderr; results and paths to stdout. Bad input exits with code 2 and one line
+``fpminr: error: FILE: problem`` (no traceback), and never leaves a partial output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FPMInputError
+from .progress import ProgressLine, format_seconds
+
+MODEL_SUFFIX = ".fpminr"
+STACK_SUFFIXES = (".npz", ".tif", ".tiff", ".zarr")
+DEFAULT_Z_RANGE_UM = (-20.0, 20.0)
+DEFAULT_Z_STEP_UM = 0.25
+
+
+# ---- z sampling ---------------------------------------------------------------------------
+def z_planes(z_min_um: float, z_max_um: float, z_step_um: float) -> np.ndarray:
+    """Planes from ``z_min_um`` to ``z_max_um`` inclusive, spaced ``z_step_um`` (±20/0.25 -> 161)."""
+    if not z_step_um > 0:
+        raise FPMInputError(f"--z-step must be positive, got {z_step_um}")
+    if z_max_um < z_min_um:
+        raise FPMInputError(f"--z-max ({z_max_um}) is below --z-min ({z_min_um})")
+    n = int(round((z_max_um - z_min_um) / z_step_um)) + 1
+    return np.linspace(z_min_um, z_max_um, n) if n > 1 else np.array([z_min_um], float)
+
+
+def _requested_planes(args, default_range: tuple[float, float]) -> np.ndarray:
+    if args.z:
+        return np.asarray(sorted(args.z), dtype=float)
+    z_min = default_range[0] if args.z_min is None else args.z_min
+    z_max = default_range[1] if args.z_max is None else args.z_max
+    return z_planes(z_min, z_max, args.z_step or DEFAULT_Z_STEP_UM)
+
+
+# ---- commands -----------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    path = Path(args.path)
+    if path.suffix.lower() == MODEL_SUFFIX:
+        from .io.model_file import model_info
+
+        print(model_info(path))
+        return 0
+    if path.suffix.lower() == ".npz" and path.exists():
+        from .io.stack_files import read_stack_npz
+
+        s = read_stack_npz(path)
+        print(f"stack {path}: {s.amplitude.shape[0]} planes of {s.amplitude.shape[1]}x{s.amplitude.shape[2]} px, "
+              f"pixel {s.dx_um:.4f} um, z {np.min(s.z_um):.3f}..{np.max(s.z_um):.3f} um"
+              + (", with depth map" if s.depth_um is not None else ""))
+        return 0
+    raw = _read_raw(args, path)
+    print(f"raw data {path} ({raw.meta.get('format', 'unknown format')})")
+    print(f"images         {raw.n_leds} x {raw.lr_shape[0]} x {raw.lr_shape[1]} px"
+          f"  -> reconstruction {raw.hr_shape[0]} x {raw.hr_shape[1]} px")
+    print(raw.optics.summary())
+    if raw.z_um is not None:
+        print(f"stated defocus {raw.z_um:+.2f} um")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .io import write_raw
+    from .optics.simulate import simulate
+
+    out = Path(args.out)
+    sim = simulate(preset=args.preset, size=args.size, seed=args.seed, noise=args.noise)
+    raw_path = write_raw(sim.raw, out)
+    truth_path = out.with_name(out.stem + ".truth.npz")
+    sim.truth.save(truth_path)
+    print(f"raw data   {raw_path}")
+    print(f"truth      {truth_path}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    raw_path = Path(args.raw)
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if args.method == "fpm" and suffix not in STACK_SUFFIXES:
+        raise FPMInputError(f"--method fpm writes a stack: use -o with {', '.join(STACK_SUFFIXES)}", out)
+    if args.method == "inr" and suffix not in STACK_SUFFIXES + (MODEL_SUFFIX,):
+        raise FPMInputError(f"--method inr writes a model (.fpminr) or a stack ({', '.join(STACK_SUFFIXES)})", out)
+    raw = _read_raw(args, raw_path)
+    if args.crop:
+        top, left, height, width = args.crop
+        raw = raw.crop(top, left, height, width)
+    default_range = _default_z_range(raw)
+    planes = _requested_planes(args, default_range)
+    if args.method == "fpm":
+        return _reconstruct_fpm(args, raw, planes, out)
+    return _reconstruct_inr(args, raw, planes, out)
+
+
+def _default_z_range(raw) -> tuple[float, float]:
+    lo, hi = DEFAULT_Z_RANGE_UM
+    if raw.z_um is not None:  # make sure the stated sample depth is inside the range
+        lo, hi = min(lo, raw.z_um - 10.0), max(hi, raw.z_um + 10.0)
+    return lo, hi
+
+
+def _reconstruct_fpm(args, raw, planes: np.ndarray, out: Path) -> int:
+    from .io.stack_files import StackArrays, write_stack
+    from .recon.conventional import iter_conventional
+
+    bar = ProgressLine("fpm", enabled=not args.quiet)
+    print(f"conventional FPM: {len(planes)} planes {planes[0]:.2f}..{planes[-1]:.2f} um, "
+          f"{args.iterations} iterations", file=sys.stderr)
+    stack = None
+    for event in iter_conventional(raw, planes, iterations=args.iterations, mode=args.mode,
+                                   pupil_update=args.recover_pupil, device=args.device):
+        fraction = (event.iteration + event.planes_done / max(event.n_planes, 1) * 0) / max(event.n_iterations, 1)
+        if event.planes_done and event.n_planes:
+            fraction = ((event.planes_done - 1) * event.n_iterations + event.iteration) / (
+                event.n_planes * event.n_iterations) if args.mode == "per_plane" else fraction
+        bar.update(fraction, f"elapsed {format_seconds(event.elapsed_s)} eta {format_seconds(event.eta_s)}")
+        stack = getattr(event, "stack", None) or stack
+    bar.close("done")
+    assert stack is not None
+    write_stack(out, StackArrays(stack.amplitude, stack.phase, stack.z_um, stack.dx_hr_um))
+    print(f"stack      {out}  ({len(stack.z_um)} planes)")
+    return 0
+
+
+def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
+    from .io.model_file import save_model
+    from .recon.train import TrainConfig, iter_train
+
+    config_kwargs = {"device": args.device, "seed": args.seed, "recover_pupil": args.recover_pupil}
+    if args.epochs is not None:
+        config_kwargs["epochs"] = args.epochs
+    config = TrainConfig(**config_kwargs)
+    z_min, z_max = float(planes.min()), float(planes.max())
+    if z_max == z_min:
+        z_min, z_max = z_min - 1.0, z_max + 1.0
+    print(f"FPM-INR: z {z_min:.2f}..{z_max:.2f} um, {config.epochs} epochs, device {config.device}",
+          file=sys.stderr)
+    bar = ProgressLine("inr", enabled=not args.quiet)
+    model = None
+    t0 = time.monotonic()
+    for event in iter_train(raw, z_min, z_max, config):
+        bar.update(event.progress, f"epoch {event.epoch + 1}/{config.epochs} loss {event.loss:.3e} "
+                                   f"eta {format_seconds(event.eta_s)}")
+        model = getattr(event, "model", None) or model
+    bar.close(f"trained in {format_seconds(time.monotonic() - t0)}")
+    assert model is not None
+    if out.suffix.lower() == MODEL_SUFFIX:
+        save_model(model, out)
+        print(f"model      {out}")
+    else:
+        _write_rendered(model, planes, out, with_phase=True)
+        print(f"stack      {out}  ({len(planes)} planes)")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .io.model_file import load_model
+    from .io.stack_files import StackArrays, write_stack
+
+    path = Path(args.model)
+    out = Path(args.output)
+    if out.suffix.lower() not in STACK_SUFFIXES:
+        raise FPMInputError(f"render writes a stack: use -o with {', '.join(STACK_SUFFIXES)}", out)
+    model = load_model(path, device=args.device)
+    if args.z:
+        planes = np.asarray(sorted(args.z), float)
+    else:
+        lo = model.z_min_um if args.z_min is None else args.z_min
+        hi = model.z_max_um if args.z_max is None else args.z_max
+        planes = z_planes(lo, hi, args.z_step or DEFAULT_Z_STEP_UM)
+    outside = planes[(planes < model.z_min_um - 1e-6) | (planes > model.z_max_um + 1e-6)]
+    if outside.size:
+        raise FPMInputError(f"z = {outside[0]:g} um is outside the model's range "
+                            f"[{model.z_min_um:g}, {model.z_max_um:g}] um", path)
+    if args.all_in_focus:
+        from .volume import all_in_focus
+
+        amplitude, _ = _render_planes(model, planes, with_phase=False, quiet=args.quiet)
+        fused, depth = all_in_focus(amplitude, planes)
+        write_stack(out, StackArrays(fused[None], None, np.array([float(np.nanmedian(depth))]),
+                                     model.dx_hr_um, depth_um=depth))
+        print(f"all-in-focus {out}  (depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} um)")
+        return 0
+    _write_rendered(model, planes, out, with_phase=args.phase, quiet=args.quiet)
+    print(f"stack      {out}  ({len(planes)} planes)")
+    return 0
+
+
+def _render_planes(model, planes: np.ndarray, with_phase: bool, quiet: bool = False, batch: int = 8):
+    bar = ProgressLine("render", enabled=not quiet)
+    amps, phases = [], []
+    for start in range(0, len(planes), batch):
+        amp, pha = model.render(planes[start:start + batch])
+        amps.append(amp)
+        if with_phase:
+            phases.append(pha)
+        bar.update((start + len(amp)) / len(planes), f"{start + len(amp)}/{len(planes)} planes")
+    bar.close()
+    return np.concatenate(amps), (np.concatenate(phases) if with_phase else None)
+
+
+def _write_rendered(model, planes: np.ndarray, out: Path, with_phase: bool, quiet: bool = False) -> None:
+    from .io.stack_files import StackArrays, write_stack
+
+    amplitude, phase = _render_planes(model, planes, with_phase, quiet)
+    write_stack(out, StackArrays(amplitude, phase, planes, model.dx_hr_um))
+
+
+def cmd_gui(args) -> int:
+    from ._napari.launch import main as launch
+
+    return launch([args.path] if args.path else [])
+
+
+def _read_raw(args, path: Path):
+    from .io import read_raw
+
+    return read_raw(path, wavelength_um=getattr(args, "wavelength_um", None),
+                    na_obj=getattr(args, "na_obj", None), mag=getattr(args, "mag", None),
+                    pixel_um=getattr(args, "pixel_um", None), upsample=getattr(args, "upsample", 0) or 0)
+
+
+# ---- parser -------------------------------------------------------------------------------
+def _add_optics_overrides(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optics overrides (fill in what the file lacks)")
+    g.add_argument("--wavelength-um", type=float, help="illumination wavelength (µm)")
+    g.add_argument("--na-obj", type=float, help="objective NA")
+    g.add_argument("--mag", type=float, help="magnification")
+    g.add_argument("--pixel-um", type=float, help="camera pixel (µm)")
+    g.add_argument("--upsample", type=int, default=0, help="hr/raw pixel ratio (default: smallest that fits)")
+
+
+def _add_z_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("z planes (µm)")
+    g.add_argument("--z-min", type=float)
+    g.add_argument("--z-max", type=float)
+    g.add_argument("--z-step", type=float, help=f"plane spacing (default {DEFAULT_Z_STEP_UM})")
+    g.add_argument("--z", type=float, nargs="+", help="explicit planes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fpminr", description="FPM z-stack reconstruction (FPM-INR).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="describe a raw-data file, a model or a stack")
+    p.add_argument("path")
+    _add_optics_overrides(p)
+    p.set_defaults(func=cmd_info)
+
+    from .optics.simulate import PRESETS
+
+    p = sub.add_parser("simulate", help="write a synthetic raw dataset and its ground truth")
+    p.add_argument("out", help="raw file to write (.tif native, .mat FPM-INR, .hdf5 PtyLab)")
+    p.add_argument("--preset", default="layers", choices=sorted(PRESETS))
+    p.add_argument("--size", type=int, default=64, help="raw image size in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.0, help="relative noise level (0 = noiseless)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a z-stack (fpm) or train a model (inr)")
+    p.add_argument("raw")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--method", choices=("inr", "fpm"), default="inr")
+    _add_z_options(p)
+    _add_optics_overrides(p)
+    p.add_argument("--epochs", type=int, help="INR training epochs")
+    p.add_argument("--iterations", type=int, default=25, help="FPM iterations per plane")
+    p.add_argument("--mode", choices=("batched", "per_plane"), default="batched", help="FPM plane scheduling")
+    p.add_argument("--recover-pupil", action="store_true", help="jointly recover the pupil aberration")
+    p.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                   help="reconstruct a raw-pixel region only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("render", help="render planes, or an all-in-focus image, from a model")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    _add_z_options(p)
+    p.add_argument("--all-in-focus", action="store_true", help="fused image + depth map")
+    p.add_argument("--phase", action="store_true", help="also write the phase")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("gui", help="open napari with the plugin (and optionally a file)")
+    p.add_argument("path", nargs="?")
+    p.set_defaults(func=cmd_gui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FPMInputError as exc:
+        print(f"fpminr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fpminr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Writers (and the npz reader) for reconstructed z-stacks: ``.npz``, ImageJ ``.tif``, OME-Zarr ``.zarr``.
+
+Every writer is atomic: the data go to a temporary sibling first and are renamed over the
+target only when complete, so an interrupted or failed write never leaves a partial file and
+never destroys an existing one.
+
+Layout of each format (DESIGN.md §4):
+
+* ``.npz``: arrays ``amplitude`` (Z, H, W), ``phase`` (Z, H, W), ``z_um`` (Z,), ``dx_um`` (scalar),
+  and for all-in-focus results ``depth_um`` (H, W); no pickled objects.
+* ``.tif``: ImageJ hyperstack, float32, axes ZCYX with channels (amplitude, phase) — or ZYX when
+  only amplitude is written — with the pixel size in µm and the z spacing (``spacing``) in µm.
+* ``.zarr``: OME-NGFF 0.4 image (zarr format 2), axes z/c/y/x with micrometre units and scale.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FPMInputError
+
+STACK_SUFFIXES = (".npz", ".tif", ".tiff", ".zarr")
+
+
+@dataclass
+class StackArrays:
+    """Plain arrays of a rendered stack (what the writers take and the npz reader returns)."""
+
+    amplitude: np.ndarray  # (Z, H, W) float32
+    phase: np.ndarray | None  # (Z, H, W) float32 or None
+    z_um: np.ndarray  # (Z,)
+    dx_um: float
+    depth_um: np.ndarray | None = None  # (H, W) for all-in-focus results
+
+
+def _temp_sibling(path: Path, directory: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _commit_file(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+
+
+def _commit_dir(tmp: Path, path: Path) -> None:
+    """Replace directory ``path`` by ``tmp`` (keeping the old one until the new one is in place)."""
+    backup = None
+    if path.exists():
+        backup = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, backup)
+    os.replace(tmp, path)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_stack(path: str | Path, stack: StackArrays) -> Path:
+    """Write ``stack`` to ``path``; the format follows the suffix (.npz, .tif/.tiff, .zarr)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in STACK_SUFFIXES:
+        raise FPMInputError(f"unknown output format {suffix!r}; use one of {', '.join(STACK_SUFFIXES)}", path)
+    _check(stack, path)
+    directory = suffix == ".zarr"
+    tmp = _temp_sibling(path, directory=directory)
+    try:
+        if suffix == ".npz":
+            _write_npz(tmp, stack)
+        elif suffix in (".tif", ".tiff"):
+            _write_tif(tmp, stack)
+        else:
+            _write_zarr(tmp, stack)
+        (_commit_dir if directory else _commit_file)(tmp, path)
+    except BaseException:
+        if directory:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _check(stack: StackArrays, path: Path) -> None:
+    amp = np.asarray(stack.amplitude)
+    if amp.ndim != 3:
+        raise FPMInputError(f"amplitude must be (Z, H, W), got {amp.shape}", path)
+    if stack.phase is not None and np.shape(stack.phase) != amp.shape:
+        raise FPMInputError(f"phase shape {np.shape(stack.phase)} differs from amplitude {amp.shape}", path)
+    if len(np.atleast_1d(stack.z_um)) != amp.shape[0]:
+        raise FPMInputError(f"{len(np.atleast_1d(stack.z_um))} z values for {amp.shape[0]} planes", path)
+
+
+def _write_npz(tmp: Path, stack: StackArrays) -> None:
+    arrays = {
+        "amplitude": np.asarray(stack.amplitude, np.float32),
+        "z_um": np.asarray(stack.z_um, np.float64),
+        "dx_um": np.float64(stack.dx_um),
+    }
+    if stack.phase is not None:
+        arrays["phase"] = np.asarray(stack.phase, np.float32)
+    if stack.depth_um is not None:
+        arrays["depth_um"] = np.asarray(stack.depth_um, np.float32)
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _z_spacing(z_um: np.ndarray) -> float:
+    z = np.atleast_1d(np.asarray(z_um, np.float64))
+    return float(np.median(np.diff(z))) if z.size > 1 else 1.0
+
+
+def _write_tif(tmp: Path, stack: StackArrays) -> None:
+    import tifffile
+
+    amp = np.asarray(stack.amplitude, np.float32)
+    if stack.phase is not None:
+        data = np.stack([amp, np.asarray(stack.phase, np.float32)], axis=1)  # Z C Y X
+        axes = "ZCYX"
+    else:
+        data = amp
+        axes = "ZYX"
+    z = np.atleast_1d(np.asarray(stack.z_um, np.float64))
+    metadata = {"axes": axes, "spacing": _z_spacing(z), "unit": "um",
+                "Info": f"napari-fpminr z_um={z.tolist()}"}
+    if stack.phase is not None:
+        metadata["Labels"] = [f"{name} z={zz:.3f}um" for zz in z for name in ("amplitude", "phase")]
+    res = 1.0 / stack.dx_um
+    tifffile.imwrite(tmp, data, imagej=True, resolution=(res, res), metadata=metadata)
+
+
+def _write_zarr(tmp: Path, stack: StackArrays) -> None:
+    import zarr
+
+    amp = np.asarray(stack.amplitude, np.float32)
+    channels = [amp] if stack.phase is None else [amp, np.asarray(stack.phase, np.float32)]
+    data = np.stack(channels, axis=1)  # Z C Y X
+    z = np.atleast_1d(np.asarray(stack.z_um, np.float64))
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    root.create_array("0", data=data, chunks=(1, 1) + data.shape[2:])
+    root.attrs["multiscales"] = [{
+        "version": "0.4",
+        "name": "fpminr",
+        "axes": [
+            {"name": "z", "type": "space", "unit": "micrometer"},
+            {"name": "c", "type": "channel"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [_z_spacing(z), 1.0, stack.dx_um, stack.dx_um]},
+            {"type": "translation", "translation": [float(z[0]), 0.0, 0.0, 0.0]},
+        ]}],
+    }]
+    root.attrs["omero"] = {"channels": [{"label": n} for n in ("amplitude", "phase")[: len(channels)]]}
+    root.attrs["fpminr"] = {"z_um": z.tolist()}
+    if stack.depth_um is not None:
+        root.create_array("depth_um", data=np.asarray(stack.depth_um, np.float32))
+
+
+def read_stack_npz(path: str | Path) -> StackArrays:
+    """Read an ``.npz`` stack written by :func:`write_stack` (no pickle)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("amplitude", "z_um", "dx_um") if k not in f.files]
+            if missing:
+                raise FPMInputError(f"not an fpminr stack: missing array(s) {', '.join(missing)}", path)
+            return StackArrays(
+                amplitude=f["amplitude"], phase=f["phase"] if "phase" in f.files else None,
+                z_um=f["z_um"], dx_um=float(f["dx_um"]),
+                depth_um=f["depth_um"] if "depth_um" in f.files else None,
+            )
+    except FPMInputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise FPMInputError(f"cannot read stack: {exc}", path) from exc
