@@ -1,0 +1,34 @@
+"""Atomic file writes: readers never see a half-written file.
+
+``atomic_write(path)`` yields a temporary path in the destination folder (same file system, so
+the final ``os.replace`` is atomic). On success the temporary file replaces ``path``; on any
+exception it is removed and ``path`` is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Context manager yielding a temporary sibling of ``path`` to write to.
+
+    The temporary name keeps ``path``'s suffix (some writers choose a format by suffix).
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

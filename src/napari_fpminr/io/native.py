@@ -1,0 +1,139 @@
+"""Reader for the native layout: a TIFF stack plus a JSON sidecar (DESIGN.md §2).
+
+``data.tif`` holds ``N×H×W`` intensities (one page per LED); ``data.json`` beside it holds::
+
+    {"wavelength_um": 0.522, "na_obj": 0.25, "mag": 10, "pixel_um": 3.45,
+     "na_x": [...], "na_y": [...],            # either explicit illumination NAs ...
+     "led_grid": {"grid_size": 15,            # ... or LED-board geometry (k or [rows, cols])
+                  "pitch_mm": 4, "distance_mm": 90.88,
+                  "centre_mm": [0, 0],        # offset of the first (spiral) / centre (raster) LED
+                  "order": "spiral",          # or "raster" (row by row)
+                  "rotation_deg": 0, "slab_thickness_mm": 0, "slab_index": 1.52},
+     "z_um": 0.0, "upsample": 0}              # optional
+
+The ``led_grid`` keys may also sit at the top level. See
+:func:`napari_fpminr.optics.geometry.led_grid_na` for the geometry (distance to the slab's
+bottom face; the illumination NA includes the slab's refraction).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FPMInputError, MissingParameterError
+from ..optics.geometry import led_grid_na
+from ._common import build_raw, one_line
+from .rawdata import RawData
+
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+GRID_KEYS = ("grid_size", "pitch_mm", "distance_mm")
+_ARG_FOR = {"wavelength_um": "wavelength_um", "na_obj": "na_obj", "mag": "mag", "pixel_um": "pixel_um"}
+
+
+def is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in TIFF_MAGICS
+    except OSError:
+        return False
+
+
+def sidecar_path(path: Path) -> Path:
+    """``<same stem>.json`` next to the TIFF."""
+    return Path(path).with_suffix(".json")
+
+
+def load_sidecar(tif_path: Path) -> dict[str, Any]:
+    side = sidecar_path(tif_path)
+    if not side.is_file():
+        raise FPMInputError(f"JSON sidecar {side.name} not found next to the TIFF (native format needs "
+                            "wavelength_um, na_obj, mag, pixel_um and na_x/na_y or led_grid)", tif_path)
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FPMInputError(f"invalid JSON: {one_line(exc)}", side) from None
+    if not isinstance(meta, dict):
+        raise FPMInputError("JSON sidecar must hold an object {...}", side)
+    return meta
+
+
+def _number(meta: dict, key: str, side: Path) -> float:
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FPMInputError(f"'{key}' must be a finite number, got {value!r}", side)
+    return float(value)
+
+
+def sidecar_na(meta: dict[str, Any], side: Path) -> np.ndarray:
+    """Illumination NAs from explicit ``na_x``/``na_y`` lists or from LED-grid geometry."""
+    if "na_x" in meta or "na_y" in meta:
+        if "na_x" not in meta or "na_y" not in meta:
+            raise FPMInputError(f"missing key '{'na_y' if 'na_x' in meta else 'na_x'}' (na_x and na_y go together)",
+                                side)
+        try:
+            na_x = np.asarray(meta["na_x"], dtype=np.float64)
+            na_y = np.asarray(meta["na_y"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise FPMInputError("na_x and na_y must be lists of numbers", side) from None
+        if na_x.ndim != 1 or na_x.shape != na_y.shape:
+            raise FPMInputError(f"na_x and na_y must be lists of equal length, got {na_x.shape} and {na_y.shape}",
+                                side)
+        return np.stack([na_x, na_y], axis=1)
+    grid = meta.get("led_grid", meta)
+    if not isinstance(grid, dict):
+        raise FPMInputError("'led_grid' must be an object", side)
+    missing = [k for k in GRID_KEYS if k not in grid]
+    if missing:
+        raise FPMInputError(f"missing key '{missing[0]}': give na_x/na_y lists or led_grid with "
+                            "grid_size, pitch_mm, distance_mm", side)
+    try:
+        return led_grid_na(
+            grid["grid_size"], _number(grid, "pitch_mm", side), _number(grid, "distance_mm", side),
+            centre_mm=tuple(float(v) for v in grid.get("centre_mm", (0.0, 0.0))),
+            order=str(grid.get("order", "raster")),
+            rotation_deg=float(grid.get("rotation_deg", 0.0)),
+            slab_thickness_mm=float(grid.get("slab_thickness_mm", 0.0)),
+            slab_index=float(grid.get("slab_index", 1.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise FPMInputError(f"invalid led_grid: {one_line(exc)}", side) from None
+
+
+def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_um=None,
+                upsample: int = 0) -> RawData:
+    """Read a native TIFF + JSON data set; keyword arguments fill or replace parameters."""
+    import tifffile
+
+    path = Path(path)
+    meta = load_sidecar(path)
+    side = sidecar_path(path)
+    given = {"wavelength_um": wavelength_um, "na_obj": na_obj, "mag": mag, "pixel_um": pixel_um}
+    params = {}
+    for key, value in given.items():
+        if value is not None:
+            params[key] = float(value)
+        elif key in meta:
+            params[key] = _number(meta, key, side)
+        else:
+            raise MissingParameterError(f"'{key}'", f"add it to {side.name} or pass {_ARG_FOR[key]}=...", path)
+    na = sidecar_na(meta, side)
+    try:
+        images = tifffile.imread(path)
+    except Exception as exc:
+        raise FPMInputError(f"cannot read TIFF (truncated or corrupt?): {one_line(exc)}", path) from None
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3:
+        raise FPMInputError(f"TIFF must hold an N x H x W stack, got shape {images.shape}", path)
+    if images.shape[0] != na.shape[0]:
+        raise FPMInputError(f"TIFF has {images.shape[0]} images but {side.name} lists {na.shape[0]} LEDs", path)
+    z_um = _number(meta, "z_um", side) if meta.get("z_um") is not None else None
+    up = int(upsample) or int(meta.get("upsample", 0) or 0)
+    return build_raw(path, images, fmt="native", z_um=z_um, meta={"sidecar": side.name},
+                     na_illum=na, upsample=up, **params)

@@ -1,0 +1,98 @@
+"""Reader for PtyLab FPM ``.hdf5`` files (DESIGN.md §2).
+
+Datasets (SI units, Python axis order): ``ptychogram`` N×H×W intensities, ``encoder`` N×2 LED
+positions (m) in row/column order ``(y, x)``, ``zled`` LED-to-sample distance (m), ``dxd``
+camera pixel (m), ``magnification``, ``NA`` (objective; optional in PtyLab), ``wavelength`` (m),
+optional ``orientation`` (0-7, ptypy convention, applied to the images as PtyLab does).
+
+Illumination NA. PtyLab (``Reconstruction.positions`` in FPM mode) cuts the window of LED ``i``
+from the hr spectrum at ``-(1/λ)·encoder_i/sqrt(|encoder_i|² + zled²)``, i.e. centred at
+``-sin(θ_i)/λ`` in ``(row, col)``. DESIGN.md centres it at ``-(na_x, na_y)/λ``, so
+``na_y = encoder[:, 0]/r`` and ``na_x = encoder[:, 1]/r`` with ``r = sqrt(|encoder|² + zled²)``
+(no slab refraction). The writer inverts this exactly: ``encoder = na·zled/sqrt(1 - |na|²)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FPMInputError, MissingParameterError
+from ._common import build_raw, one_line, scalar
+from .rawdata import RawData
+
+KEYS = ("ptychogram", "encoder")
+REQUIRED_SCALARS = ("zled", "dxd", "magnification", "wavelength")
+
+
+def _orient(images: np.ndarray, orientation: int, path: Path) -> np.ndarray:
+    """ptypy orientation code: bit 2 transposes each image, then bit 0 flips columns, bit 1 rows.
+
+    (This is the convention's intent; PtyLab applies ``np.fliplr``/``np.flipud`` to the 3D stack,
+    which flips other axes. Files written here always carry orientation 0.)
+    """
+    if orientation not in range(8):
+        raise FPMInputError(f"orientation must be 0..7, got {orientation}", path)
+    if orientation & 4:
+        images = np.swapaxes(images, 1, 2)
+    if orientation & 1:
+        images = images[:, :, ::-1]
+    if orientation & 2:
+        images = images[:, ::-1, :]
+    return np.ascontiguousarray(images)
+
+
+def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_um=None,
+                upsample: int = 0) -> RawData:
+    """Read a PtyLab FPM file; keyword arguments fill or replace parameters."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            data = {k: np.asarray(f[k][()]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except Exception as exc:
+        raise FPMInputError(f"cannot read HDF5 file (truncated or corrupt?): {one_line(exc)}", path) from None
+    for key in KEYS:
+        if key not in data:
+            raise FPMInputError(f"missing dataset '{key}' (PtyLab FPM layout needs ptychogram and encoder)", path)
+    images = data["ptychogram"]
+    if images.ndim != 3 or not np.issubdtype(images.dtype, np.number) or np.iscomplexobj(images):
+        raise FPMInputError(f"ptychogram must be a real N x H x W stack, got shape {images.shape}", path)
+    enc = np.asarray(data["encoder"], dtype=np.float64) if np.issubdtype(data["encoder"].dtype, np.number) \
+        else np.zeros((0, 0))
+    if enc.ndim == 2 and enc.shape[0] == 2 and enc.shape[1] != 2:
+        enc = enc.T  # stored 2 x N, as PtyLab itself tolerates
+    if enc.ndim != 2 or enc.shape[1] != 2:
+        raise FPMInputError(f"encoder must be an N x 2 array of LED positions (m), got shape {enc.shape}", path)
+    if images.shape[0] != enc.shape[0]:
+        raise FPMInputError(
+            f"ptychogram has {images.shape[0]} images but encoder lists {enc.shape[0]} LEDs", path)
+
+    values = {}
+    overrides = {"wavelength": wavelength_um, "dxd": pixel_um, "magnification": mag}
+    for key in REQUIRED_SCALARS:
+        if overrides.get(key) is None:
+            values[key] = scalar(data, key, path)
+    zled_m = values["zled"]
+    if zled_m <= 0:
+        raise FPMInputError(f"zled must be a positive distance in metres, got {zled_m}", path)
+    na_file = scalar(data, "NA", path, required=False)
+    if na_obj is None and na_file is None:
+        raise MissingParameterError("objective NA ('NA')", "pass na_obj=... to read_raw", path)
+    orientation = scalar(data, "orientation", path, required=False)
+    images = _orient(images, int(orientation or 0), path)
+
+    r = np.sqrt(np.sum(enc**2, axis=1) + zled_m**2)
+    na = np.stack([enc[:, 1] / r, enc[:, 0] / r], axis=1)
+    return build_raw(
+        path, images, fmt="ptylab",
+        z_um=scalar(data, "z_um", path, required=False),
+        meta={"zled_m": zled_m, "orientation": int(orientation or 0)},
+        wavelength_um=float(wavelength_um) if wavelength_um is not None else values["wavelength"] * 1e6,
+        na_obj=float(na_obj) if na_obj is not None else na_file,
+        mag=float(mag) if mag is not None else values["magnification"],
+        pixel_um=float(pixel_um) if pixel_um is not None else values["dxd"] * 1e6,
+        na_illum=na, upsample=int(upsample or scalar(data, "upsample", path, required=False) or 0),
+    )
