@@ -1,0 +1,160 @@
+"""Layer data for napari: the raw LED stack, and lazy continuous-z layers of a trained model.
+
+Model layers are views of :class:`napari_fpminr.volume.Volume`: dask arrays whose chunks are
+single z-slices decoded by ``Model.render`` only when napari asks for them. Nothing is decoded
+when a layer is created except one small, subsampled slice used to set ``contrast_limits``
+(without them napari would compute the whole volume to find its range). The z axis is in µm:
+``scale[0]`` is the z step, ``translate[0]`` the first plane, axis labels ``("z", "y", "x")``.
+Large fields get an xy pyramid (rendering with ``step`` 2, 4, ...), so zoomed-out views decode
+few pixels. Volume names its dask graphs from ``model_id``, so a retrained model never hits a
+stale cache entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+RAW_KEY = "fpminr_raw"        # layer.metadata key -> RawData
+MODEL_KEY = "fpminr_model"    # layer.metadata key -> Model
+Z_KEY = "fpminr_z_um"         # layer.metadata key -> z planes (µm) of a model layer
+KIND_KEY = "fpminr_kind"      # "amplitude" | "phase" | "all_in_focus" | "depth"
+
+#: fields larger than this (hr pixels, either axis) get an xy pyramid
+MULTISCALE_MIN_PX = 1024
+#: coarsest pyramid level / contrast preview is at most this many pixels across
+PREVIEW_PX = 256
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def raw_layer_data(raw) -> LayerData:
+    """The raw intensity stack (LED, y, x) with the object-side pixel size in µm."""
+    dx_um = raw.optics.dx_lr_um
+    name = f"{raw.source.stem} (raw)" if raw.source is not None else "FPM raw"
+    hi = float(np.percentile(raw.intensities[0], 99.9)) or float(raw.intensities.max()) or 1.0
+    meta = {
+        "name": name,
+        "scale": (1.0, dx_um, dx_um),
+        "units": ("pixel", "µm", "µm"),
+        "axis_labels": ("LED", "y", "x"),
+        "colormap": "gray",
+        "contrast_limits": (0.0, hi),
+        "metadata": {RAW_KEY: raw},
+    }
+    return (raw.intensities, meta, "image")
+
+
+def z_planes(z_min_um: float, z_max_um: float, z_step_um: float) -> np.ndarray:
+    """Uniform planes from ``z_min_um`` to ``z_max_um`` inclusive (last step may be shorter
+    only by rounding), at least one plane."""
+    if not (np.isfinite(z_min_um) and np.isfinite(z_max_um) and z_step_um > 0):
+        raise ValueError("z range must be finite and the z step positive")
+    if z_max_um < z_min_um:
+        z_min_um, z_max_um = z_max_um, z_min_um
+    n = int(np.floor((z_max_um - z_min_um) / z_step_um + 1e-6)) + 1
+    return (z_min_um + z_step_um * np.arange(n)).astype(np.float64)
+
+
+def default_z_step_um(model) -> float:
+    """A browsing step: the depth of field's order of magnitude, ~40 planes over the range."""
+    span = float(model.z_max_um - model.z_min_um)
+    return max(span / 40.0, 1e-3) if span > 0 else 1.0
+
+
+def pyramid_steps(hr_shape: tuple[int, int]) -> list[int]:
+    """xy subsampling factors of the pyramid levels: [1] for small fields, else 1, 2, 4, ..."""
+    size = max(hr_shape)
+    if size < MULTISCALE_MIN_PX:
+        return [1]
+    steps = [1]
+    while size // steps[-1] > PREVIEW_PX:
+        steps.append(steps[-1] * 2)
+    return steps
+
+
+def _robust_limits(img: np.ndarray, symmetric: bool = False) -> tuple[float, float]:
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    if symmetric:
+        m = float(np.percentile(np.abs(finite - np.median(finite)), 99.5))
+        c = float(np.median(finite))
+        m = m if m > 0 else 1.0
+        return (c - m, c + m)
+    lo, hi = (float(v) for v in np.percentile(finite, (0.5, 99.5)))
+    if not hi > lo:
+        hi = lo + 1.0
+    return (lo, hi)
+
+
+def contrast_limits(model, z_um: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(amplitude, phase) limits from one subsampled slice at the middle plane."""
+    step = max(1, int(np.ceil(max(model.hr_shape) / PREVIEW_PX)))
+    z_mid = float(z_um[len(z_um) // 2])
+    amp, phase = model.render(np.array([z_mid]), step=step)
+    return _robust_limits(np.asarray(amp[0])), _robust_limits(np.asarray(phase[0]), symmetric=True)
+
+
+def _z_scale_translate(z_um: np.ndarray) -> tuple[float, float]:
+    step = float(z_um[1] - z_um[0]) if len(z_um) > 1 else 1.0
+    return step, float(z_um[0])
+
+
+def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = None) -> list[LayerData]:
+    """Lazy amplitude and phase layers of ``model`` sampled at the uniform planes ``z_um``."""
+    from ..volume import Volume
+
+    if z_um is None:
+        z_um = z_planes(model.z_min_um, model.z_max_um, default_z_step_um(model))
+    z_um = np.asarray(z_um, dtype=np.float64)
+    volume = Volume(model)
+    steps = pyramid_steps(tuple(model.hr_shape))
+    amp_levels = [volume.amplitude(z_um, step=s) for s in steps]
+    phase_levels = [volume.phase(z_um, step=s) for s in steps]
+    amp_limits, phase_limits = contrast_limits(model, z_um)
+    z_step, z0 = _z_scale_translate(z_um)
+    dx = float(model.dx_hr_um)
+    base = name or "FPM-INR"
+    common = {
+        "scale": (z_step, dx, dx),
+        "translate": (z0, 0.0, 0.0),
+        "units": ("µm", "µm", "µm"),
+        "axis_labels": ("z", "y", "x"),
+        "multiscale": len(steps) > 1,
+    }
+    layers = []
+    for kind, levels, limits, cmap in (
+        ("amplitude", amp_levels, amp_limits, "gray"),
+        ("phase", phase_levels, phase_limits, "twilight_shifted"),
+    ):
+        meta = dict(
+            common,
+            name=f"{base} {kind}",
+            colormap=cmap,
+            contrast_limits=limits,
+            metadata={MODEL_KEY: model, Z_KEY: z_um, KIND_KEY: kind},
+        )
+        layers.append((levels if len(levels) > 1 else levels[0], meta, "image"))
+    return layers
+
+
+def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None) -> list[LayerData]:
+    """Eager all-in-focus amplitude and depth map (µm) computed over the planes ``z_um``."""
+    from ..volume import Volume
+
+    fused, depth_um = Volume(model).all_in_focus(np.asarray(z_um, dtype=np.float64))
+    fused = np.asarray(fused, dtype=np.float32)
+    depth_um = np.asarray(depth_um, dtype=np.float32)
+    dx = float(model.dx_hr_um)
+    base = name or "FPM-INR"
+    common = {"scale": (dx, dx), "units": ("µm", "µm"), "axis_labels": ("y", "x")}
+    return [
+        (fused, dict(common, name=f"{base} all-in-focus", colormap="gray",
+                     contrast_limits=_robust_limits(fused),
+                     metadata={MODEL_KEY: model, Z_KEY: np.asarray(z_um), KIND_KEY: "all_in_focus"}), "image"),
+        (depth_um, dict(common, name=f"{base} depth (µm)", colormap="turbo",
+                        contrast_limits=(float(np.min(z_um)), float(np.max(z_um)) + 1e-6), opacity=0.6,
+                        metadata={MODEL_KEY: model, Z_KEY: np.asarray(z_um), KIND_KEY: "depth"}), "image"),
+    ]
