@@ -1,0 +1,302 @@
+"""Synthetic FPM datasets with known ground truth (shared/DESIGN.md §1, §5).
+
+Image formation for a sample made of thin layers ``t_l`` at depths ``z_l`` (µm):
+
+1. Multislice in the tilted-illumination frame. For LED ``i`` the field behind the sample is
+   ``u_i(r) = e_i(r) · exp(i·2π·k_i·r)`` with ``k_i = (na_x, na_y)/λ`` snapped to the hr frequency
+   bin used by :class:`FPMForward` (so the two agree exactly). Only the envelope ``e_i`` is
+   stored on the hr grid. With the forward model's sign (the image of a layer at depth ``z`` is
+   its exit field propagated by ``exp(i·kz·z)``), a layer at larger ``z`` lies further upstream:
+   the illumination crosses the layers in order of decreasing ``z``. Between two consecutive
+   layers ``z_a > z_b`` the envelope is propagated by ``d = z_a - z_b`` with the angular spectrum
+   evaluated at the *absolute* frequency ``k_env + k_i``:
+   ``E_i(k_env) ← E_i(k_env) · exp(i·2π·sqrt(1/λ² - |k_env + k_i|²)·d)`` (evanescent waves
+   dropped), then multiplied by the next layer's transmittance. All LEDs are propagated in one
+   batched tensor (chunked only to bound memory); there is a Python loop over layers only.
+2. FPM imaging of the envelope behind the last (lowest) layer ``z_L`` exactly as
+   :class:`FPMForward` does at defocus ``z_L``: window of the centred hr spectrum, times the
+   pupil and ``exp(i·kz·z_L)``, inverse FFT on the raw grid, ``|·|²``. A single layer at ``z0``
+   therefore gives exactly ``FPMForward.intensities(t, z0)``.
+
+Tilted slide (like the paper's 4° blood smear): one thin cell layer whose depth varies linearly
+across x, ``depth = z_centre + tan(angle)·(x - x_centre)``. It is simulated as vertical strips,
+one thin layer per depth bin of ``bin_um`` (default 0.5 µm), each equal to the slide inside its
+strip and transparent elsewhere; the depth is thus quantized to the bin centres (error at most
+``bin_um/2``, far below the depth of field ``λ/NA_obj²`` ≈ 8.4 µm of the paper's optics).
+
+Intensities are in units of the bright-field background (a transparent sample gives 1 under every
+bright-field LED). Optional noise: additive Gaussian with standard deviation ``noise`` (same units)
+and/or Poisson shot noise with ``photons`` photons at the background level.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..device import resolve_device
+from ..errors import FPMInputError
+from ..io.rawdata import RawData
+from .forward import FPMForward
+from .samples import band_limit, cell_layer, structure_mask
+from .system import Optics
+
+__all__ = ["PRESETS", "Simulation", "Truth", "multislice_intensities", "paper_optics", "simulate"]
+
+PRESETS = ("layers", "tilted", "single")
+_LED_ELEMENTS = 1 << 23  # complex elements per LED chunk in the multislice (64 MiB)
+
+
+def paper_optics(n_leds: int = 69, *, wavelength_um: float = 0.522, na_obj: float = 0.25, mag: float = 10.0,
+                 pixel_um: float = 3.45, pitch_mm: float = 4.0, distance_mm: float = 70.0,
+                 upsample: int = 2) -> Optics:
+    """Optics like the FPM-INR paper's simulation: λ 0.522 µm, NA 0.25, 10×, 3.45 µm pixels, 2× upsampling.
+
+    LEDs sit on a square grid of pitch ``pitch_mm`` at ``distance_mm`` below the sample (no
+    slab), illumination NA ``l/sqrt(l² + distance²)`` with the DESIGN.md sign
+    ``(na_x, na_y) = -NA_ill·(cos φ, sin φ)``. The ``n_leds`` LEDs nearest the centre are used
+    (ties broken in raster order), in raster acquisition order (row by row). With the defaults
+    the 69 LEDs of the disk ``i² + j² <= 20`` reach illumination NA 0.248 (just inside the
+    objective NA 0.25).
+    """
+    if n_leds < 1:
+        raise FPMInputError(f"n_leds must be >= 1, got {n_leds}")
+    half = int(math.ceil(math.sqrt(n_leds))) + 1
+    j, i = np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1), indexing="ij")
+    offsets = np.stack([i.ravel(), j.ravel()], axis=1).astype(np.float64)  # (dx, dy) in pitches
+    r2 = (offsets**2).sum(axis=1)
+    chosen = np.sort(np.argsort(r2, kind="stable")[:n_leds])  # raster order
+    xy_mm = offsets[chosen] * pitch_mm
+    na_illum = -xy_mm / np.sqrt((xy_mm**2).sum(axis=1, keepdims=True) + distance_mm**2)
+    return Optics(wavelength_um=wavelength_um, na_obj=na_obj, mag=mag, pixel_um=pixel_um,
+                  na_illum=na_illum, upsample=upsample)
+
+
+@dataclass(frozen=True, eq=False)
+class Truth:
+    """Ground truth of a simulation.
+
+    Attributes:
+        amplitude, phase: ``(L, H, W)`` float32 per-layer transmittance on the hr grid,
+            band-limited to the synthetic NA (``na_obj + max illumination NA``): the best any
+            reconstruction can recover.
+        z_um: ``(L,)`` depth of each layer (µm); for the tilted slide the depth at the field centre.
+        depth_um: ``(H, W)`` depth of the structure at each pixel, NaN where the sample is transparent.
+        dx_hr_um: hr pixel (µm).
+        meta: preset, seed and options.
+    """
+
+    amplitude: np.ndarray
+    phase: np.ndarray
+    z_um: np.ndarray
+    depth_um: np.ndarray
+    dx_hr_um: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.amplitude.shape[0])
+
+    def mask(self, layer: int) -> np.ndarray:
+        """Pixels whose structure belongs to ``layer`` (depth map equal to that layer's depth)."""
+        if self.meta.get("preset") == "tilted":
+            return np.isfinite(self.depth_um)
+        return np.isclose(self.depth_um, self.z_um[layer])
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``amplitude``, ``phase``, ``z_um``, ``depth_um``, ``dx_hr_um`` and JSON ``meta`` to npz, atomically."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, amplitude=self.amplitude, phase=self.phase, z_um=self.z_um,
+                                    depth_um=self.depth_um, dx_hr_um=np.float64(self.dx_hr_um),
+                                    meta=np.str_(json.dumps(self.meta)))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+@dataclass(frozen=True, eq=False)
+class Simulation:
+    """A synthetic dataset: raw measurement plus its ground truth."""
+
+    raw: RawData
+    truth: Truth
+
+
+def _snapped_illumination(fwd: FPMForward) -> torch.Tensor:
+    """``(N, 2)`` illumination frequencies ``(k_y, k_x)`` (cycles/µm) snapped as FPMForward does."""
+    h, w = fwd.lr_shape
+    H, W = fwd.hr_shape
+    dx = fwd.optics.dx_lr_um
+    off_y = (fwd.window_top + h // 2 - H // 2).to(torch.float64)
+    off_x = (fwd.window_left + w // 2 - W // 2).to(torch.float64)
+    return torch.stack([-off_y / (h * dx), -off_x / (w * dx)], dim=1)
+
+
+def multislice_intensities(layers: torch.Tensor, z_um, fwd: FPMForward) -> torch.Tensor:
+    """Raw intensities ``(N, h, w)`` of thin layers ``(L, H, W)`` at depths ``z_um`` (see module docstring)."""
+    z = np.asarray(z_um, dtype=np.float64).reshape(-1)
+    if layers.ndim != 3 or layers.shape[0] != z.size:
+        raise ValueError(f"need (L, H, W) layers and L depths, got {tuple(layers.shape)} and {z.size}")
+    dev = fwd.device
+    layers = layers.to(device=dev, dtype=torch.complex64)
+    order = np.argsort(-z, kind="stable")  # upstream (largest z) first
+    H, W = fwd.hr_shape
+    h, w = fwd.lr_shape
+    lam = fwd.optics.wavelength_um
+    fy = torch.fft.fftfreq(H, fwd.optics.dx_hr_um, dtype=torch.float64, device=dev)[:, None]
+    fx = torch.fft.fftfreq(W, fwd.optics.dx_hr_um, dtype=torch.float64, device=dev)[None, :]
+    k_ill = _snapped_illumination(fwd)
+    transfer = fwd.transfer(float(z[order[-1]]))[0]
+    out = torch.empty((fwd.n_leds, h, w), dtype=torch.float32, device=dev)
+    chunk = max(1, _LED_ELEMENTS // (H * W))
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    for start in range(0, fwd.n_leds, chunk):
+        leds = torch.arange(start, min(start + chunk, fwd.n_leds), device=dev)
+        env = layers[order[0]].expand(len(leds), H, W).clone()
+        if z.size > 1:
+            ky = fy[None] + k_ill[leds, 0, None, None]
+            kx = fx[None] + k_ill[leds, 1, None, None]
+            arg = 1.0 / lam**2 - (kx**2 + ky**2)
+            propagating = arg > 0
+            kz = (2.0 * math.pi * torch.sqrt(arg.clamp_min(0.0))).to(torch.float32)
+            for prev, nxt in zip(order[:-1], order[1:], strict=True):
+                d_um = float(z[prev] - z[nxt])
+                prop = torch.polar(propagating.to(torch.float32), kz * d_um)
+                env = torch.fft.ifft2(torch.fft.fft2(env) * prop) * layers[nxt]
+        spec = fwd.spectrum(env)
+        rows = (fwd.window_top[leds][:, None] + ar_h[None])[:, :, None]
+        cols = (fwd.window_left[leds][:, None] + ar_w[None])[:, None, :]
+        win = spec[torch.arange(len(leds), device=dev)[:, None, None], rows, cols]
+        field_lr = fwd.inverse_spectrum(win * transfer)
+        out[leds] = field_lr.real.square() + field_lr.imag.square()
+    return out
+
+
+def _layers_sample(shape, dx_um, rng, z_um=(-12.0, 0.0, 12.0), **cell_options):
+    z = np.asarray(z_um, dtype=np.float64).reshape(-1)
+    if z.size == 0 or not np.all(np.isfinite(z)):
+        raise FPMInputError(f"layer depths z_um must be finite numbers, got {z_um!r}")
+    layers = np.stack([cell_layer(shape, dx_um, rng, **cell_options) for _ in z])
+    return layers, z, layers, z, {"z_um": z.tolist()}
+
+
+def _single_sample(shape, dx_um, rng, z_um=0.0, **cell_options):
+    z = float(z_um)
+    if not math.isfinite(z):
+        raise FPMInputError(f"z_um must be a finite number, got {z_um!r}")
+    layer = cell_layer(shape, dx_um, rng, **cell_options)[None]
+    return layer, np.array([z]), layer, np.array([z]), {"z_um": z}
+
+
+def _tilted_sample(shape, dx_um, rng, depth_range_um=(-10.0, 10.0), angle_deg=None, z_centre_um=None,
+                   bin_um=0.5, **cell_options):
+    H, W = shape
+    width_um = W * dx_um
+    x_um = (np.arange(W) - (W - 1) / 2.0) * dx_um
+    if angle_deg is None:
+        lo, hi = (float(v) for v in depth_range_um)
+        slope = (hi - lo) / width_um
+        centre = 0.5 * (lo + hi) if z_centre_um is None else float(z_centre_um)
+    else:
+        slope = math.tan(math.radians(float(angle_deg)))
+        centre = 0.0 if z_centre_um is None else float(z_centre_um)
+    if not (bin_um > 0 and math.isfinite(slope) and math.isfinite(centre)):
+        raise FPMInputError("tilted preset needs a finite angle/depth range and bin_um > 0")
+    depth_x = centre + slope * x_um  # (W,)
+    slide = cell_layer(shape, dx_um, rng, **cell_options)
+    bins = np.round((depth_x - centre) / bin_um).astype(np.int64)
+    strips = []
+    strip_z = []
+    for b in np.unique(bins):
+        in_strip = (bins == b)[None, :]
+        strips.append(np.where(in_strip, slide, 1.0))
+        strip_z.append(centre + b * bin_um)
+    depth = np.broadcast_to(depth_x[None, :], shape).copy()
+    options = {"angle_deg": math.degrees(math.atan(slope)), "z_centre_um": centre, "bin_um": float(bin_um),
+               "depth_range_um": [float(depth_x.min()), float(depth_x.max())]}
+    return np.stack(strips), np.asarray(strip_z), slide[None], np.array([centre]), options, depth
+
+
+def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float = 0.0,
+             optics: Optics | None = None, *, photons: float | None = None, device: str = "auto",
+             **preset_options: Any) -> Simulation:
+    """Simulate a raw FPM dataset and its ground truth (deterministic for a given ``seed``).
+
+    Args:
+        preset: ``"layers"`` (sparse cell layers at ``z_um``, default −12, 0, +12 µm),
+            ``"tilted"`` (one cell layer on a slide tilted along x: ``depth_range_um`` default
+            (−10, +10) across the field, or ``angle_deg`` with ``z_centre_um``; ``bin_um`` strip
+            depth quantization), ``"single"`` (one layer at ``z_um``, default 0).
+        size: raw image side in pixels (the hr grid is ``size·upsample``).
+        seed: random seed for the sample and the noise.
+        noise: std of additive Gaussian noise, in units of the bright-field background.
+        optics: microscope; default :func:`paper_optics`.
+        photons: if given, Poisson shot noise with this many photons at the background level.
+        device: torch device for the image formation.
+        preset_options: per-preset options above, plus cell options of
+            :func:`~napari_fpminr.optics.samples.cell_layer` (``cells_per_100um2``, ``radius_um``, ...).
+    """
+    if preset not in PRESETS:
+        raise FPMInputError(f"unknown simulation preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if int(size) != size or size < 8:
+        raise FPMInputError(f"size must be an integer >= 8 raw pixels, got {size!r}")
+    if not (noise >= 0 and math.isfinite(noise)) or (photons is not None and not photons > 0):
+        raise FPMInputError("noise must be >= 0 and photons > 0")
+    size = int(size)
+    optics = paper_optics() if optics is None else optics
+    dev = resolve_device(device)
+    fwd = FPMForward(optics, (size, size), dev)
+    shape = fwd.hr_shape
+    dx = optics.dx_hr_um
+    rng = np.random.default_rng([int(seed), 0])
+    try:
+        if preset == "layers":
+            result = _layers_sample(shape, dx, rng, **preset_options)
+        elif preset == "single":
+            result = _single_sample(shape, dx, rng, **preset_options)
+        else:
+            result = _tilted_sample(shape, dx, rng, **preset_options)
+    except TypeError as exc:  # unknown option name
+        raise FPMInputError(f"bad option for preset {preset!r}: {exc}") from None
+    sim_layers, sim_z, truth_layers, truth_z, options = result[:5]
+
+    with torch.no_grad():
+        intensity = multislice_intensities(torch.as_tensor(sim_layers), sim_z, fwd).cpu().numpy()
+    noise_rng = np.random.default_rng([int(seed), 1])
+    if photons is not None:
+        intensity = noise_rng.poisson(np.clip(intensity, 0, None) * photons) / photons
+    if noise > 0:
+        intensity = intensity + noise * noise_rng.standard_normal(intensity.shape)
+    intensity = np.clip(intensity, 0.0, None).astype(np.float32)
+
+    cutoff = optics.na_synthetic / optics.wavelength_um
+    band = band_limit(truth_layers, dx, cutoff)
+    if preset == "tilted":
+        depth = np.where(structure_mask(truth_layers[0]), result[5], np.nan)
+    else:
+        dev_from_1 = np.abs(truth_layers - 1.0)
+        strongest = dev_from_1.argmax(axis=0)
+        depth = np.where(dev_from_1.max(axis=0) > 0.02, truth_z[strongest], np.nan)
+    meta = {"format": "simulated", "preset": preset, "seed": int(seed), "size": size, "noise": float(noise),
+            "photons": None if photons is None else float(photons),
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in preset_options.items()}, **options}
+    truth = Truth(amplitude=np.abs(band).astype(np.float32), phase=np.angle(band).astype(np.float32),
+                  z_um=np.asarray(truth_z, dtype=np.float64), depth_um=depth.astype(np.float32),
+                  dx_hr_um=dx, meta=meta)
+    raw = RawData(intensities=intensity, optics=optics, source=None,
+                  z_um=float(truth_z[0]) if preset == "single" else None, meta=dict(meta))
+    return Simulation(raw=raw, truth=truth)
