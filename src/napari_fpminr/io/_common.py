@@ -46,6 +46,30 @@ def is_mat_v5(path: Path) -> bool:
     return len(head) == 128 and head.startswith(b"MATLAB 5.0 MAT-file")
 
 
+def mat_v5_truncated(path: Path) -> bool:
+    """True when a MATLAB v5 file's top-level data elements run past the end of the file.
+
+    Walks the 8-byte element tags (type, byte count) after the 128-byte header; uncompressed
+    elements are padded to 8 bytes, ``miCOMPRESSED`` (type 15) ones are not.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(128)
+        order = "<" if head[126:128] == b"IM" else ">"
+        offset = 128
+        while offset < size:
+            fh.seek(offset)
+            tag = fh.read(8)
+            if len(tag) < 8:
+                return True
+            dtype, nbytes = np.frombuffer(tag, dtype=f"{order}u4")
+            if dtype >> 16:  # small data element format: never at top level of a valid file
+                return True
+            pad = 0 if dtype == 15 else (-int(nbytes)) % 8
+            offset += 8 + int(nbytes) + pad
+        return offset > size + 7  # tolerate a missing final pad
+
+
 def check_readable(path: str | Path) -> Path:
     """The path as a ``Path`` if it is a non-empty regular file; else a one-line FPMInputError."""
     path = Path(path)
@@ -111,6 +135,8 @@ def mat_variable_names(path: Path) -> list[str] | None:
         if is_mat_v5(path):
             import scipy.io
 
+            if mat_v5_truncated(path):
+                return None
             return [name for name, _, _ in scipy.io.whosmat(path)]
     except Exception:
         return None

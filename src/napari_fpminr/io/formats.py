@@ -48,7 +48,8 @@ def detect_format(path) -> str | None:
         if not path.is_file() or path.stat().st_size == 0:
             return None
         if native.is_tiff(path):
-            return "native" if native.sidecar_path(path).is_file() else None
+            ok = native.sidecar_path(path).is_file() and native.tiff_complete(path)
+            return "native" if ok else None
         names = mat_variable_names(path)
         return None if names is None else _format_from_names(names)
     except Exception:
@@ -69,11 +70,13 @@ def read_raw(path, *, wavelength_um: float | None = None, na_obj: float | None =
     fmt = detect_format(path)
     if fmt is None:
         if native.is_tiff(path):
-            native.load_sidecar(path)  # raises: sidecar missing
+            native.load_sidecar(path)  # raises when the sidecar is missing or invalid
+            raise FPMInputError("cannot read TIFF (truncated or corrupt?)", path)
         if is_mat_v5(path) or is_hdf5(path):
             names = mat_variable_names(path)
             if names is None:
-                raise FPMInputError("cannot read file (truncated or corrupt MATLAB/HDF5 file?)", path)
+                kind = "MATLAB" if is_mat_v5(path) else "HDF5"
+                raise FPMInputError(f"cannot read {kind} file (truncated or corrupt?)", path)
             shown = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
             raise FPMInputError(f"not a recognised FPM raw-data file ({EXPECTED}); it holds: {shown or 'nothing'}",
                                 path)

@@ -19,6 +19,7 @@ bottom face; the illumination NA includes the slab's refraction).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,43 @@ def is_tiff(path: Path) -> bool:
             return fh.read(4) in TIFF_MAGICS
     except OSError:
         return False
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def tiff_complete(path: Path) -> bool:
+    """True when the TIFF's page chain parses cleanly and all image data lies inside the file.
+
+    tifffile stops silently (it only logs) at a page offset past the end of a truncated file, so
+    its log records are watched while the pages are walked.
+    """
+    import tifffile
+
+    logger = logging.getLogger("tifffile")
+    watch = _Collect()
+    logger.addHandler(watch)
+    try:
+        size = path.stat().st_size
+        with tifffile.TiffFile(path) as tif:
+            for series in tif.series:
+                if series.dataoffset is not None and series.dataoffset + series.nbytes > size:
+                    return False
+            for page in tif.pages:
+                ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
+                if not ends or max(ends) > size:
+                    return False
+        return not watch.records
+    except Exception:
+        return False
+    finally:
+        logger.removeHandler(watch)
 
 
 def sidecar_path(path: Path) -> Path:

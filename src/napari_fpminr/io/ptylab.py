@@ -3,7 +3,8 @@
 Datasets (SI units, Python axis order): ``ptychogram`` N×H×W intensities, ``encoder`` N×2 LED
 positions (m) in row/column order ``(y, x)``, ``zled`` LED-to-sample distance (m), ``dxd``
 camera pixel (m), ``magnification``, ``NA`` (objective; optional in PtyLab), ``wavelength`` (m),
-optional ``orientation`` (0-7, ptypy convention, applied to the images as PtyLab does).
+optional ``orientation`` (0-7, ptypy convention, applied to the images). napari-fpminr's
+writer adds ``upsample``, ``z_um`` and a complex ``pupil`` (rows = y, columns = x).
 
 Illumination NA. PtyLab (``Reconstruction.positions`` in FPM mode) cuts the window of LED ``i``
 from the hr spectrum at ``-(1/λ)·encoder_i/sqrt(|encoder_i|² + zled²)``, i.e. centred at
@@ -84,6 +85,9 @@ def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
     orientation = scalar(data, "orientation", path, required=False)
     images = _orient(images, int(orientation or 0), path)
 
+    pupil = data.get("pupil")
+    if pupil is not None and (pupil.ndim != 2 or not np.issubdtype(pupil.dtype, np.number)):
+        raise FPMInputError(f"pupil must be a 2D complex array, got shape {pupil.shape}", path)
     r = np.sqrt(np.sum(enc**2, axis=1) + zled_m**2)
     na = np.stack([enc[:, 1] / r, enc[:, 0] / r], axis=1)
     return build_raw(
@@ -95,4 +99,5 @@ def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
         mag=float(mag) if mag is not None else values["magnification"],
         pixel_um=float(pixel_um) if pixel_um is not None else values["dxd"] * 1e6,
         na_illum=na, upsample=int(upsample or scalar(data, "upsample", path, required=False) or 0),
+        pupil=pupil,
     )
