@@ -44,11 +44,12 @@ class Buttons:
     edit_parameters: bool
 
 
-def buttons_for(state: TrainState, *, has_raw: bool, has_model: bool) -> Buttons:
-    """Button enablement: Start needs raw data and no run in progress; Save needs a model."""
+def buttons_for(state: TrainState, *, has_raw: bool, has_model: bool, backend_ready: bool = True) -> Buttons:
+    """Button enablement: Start needs raw data, a loaded compute backend and no run in
+    progress; Save needs a model."""
     finished = state in _FINISHED
     return Buttons(
-        start=finished and has_raw,
+        start=finished and has_raw and backend_ready,
         stop=state is TrainState.TRAINING,
         save=finished and has_model,
         edit_parameters=finished,

@@ -1,0 +1,362 @@
+"""The FPM-INR dock widget: pick a raw layer, set parameters, train, watch, save, browse.
+
+Training runs ``recon.train.iter_train`` on a napari worker thread (``create_worker`` over a
+generator); the GUI thread only receives the yielded ``TrainEvent``s and updates the progress
+bar, ETA, loss plot and (at most twice a second) a preview image, so the viewer stays
+responsive. Stop sets a flag that the trainer checks between steps; the trainer then returns
+the model trained so far as its last event. A :class:`~._state.StateMachine`
+(idle / training / stopping / done / stopped / failed) drives the buttons.
+
+After training (or for any model layer that is selected) the "z-stack view" controls resample
+the lazy layers at any z range and step without retraining.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import FPMInputError
+from ..progress import format_seconds
+from ._layers import (
+    KIND_KEY,
+    MODEL_KEY,
+    RAW_KEY,
+    Z_KEY,
+    all_in_focus_layer_data,
+    default_z_step_um,
+    model_layer_data,
+    z_planes,
+)
+from ._loss_plot import LossPlot
+from ._params import ParameterForm, TrainingParameters
+from ._state import StateMachine, TrainState, buttons_for
+from ._training import default_parameters, train_events, warm_up
+
+if TYPE_CHECKING:
+    import napari
+
+PREVIEW_INTERVAL_S = 0.5
+PREVIEW_PX = 192
+
+
+class StopFlag(threading.Event):
+    """A ``threading.Event`` that can also be called (``stop()`` -> is it set?)."""
+
+    def __call__(self) -> bool:
+        return self.is_set()
+
+
+class ReconstructionWidget(QWidget):
+    """Dock widget: raw layer -> FPM-INR training -> lazy z-stack layers and ``.fpminr``."""
+
+    def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.machine = StateMachine()
+        self.model = None                  # last trained model (kept after Stop)
+        self.last_event = None
+        self.worker = None
+        self._stop = StopFlag()
+        self._stop_requested_at: float | None = None
+        self._last_preview = 0.0
+        self._layer_prefix = "FPM-INR"
+        self.backend_ready = False
+
+        self.raw_combo = QComboBox()
+        self.raw_combo.setToolTip("image layer opened from FPM raw data (File > Open or drag-and-drop)")
+        self.form = ParameterForm(default_parameters())
+        self.start_btn = QPushButton("Start")
+        self.stop_btn = QPushButton("Stop")
+        self.save_btn = QPushButton("Save model…")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("idle")
+        self.status.setWordWrap(True)
+        self.loss_plot = LossPlot()
+        self.preview = QLabel()
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumHeight(PREVIEW_PX)
+        self.preview.setToolTip("amplitude at the middle of the z range, as training goes")
+        self._preview_buffer = None
+
+        self.view_z_min = QDoubleSpinBox()
+        self.view_z_max = QDoubleSpinBox()
+        self.view_z_step = QDoubleSpinBox()
+        for box, suffix in ((self.view_z_min, " µm"), (self.view_z_max, " µm"), (self.view_z_step, " µm")):
+            box.setRange(-5000, 5000)
+            box.setDecimals(3)
+            box.setSuffix(suffix)
+        self.view_z_step.setRange(0.001, 1000)
+        self.view_z_step.setValue(1.0)
+        self.apply_z_btn = QPushButton("Show z-stack")
+        self.aif_btn = QPushButton("All-in-focus + depth")
+
+        self._build_layout()
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn.clicked.connect(self.stop)
+        self.save_btn.clicked.connect(self._save_dialog)
+        self.apply_z_btn.clicked.connect(self.show_model_layers)
+        self.aif_btn.clicked.connect(self.show_all_in_focus)
+        self.raw_combo.currentIndexChanged.connect(self._raw_changed)
+        self.machine.connect(self._on_state)
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._refresh_buttons)
+        self._refresh_layers()
+        self._on_state(self.machine.state)
+        self.status.setText("loading the compute backend…")
+        self._warm_worker = create_worker(warm_up, _start_thread=False)
+        self._warm_worker.finished.connect(self._backend_loaded)
+        self._warm_worker.start()
+
+    # ---- layout --------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        top = QFormLayout()
+        top.addRow("raw data", self.raw_combo)
+        train_box = QGroupBox("Training")
+        tl = QVBoxLayout(train_box)
+        tl.addWidget(self.form)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.stop_btn, self.save_btn):
+            buttons.addWidget(b)
+        tl.addLayout(buttons)
+        tl.addWidget(self.progress)
+        tl.addWidget(self.status)
+        tl.addWidget(self.loss_plot)
+        tl.addWidget(self.preview)
+        view_box = QGroupBox("z-stack view (no retraining)")
+        vl = QFormLayout(view_box)
+        vl.addRow("z min", self.view_z_min)
+        vl.addRow("z max", self.view_z_max)
+        vl.addRow("z step", self.view_z_step)
+        row = QHBoxLayout()
+        row.addWidget(self.apply_z_btn)
+        row.addWidget(self.aif_btn)
+        vl.addRow(row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(train_box)
+        layout.addWidget(view_box)
+        layout.addStretch(1)
+
+    # ---- layers and selection ------------------------------------------------------------
+    def raw_layers(self) -> list[Any]:
+        return [ly for ly in self.viewer.layers if RAW_KEY in getattr(ly, "metadata", {})]
+
+    def selected_raw(self):
+        name = self.raw_combo.currentText()
+        for layer in self.raw_layers():
+            if layer.name == name:
+                return layer.metadata[RAW_KEY]
+        return None
+
+    def _refresh_layers(self, event=None) -> None:
+        current = self.raw_combo.currentText()
+        names = [ly.name for ly in self.raw_layers()]
+        self.raw_combo.blockSignals(True)
+        self.raw_combo.clear()
+        self.raw_combo.addItems(names)
+        if current in names:
+            self.raw_combo.setCurrentText(current)
+        self.raw_combo.blockSignals(False)
+        if names and current not in names:
+            self._raw_changed()
+        self._refresh_buttons()
+
+    def _raw_changed(self, *_: Any) -> None:
+        raw = self.selected_raw()
+        if raw is not None and self.form.isEnabled():
+            self.form.fill_from_raw(raw)
+        self._refresh_buttons()
+
+    def current_model(self):
+        """The model of the active layer if it has one, else the last trained model."""
+        active = self.viewer.layers.selection.active
+        if active is not None and MODEL_KEY in getattr(active, "metadata", {}):
+            return active.metadata[MODEL_KEY]
+        return self.model
+
+    # ---- state ---------------------------------------------------------------------------
+    def _backend_loaded(self) -> None:
+        self.backend_ready = True
+        self._warm_worker = None
+        if self.machine.state is TrainState.IDLE:
+            self.status.setText("idle: choose raw data and press Start")
+        self._refresh_buttons()
+
+    def _on_state(self, state: TrainState) -> None:
+        self._refresh_buttons()
+
+    def _refresh_buttons(self, *_: Any) -> None:
+        b = buttons_for(self.machine.state, has_raw=self.selected_raw() is not None,
+                        has_model=self.model is not None, backend_ready=self.backend_ready)
+        self.start_btn.setEnabled(b.start)
+        self.stop_btn.setEnabled(b.stop)
+        self.save_btn.setEnabled(b.save)
+        self.form.setEnabled(b.edit_parameters)
+        self.raw_combo.setEnabled(b.edit_parameters)
+        has_view = self.current_model() is not None and b.edit_parameters
+        self.apply_z_btn.setEnabled(has_view)
+        self.aif_btn.setEnabled(has_view)
+
+    # ---- training ------------------------------------------------------------------------
+    def parameters(self) -> TrainingParameters:
+        return self.form.values()
+
+    def start(self) -> None:
+        raw = self.selected_raw()
+        if raw is None or not self.backend_ready or not self.machine.can(TrainState.TRAINING):
+            return
+        params = self.parameters()
+        self._stop = StopFlag()
+        self._stop_requested_at = None
+        self.last_event = None
+        self.loss_plot.clear()
+        self.progress.setValue(0)
+        self.status.setText("starting…")
+        self.machine.to(TrainState.TRAINING)
+        self.worker = create_worker(train_events, raw, params, self._stop, _start_thread=False)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Ask the trainer to stop after the current step; it returns the model so far."""
+        if self.machine.state is not TrainState.TRAINING:
+            return
+        self._stop.set()
+        self._stop_requested_at = time.monotonic()
+        self.status.setText("stopping…")
+        self.machine.to(TrainState.STOPPING)
+
+    def _on_event(self, event) -> None:
+        self.last_event = event
+        self.loss_plot.append(event.step, event.loss)
+        self.progress.setValue(int(round(1000 * event.fraction)))
+        self.status.setText(
+            f"epoch {event.epoch}/{event.n_epochs}  step {event.step}/{event.n_steps}  "
+            f"loss {event.loss:.3g}  elapsed {format_seconds(event.elapsed_s)}  ETA {format_seconds(event.eta_s)}"
+        )
+        preview = getattr(event, "preview", None)
+        now = time.monotonic()
+        if preview is not None and now - self._last_preview >= PREVIEW_INTERVAL_S:
+            self._last_preview = now
+            self._show_preview(np.asarray(preview))
+        if getattr(event, "model", None) is not None:
+            self.model = event.model
+
+    def _show_preview(self, image: np.ndarray) -> None:
+        """Show a training preview in the widget (a QLabel: far cheaper than a new layer)."""
+        img = np.asarray(image, dtype=np.float32)
+        lo, hi = np.percentile(img, (0.5, 99.5)) if img.size else (0.0, 1.0)
+        scaled = np.clip((img - lo) / max(float(hi - lo), 1e-12), 0, 1)
+        self._preview_buffer = np.ascontiguousarray((255 * scaled).astype(np.uint8))
+        h, w = self._preview_buffer.shape
+        qimg = QImage(self._preview_buffer.data, w, h, w, QImage.Format.Format_Grayscale8)
+        self.preview.setPixmap(QPixmap.fromImage(qimg).scaled(
+            PREVIEW_PX, PREVIEW_PX, Qt.AspectRatioMode.KeepAspectRatio))
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.setText(f"failed: {exc}")
+        show_error(str(exc) if isinstance(exc, FPMInputError) else f"training failed: {type(exc).__name__}: {exc}")
+        self.machine.to(TrainState.FAILED)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self.machine.state is TrainState.FAILED:
+            return
+        stopped = self._stop.is_set()
+        if self.model is None:
+            self.status.setText("stopped before the first step: no model")
+            self.machine.to(TrainState.STOPPED)
+            return
+        self.progress.setValue(self.progress.maximum() if not stopped else self.progress.value())
+        self.status.setText(("stopped" if stopped else "done") + f": {self.status.text()}")
+        self.machine.to(TrainState.STOPPED if stopped else TrainState.DONE)
+        self._reset_view_controls(self.model)
+        self.show_model_layers()
+
+    # ---- views of a model ----------------------------------------------------------------
+    def _reset_view_controls(self, model) -> None:
+        self.view_z_min.setValue(float(model.z_min_um))
+        self.view_z_max.setValue(float(model.z_max_um))
+        self.view_z_step.setValue(default_z_step_um(model))
+
+    def view_planes(self) -> np.ndarray:
+        return z_planes(self.view_z_min.value(), self.view_z_max.value(), self.view_z_step.value())
+
+    def show_model_layers(self, *_: Any, model=None) -> list[Any]:
+        """(Re)create the lazy amplitude/phase layers of ``model`` at the chosen planes."""
+        model = model if model is not None else self.current_model()
+        if model is None:
+            return []
+        z_um = self.view_planes()
+        layers = []
+        for data, meta, _kind in model_layer_data(model, z_um, name=self._layer_prefix):
+            name = meta["name"]
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            layers.append(self.viewer.add_image(data, **meta))
+        if len(z_um) > 1:
+            self.viewer.dims.set_point(0, float(z_um[len(z_um) // 2]))
+        return layers
+
+    def show_all_in_focus(self, *_: Any) -> list[Any]:
+        model = self.current_model()
+        if model is None:
+            return []
+        layers = []
+        for data, meta, _kind in all_in_focus_layer_data(model, self.view_planes(), name=self._layer_prefix):
+            if meta["name"] in self.viewer.layers:
+                self.viewer.layers.remove(meta["name"])
+            layers.append(self.viewer.add_image(data, **meta))
+        return layers
+
+    # ---- saving --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the current model as ``.fpminr`` (atomic)."""
+        from ..io.model_file import save_model
+
+        if self.model is None:
+            raise FPMInputError("no trained model to save yet")
+        path = Path(path)
+        if path.suffix.lower() != ".fpminr":
+            path = path.with_name(path.name + ".fpminr")
+        save_model(self.model, path)
+        show_info(f"saved {path}")
+        return path
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save FPM-INR model", "model.fpminr",
+                                              "FPM-INR model (*.fpminr)")
+        if path:
+            try:
+                self.save(path)
+            except (FPMInputError, OSError) as exc:
+                show_error(str(exc))
+
+
+__all__ = ["ReconstructionWidget", "StopFlag", "KIND_KEY", "Z_KEY"]
