@@ -172,6 +172,6 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
     if images.shape[0] != na.shape[0]:
         raise FPMInputError(f"TIFF has {images.shape[0]} images but {side.name} lists {na.shape[0]} LEDs", path)
     z_um = _number(meta, "z_um", side) if meta.get("z_um") is not None else None
-    up = int(upsample) or int(meta.get("upsample", 0) or 0)
+    up = int(upsample) or (int(_number(meta, "upsample", side)) if meta.get("upsample") else 0)
     return build_raw(path, images, fmt="native", z_um=z_um, meta={"sidecar": side.name},
                      na_illum=na, upsample=up, **params)
