@@ -12,7 +12,16 @@ if not os.environ.get("DISPLAY") and not os.environ.get("QT_QPA_PLATFORM"):
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 HAS_DISPLAY = bool(os.environ.get("DISPLAY")) and os.environ.get("QT_QPA_PLATFORM", "xcb") != "offscreen"
-needs_display = pytest.mark.skipif(not HAS_DISPLAY, reason="needs a real X display (run under xvfb-run)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gui`` need a real viewer (OpenGL): skip them without an X display."""
+    if HAS_DISPLAY:
+        return
+    skip = pytest.mark.skip(reason="needs a real X display (run under xvfb-run)")
+    for item in items:
+        if "gui" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""Open napari with raw data (the simulated sample by default) and the FPM-INR widget docked.
+"""Open napari with the FPM-INR widget docked and a file (default: the simulated sample raw set).
 
-``python -m napari_fpminr._napari.launch [RAW_FILE]`` or, from Python, ``main([...])``; the
-viewer is then ready for Start.
+``fpminr gui [FILE]``, ``python -m napari_fpminr._napari.launch [FILE]`` or ``main([...])``.
+FILE is raw data (opened as the raw stack, ready for Start) or a ``.fpminr`` model (opened as
+lazy z-stack layers).
 """
 
 from __future__ import annotations
@@ -13,26 +14,30 @@ PLUGIN = "napari-fpminr"
 WIDGET = "FPM-INR reconstruction"
 
 
-def open_viewer(raw_path: str | None = None, show: bool = True):
-    """Create the viewer, open the raw data and dock the widget; returns (viewer, widget)."""
+def open_viewer(path: str | None = None, show: bool = True):
+    """Create the viewer, open ``path`` (or the sample raw set) and dock the widget.
+
+    Returns ``(viewer, widget)``.
+    """
     import napari
 
     viewer = napari.Viewer(title="FPM-INR", show=show)
-    if raw_path is None:
+    if path is None:
         viewer.open_sample(PLUGIN, "tilted_raw")
     else:
-        viewer.open(raw_path, plugin=PLUGIN)
+        viewer.open(path, plugin=PLUGIN)
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     return viewer, widget
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fpminr gui", description=__doc__.splitlines()[0])
-    parser.add_argument("raw", nargs="?", help="raw FPM data file (default: the simulated tilted smear)")
+    parser.add_argument("file", nargs="?",
+                        help="raw FPM data or a .fpminr model (default: the simulated tilted smear)")
     args = parser.parse_args(argv)
     import napari
 
-    open_viewer(args.raw)
+    open_viewer(args.file)
     napari.run()
     return 0
 
