@@ -1,0 +1,72 @@
+"""The ``fpminr`` command line: the DESIGN.md §4 contract, run as a user runs it (a subprocess)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_fpminr.cli import main, z_planes
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def run_cli(*args, cwd=None):
+    """Run ``fpminr`` in a fresh interpreter; returns (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "napari_fpminr.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_z_planes_match_the_papers_161_planes():
+    z = z_planes(-20, 20, 0.25)
+    assert len(z) == 161 and z[0] == -20 and z[-1] == 20
+    np.testing.assert_allclose(np.diff(z), 0.25)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "layers.tif"
+    assert main(["simulate", str(out), "--preset", "layers", "--size", "32", "--seed", "3"]) == 0
+    return out
+
+
+def test_simulate_writes_raw_and_truth(simulated):
+    assert simulated.exists() and simulated.with_suffix(".json").exists()
+    truth = np.load(simulated.with_name("layers.truth.npz"), allow_pickle=False)
+    assert truth["amplitude"].shape[0] == 3
+    np.testing.assert_allclose(truth["z_um"], [-12, 0, 12])
+
+
+def test_info_describes_raw_data(simulated):
+    code, out, err = run_cli("info", simulated)
+    assert code == 0, err
+    assert "69 x 32 x 32 px" in out and "0.5220 um" in out and "upsample 2" in out
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "bloodsmear_green.mat").exists(), reason="shared data absent")
+def test_info_on_real_uconn_file():
+    code, out, err = run_cli("info", SHARED_DATA / "bloodsmear_green.mat")
+    assert code == 0, err
+    assert "225 (19 bright-field)" in out and "+10.00 um" in out and "upsample 4" in out
+
+
+@pytest.mark.parametrize("content", [b"", b"MATLAB 5.0 MAT-file, truncated", b"\x89PNG\r\n\x1a\n1234"])
+def test_bad_raw_file_exits_2_with_one_line_and_no_output(tmp_path, content):
+    bad = tmp_path / "bad.mat"
+    bad.write_bytes(content)
+    out = tmp_path / "out.npz"
+    code, stdout, err = run_cli("reconstruct", bad, "-o", out, "--method", "fpm", "--z", "0")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "bad.mat" in lines[0] and "Traceback" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mat"]
+
+
+def test_missing_file_and_wrong_output_suffix_are_one_line_errors(tmp_path, simulated):
+    code, _, err = run_cli("info", tmp_path / "nope.tif")
+    assert code == 2 and "nope.tif" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("reconstruct", simulated, "-o", tmp_path / "x.png", "--method", "fpm")
+    assert code == 2 and "x.png" in err and "Traceback" not in err
