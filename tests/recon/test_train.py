@@ -1,0 +1,122 @@
+"""FPM-INR training: events, cooperative stop, determinism, divergence, physics of the fit."""
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_fpminr.errors import FPMInputError
+from napari_fpminr.io.rawdata import RawData
+from napari_fpminr.optics import FPMForward, Optics
+from napari_fpminr.recon.train import TrainConfig, TrainingDiverged, iter_train, train
+
+
+def grid_optics(n_side=5, spacing_na=0.06, upsample=2):
+    c = (np.arange(n_side) - n_side // 2) * spacing_na
+    nx, ny = np.meshgrid(c, c)
+    return Optics(wavelength_um=0.52, na_obj=0.2, mag=10.0, pixel_um=3.45,
+                  na_illum=np.stack([nx.ravel(), ny.ravel()], 1), upsample=upsample)
+
+
+def thin_layer(hr_shape, seed=0, n_blobs=6):
+    """A thin sample: smooth absorbing and phase blobs on a transparent background."""
+    rng = np.random.default_rng(seed)
+    H, W = hr_shape
+    y, x = np.mgrid[:H, :W]
+    amp = np.ones(hr_shape)
+    ph = np.zeros(hr_shape)
+    for _ in range(n_blobs):
+        cy, cx, r = rng.uniform(0.2 * H, 0.8 * H), rng.uniform(0.2 * W, 0.8 * W), rng.uniform(2, 4)
+        g = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
+        amp -= 0.4 * g
+        ph += 0.8 * g
+    return (amp * np.exp(1j * ph)).astype(np.complex64)
+
+
+def layer_raw(size=16, z0_um=2.0, seed=0, pupil=None):
+    optics = grid_optics().replace(pupil=pupil)
+    fwd = FPMForward(optics, (size, size))
+    field = thin_layer(fwd.hr_shape, seed)
+    intens = fwd.intensities(torch.as_tensor(field), z0_um)[0].numpy()
+    return RawData(intens, optics), field
+
+
+FAST = dict(device="cpu", epochs=2, n_z=5, steps_repeat=2)
+
+
+def test_events_carry_progress_and_the_last_one_the_model():
+    raw, _ = layer_raw()
+    events = list(iter_train(raw, -4, 4, TrainConfig(**FAST, preview_every=4)))
+    n = len(events)
+    assert n == events[0].n_steps == 2 * 5 * 2
+    assert [e.step for e in events] == list(range(1, n + 1))
+    assert [e.epoch for e in events] == [1] * 10 + [2] * 10
+    assert all(-4 <= e.z_um <= 4 for e in events)
+    odd = {round(e.z_um, 6) for e in events if e.epoch == 1}
+    assert odd == {-4.0, -2.0, 0.0, 2.0, 4.0}  # odd epochs: the z-line nodes
+    assert len({round(e.z_um, 6) for e in events if e.epoch == 2} - odd) >= 8  # even: random z
+    assert all(e.elapsed_s >= 0 and e.eta_s >= 0 for e in events)
+    assert events[-1].eta_s == 0 and events[-1].done and not events[-1].stopped
+    assert all(e.model is None for e in events[:-1])
+    previews = [e for e in events[:-1] if e.preview is not None]
+    assert [e.step for e in previews] == [4, 8, 12, 16] and previews[0].preview.shape == (16, 16)
+    model = events[-1].model
+    assert model.hr_shape == (32, 32) and model.z_min_um == -4 and model.meta["source_hash"] == raw.content_hash()
+    assert model.meta["training"]["steps"] == n
+    assert np.mean([e.loss for e in events[-5:]]) < np.mean([e.loss for e in events[:5]])
+
+
+@pytest.mark.parametrize("kind", ["callable", "event"])
+def test_stop_ends_training_and_keeps_the_model_so_far(kind):
+    raw, _ = layer_raw()
+    seen = []
+    ev = threading.Event()
+    stop = (lambda: len(seen) >= 3) if kind == "callable" else ev
+    events = []
+    for e in iter_train(raw, -4, 4, TrainConfig(**FAST), stop=stop):
+        seen.append(e)
+        events.append(e)
+        if len(seen) >= 3:
+            ev.set()
+    assert len(events) == 4 and events[-1].done and events[-1].stopped
+    model = events[-1].model
+    assert model.meta["training"]["stopped"] and model.meta["training"]["steps"] == 3
+    amp, phase = model.render(0.0)
+    assert amp.shape == (1, 32, 32) and np.isfinite(amp).all()
+
+
+def test_training_is_deterministic_by_seed_on_cpu():
+    raw, _ = layer_raw()
+    cfg = TrainConfig(**FAST, seed=7)
+    a = [e.loss for e in iter_train(raw, -4, 4, cfg)]
+    b = [e.loss for e in iter_train(raw, -4, 4, cfg)]
+    c = [e.loss for e in iter_train(raw, -4, 4, TrainConfig(**FAST, seed=8))]
+    assert a == b and a != c
+
+
+def test_led_batches_give_the_same_step_as_all_leds_at_once():
+    raw, _ = layer_raw()
+    cfg = dict(FAST, epochs=1, steps_repeat=1)
+    full = list(iter_train(raw, -4, 4, TrainConfig(**cfg)))
+    chunked = list(iter_train(raw, -4, 4, TrainConfig(**cfg, led_batch=7)))
+    # same loss over all LEDs at every step (gradients accumulated over the LED chunks)
+    np.testing.assert_allclose([e.loss for e in full], [e.loss for e in chunked], rtol=1e-4)
+    for x, y in zip(full[-1].model.render([-1.0, 3.0]), chunked[-1].model.render([-1.0, 3.0])):
+        np.testing.assert_allclose(x, y, atol=5e-3)
+
+
+def test_divergence_stops_with_a_one_line_reason():
+    raw, _ = layer_raw()
+    with pytest.raises(TrainingDiverged) as err:
+        for _ in iter_train(raw, -4, 4, TrainConfig(**FAST, lr=1e9)):
+            pass
+    assert isinstance(err.value, FPMInputError)
+    assert "diverged" in str(err.value) and "learning rate" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_z_range_is_an_input_error():
+    raw, _ = layer_raw()
+    with pytest.raises(FPMInputError, match="z range"):
+        next(iter_train(raw, 3, -3, TrainConfig(**FAST)))
