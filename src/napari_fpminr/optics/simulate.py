@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import FPMInputError
+from ..io.atomic import atomic_write
 from ..io.rawdata import RawData
 from .forward import FPMForward
 from .samples import band_limit, cell_layer, structure_mask
@@ -114,16 +113,10 @@ class Truth:
     def save(self, path: str | Path) -> Path:
         """Write ``amplitude``, ``phase``, ``z_um``, ``depth_um``, ``dx_hr_um`` and JSON ``meta`` to npz, atomically."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, amplitude=self.amplitude, phase=self.phase, z_um=self.z_um,
-                                    depth_um=self.depth_um, dx_hr_um=np.float64(self.dx_hr_um),
-                                    meta=np.str_(json.dumps(self.meta)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, amplitude=self.amplitude, phase=self.phase, z_um=self.z_um,
+                                depth_um=self.depth_um, dx_hr_um=np.float64(self.dx_hr_um),
+                                meta=np.str_(json.dumps(self.meta)))
         return path
 
 

@@ -1,0 +1,93 @@
+"""Quality measures for reconstructions.
+
+* :func:`psnr_scaled`: PSNR after fitting the unknown global scale of the estimate by least squares
+  (reconstructions are defined up to the illumination level), with the truth's maximum as peak.
+* :func:`measurement_misfit`: how well hr fields explain the measurements: the relative L2 error
+  ``||sqrt(I_pred) - sqrt(I_meas)|| / ||sqrt(I_meas)||`` over all LEDs and pixels, per plane, with
+  ``I_pred`` from the forward model at each plane's depth (shared/DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..device import resolve_device
+from ..io.rawdata import RawData
+from ..optics.forward import FPMForward
+
+__all__ = ["measurement_misfit", "psnr_scaled"]
+
+_MAX_ELEMENTS = 1 << 24  # complex elements per chunk of predicted low-res fields
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def psnr_scaled(estimate, truth, mask=None) -> float:
+    """PSNR (dB) of ``s·estimate`` against ``truth``, ``s`` the least-squares scale.
+
+    Args:
+        estimate, truth: real arrays of the same shape (numpy or torch).
+        mask: optional boolean array (same shape) restricting fit and error to some pixels.
+    Returns:
+        ``10·log10(max(truth)² / mean((s·estimate - truth)²))`` over the (masked) pixels;
+        ``inf`` for a perfect match.
+    """
+    est = _numpy(estimate).astype(np.float64)
+    tru = _numpy(truth).astype(np.float64)
+    if est.shape != tru.shape:
+        raise ValueError(f"estimate {est.shape} and truth {tru.shape} differ in shape")
+    if mask is not None:
+        m = _numpy(mask).astype(bool)
+        if m.shape != tru.shape:
+            raise ValueError(f"mask {m.shape} does not match {tru.shape}")
+        est, tru = est[m], tru[m]
+    if est.size == 0:
+        raise ValueError("no pixels to compare")
+    denom = float(np.sum(est * est))
+    scale = float(np.sum(est * tru)) / denom if denom > 0 else 0.0
+    mse = float(np.mean((scale * est - tru) ** 2))
+    peak = float(np.max(tru))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(peak * peak / mse)
+
+
+def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", pupil=None) -> np.ndarray:
+    """Relative amplitude misfit ``(Z,)`` of hr fields ``(Z, H, W)`` at depths ``z_um`` (µm).
+
+    ``raw_normalized`` should be :meth:`RawData.normalized` data (transparent sample ≈ 1), the
+    scale the reconstructions use. ``pupil``: optional complex ``(h, w)`` or per-plane
+    ``(Z, h, w)`` pupil (defaults to the optics' pupil).
+    """
+    dev = resolve_device(device)
+    fwd = FPMForward(raw_normalized.optics, raw_normalized.lr_shape, dev)
+    field = torch.as_tensor(_numpy(field_hr)).to(device=dev, dtype=torch.complex64)
+    if field.ndim == 2:
+        field = field[None]
+    z = np.asarray(z_um, dtype=np.float64).reshape(-1)
+    if field.shape[0] != z.size:
+        raise ValueError(f"{field.shape[0]} fields for {z.size} depths")
+    measured = torch.as_tensor(np.sqrt(raw_normalized.intensities), device=dev)
+    norm = float(torch.linalg.vector_norm(measured))
+    pupils = None if pupil is None else torch.as_tensor(_numpy(pupil), device=dev).to(torch.complex64)
+    h, w = raw_normalized.lr_shape
+    chunk = max(1, _MAX_ELEMENTS // (raw_normalized.n_leds * h * w))
+    out = np.empty(z.size)
+    with torch.no_grad():
+        for start in range(0, z.size, chunk):
+            sl = slice(start, min(start + chunk, z.size))
+            p = pupils if pupils is None or pupils.ndim == 2 else pupils[sl][:, None]
+            if p is None:
+                pred = fwd.amplitudes(field[sl], z[sl])
+            else:  # per-plane pupils: build the transfer ourselves
+                spec = fwd.spectrum(field[sl])
+                trans = (p if p.ndim == 4 else p[None, None]) * fwd.defocus(z[sl])[:, None]
+                pred = fwd.inverse_spectrum(fwd.windows(spec) * trans).abs()
+            err = torch.linalg.vector_norm(pred - measured[None], dim=(1, 2, 3))
+            out[sl] = (err / norm).cpu().numpy()
+    return out
