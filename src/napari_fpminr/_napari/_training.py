@@ -1,19 +1,24 @@
 """The bridge from the widget's form to the core trainer (runs on the worker thread).
 
 ``train_events`` is the generator handed to napari's ``create_worker``: it converts the form
-values to a :class:`~napari_fpminr.recon.train.TrainConfig` and re-yields every ``TrainEvent``
-of ``iter_train``; the last one carries the model (also after Stop).
+values to a :class:`~napari_fpminr.recon.train.TrainConfig`, runs ``iter_train`` and hands its
+``TrainEvent``s to the GUI in coalesced batches; the last one carries the model (also after Stop).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
+
+import numpy as np
 
 from ._params import DEFAULT_HALF_RANGE_UM, TrainingParameters
 
 #: previews per epoch attached by the trainer (each costs one small render)
 PREVIEWS_PER_EPOCH = 2
+#: at most this often the worker hands progress to the GUI thread
+GUI_INTERVAL_S = 0.05
 
 
 def default_parameters() -> TrainingParameters:
@@ -47,12 +52,42 @@ def prepare_raw(raw, params: TrainingParameters):
     return raw
 
 
-def train_events(raw, params: TrainingParameters, stop) -> Iterator:
-    """Yield the trainer's events; ``stop`` is checked by the trainer between steps."""
+@dataclass
+class ProgressBatch:
+    """What the GUI thread receives: the latest event plus every (step, loss) since the last
+    batch, and the latest preview image among them (or None)."""
+
+    event: object
+    points: list[tuple[int, float]] = field(default_factory=list)
+    preview: np.ndarray | None = None
+
+
+def train_events(raw, params: TrainingParameters, stop, interval_s: float = GUI_INTERVAL_S) -> Iterator[ProgressBatch]:
+    """Run the trainer and yield :class:`ProgressBatch` es at most every ``interval_s``.
+
+    Coalescing keeps the GUI's work bounded however fast the steps are, so the queue of
+    signals never backs up (Stop and the final model reach the GUI at once). The final event
+    (``done``, carrying the model) is always delivered. ``stop`` is checked by the trainer
+    between steps.
+    """
     from ..recon.train import iter_train
 
-    yield from iter_train(prepare_raw(raw, params), params.z_min_um, params.z_max_um,
-                          make_config(params), stop=stop)
+    batch = ProgressBatch(event=None)
+    last_step = -1
+    last_emit = time.monotonic()
+    for event in iter_train(prepare_raw(raw, params), params.z_min_um, params.z_max_um,
+                            make_config(params), stop=stop):
+        if event.step > last_step:          # the final event repeats the last step after a Stop
+            batch.points.append((int(event.step), float(event.loss)))
+            last_step = event.step
+        if event.preview is not None:
+            batch.preview = event.preview
+        batch.event = event
+        now = time.monotonic()
+        if event.done or now - last_emit >= interval_s:
+            yield batch
+            batch = ProgressBatch(event=None)
+            last_emit = now
 
 
 def warm_up() -> None:

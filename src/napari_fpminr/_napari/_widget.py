@@ -1,9 +1,9 @@
 """The FPM-INR dock widget: pick a raw layer, set parameters, train, watch, save, browse.
 
 Training runs ``recon.train.iter_train`` on a napari worker thread (``create_worker`` over a
-generator); the GUI thread only receives the yielded ``TrainEvent``s and updates the progress
-bar, ETA, loss plot and (at most twice a second) a preview image, so the viewer stays
-responsive. Stop sets a flag that the trainer checks between steps; the trainer then returns
+generator); the GUI thread only receives progress batches (at most 20 per second) and updates
+the progress bar, ETA, loss plot and (at most twice a second) a preview image, so the viewer
+stays responsive. Stop sets a flag that the trainer checks between steps; the trainer then returns
 the model trained so far as its last event. A :class:`~._state.StateMachine`
 (idle / training / stopping / done / stopped / failed) drives the buttons.
 
@@ -252,20 +252,22 @@ class ReconstructionWidget(QWidget):
         self.status.setText("stopping…")
         self.machine.to(TrainState.STOPPING)
 
-    def _on_event(self, event) -> None:
+    def _on_event(self, batch) -> None:
+        """GUI-thread handler of a :class:`~._training.ProgressBatch`."""
+        event = batch.event
         self.last_event = event
-        self.loss_plot.append(event.step, event.loss)
+        for step, loss in batch.points:
+            self.loss_plot.append(step, loss)
         self.progress.setValue(int(round(1000 * event.fraction)))
         self.status.setText(
             f"epoch {event.epoch}/{event.n_epochs}  step {event.step}/{event.n_steps}  "
             f"loss {event.loss:.3g}  elapsed {format_seconds(event.elapsed_s)}  ETA {format_seconds(event.eta_s)}"
         )
-        preview = getattr(event, "preview", None)
         now = time.monotonic()
-        if preview is not None and now - self._last_preview >= PREVIEW_INTERVAL_S:
+        if batch.preview is not None and now - self._last_preview >= PREVIEW_INTERVAL_S:
             self._last_preview = now
-            self._show_preview(np.asarray(preview))
-        if getattr(event, "model", None) is not None:
+            self._show_preview(np.asarray(batch.preview))
+        if event.model is not None:
             self.model = event.model
 
     def _show_preview(self, image: np.ndarray) -> None:
@@ -314,6 +316,9 @@ class ReconstructionWidget(QWidget):
         if model is None:
             return []
         z_um = self.view_planes()
+        # the raw stack's LED axis would share the z slider: hide it (still listed, one click away)
+        for raw_layer in self.raw_layers():
+            raw_layer.visible = False
         layers = []
         for data, meta, _kind in model_layer_data(model, z_um, name=self._layer_prefix):
             name = meta["name"]

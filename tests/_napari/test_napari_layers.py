@@ -1,0 +1,73 @@
+"""Layer builders: z sampling, pyramid levels, and that model layers decode lazily."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_fpminr._napari._layers import (
+    KIND_KEY,
+    MODEL_KEY,
+    Z_KEY,
+    model_layer_data,
+    pyramid_steps,
+    z_planes,
+)
+
+
+def test_z_planes_are_inclusive_and_uniform():
+    z = z_planes(-20, 20, 0.25)
+    assert len(z) == 161 and z[0] == -20 and z[-1] == pytest.approx(20)
+    assert np.allclose(np.diff(z), 0.25)
+    assert list(z_planes(3, 1, 1)) == [1, 2, 3]
+    assert list(z_planes(0, 0.5, 1.0)) == [0.0]
+    with pytest.raises(ValueError):
+        z_planes(0, 1, 0)
+
+
+def test_pyramid_only_for_large_fields():
+    assert pyramid_steps((512, 512)) == [1]
+    assert pyramid_steps((2048, 1500)) == [1, 2, 4, 8]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.recon.train import TrainConfig, train
+
+    raw = simulate(preset="tilted", size=24, seed=2).raw
+    return train(raw, -6.0, 6.0, TrainConfig(epochs=1, n_z=3, q=4, device="cpu"))
+
+
+class _CountingNet:
+    """Wraps the model's network to record how many z planes each decode asks for."""
+
+    def __init__(self, model, monkeypatch):
+        self.calls: list[int] = []
+        forward = model.net.forward
+
+        def counted(z_um, *args, **kwargs):
+            self.calls.append(int(np.asarray(z_um.detach().cpu()).size))
+            return forward(z_um, *args, **kwargs)
+
+        monkeypatch.setattr(model.net, "forward", counted)
+
+
+def test_model_layers_decode_only_viewed_slices(tiny_model, monkeypatch):
+    counter = _CountingNet(tiny_model, monkeypatch)
+    z = z_planes(-6, 6, 0.5)
+    (amp, amp_meta, kind), (phase, phase_meta, _) = model_layer_data(tiny_model, z, name="t")
+    assert kind == "image" and isinstance(amp, da.Array) and isinstance(phase, da.Array)
+    assert amp.shape == (25, *tiny_model.hr_shape) and amp.chunksize[0] == 1
+    assert sum(counter.calls) <= 1              # only the contrast estimate: one plane
+    lo, hi = amp_meta["contrast_limits"]
+    assert hi > lo
+    assert amp_meta["metadata"][MODEL_KEY] is tiny_model and amp_meta["metadata"][KIND_KEY] == "amplitude"
+    assert np.array_equal(amp_meta["metadata"][Z_KEY], z)
+    assert amp_meta["scale"][0] == pytest.approx(0.5) and amp_meta["translate"][0] == pytest.approx(-6)
+    counter.calls.clear()
+    plane = np.asarray(amp[7])
+    assert sum(counter.calls) == 1 and plane.shape == tuple(tiny_model.hr_shape)
+    expected, _ = tiny_model.render([z[7]])
+    np.testing.assert_allclose(plane, expected[0], rtol=1e-5, atol=1e-6)
