@@ -138,3 +138,5 @@ def test_bad_requests_are_user_errors():
         simulate("single", size=3)
     with pytest.raises(FPMInputError, match="option"):
         simulate("single", size=16, colour="red")
+    with pytest.raises(FPMInputError, match="upsample"):
+        simulate("single", size=16, optics=paper_optics(upsample=1))

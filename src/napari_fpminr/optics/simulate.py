@@ -252,7 +252,10 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
     size = int(size)
     optics = paper_optics() if optics is None else optics
     dev = resolve_device(device)
-    fwd = FPMForward(optics, (size, size), dev)
+    try:
+        fwd = FPMForward(optics, (size, size), dev)
+    except ValueError as exc:  # LED windows outside the hr spectrum, pupil shape, ...
+        raise FPMInputError(f"cannot simulate with these optics: {exc}") from None
     shape = fwd.hr_shape
     dx = optics.dx_hr_um
     rng = np.random.default_rng([int(seed), 0])
