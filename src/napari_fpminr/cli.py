@@ -123,12 +123,9 @@ def _reconstruct_fpm(args, raw, planes: np.ndarray, out: Path) -> int:
     stack = None
     for event in iter_conventional(raw, planes, iterations=args.iterations, mode=args.mode,
                                    pupil_update=args.recover_pupil, device=args.device):
-        fraction = (event.iteration + event.planes_done / max(event.n_planes, 1) * 0) / max(event.n_iterations, 1)
-        if event.planes_done and event.n_planes:
-            fraction = ((event.planes_done - 1) * event.n_iterations + event.iteration) / (
-                event.n_planes * event.n_iterations) if args.mode == "per_plane" else fraction
-        bar.update(fraction, f"elapsed {format_seconds(event.elapsed_s)} eta {format_seconds(event.eta_s)}")
-        stack = getattr(event, "stack", None) or stack
+        bar.update(event.fraction, f"planes {event.planes_done}/{event.n_planes} "
+                                   f"elapsed {format_seconds(event.elapsed_s)} eta {format_seconds(event.eta_s)}")
+        stack = event.stack if event.stack is not None else stack
     bar.close("done")
     assert stack is not None
     write_stack(out, StackArrays(stack.amplitude, stack.phase, stack.z_um, stack.dx_hr_um))
@@ -153,9 +150,9 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     model = None
     t0 = time.monotonic()
     for event in iter_train(raw, z_min, z_max, config):
-        bar.update(event.progress, f"epoch {event.epoch + 1}/{config.epochs} loss {event.loss:.3e} "
+        bar.update(event.fraction, f"epoch {event.epoch}/{event.n_epochs} loss {event.loss:.3e} "
                                    f"eta {format_seconds(event.eta_s)}")
-        model = getattr(event, "model", None) or model
+        model = event.model if event.model is not None else model
     bar.close(f"trained in {format_seconds(time.monotonic() - t0)}")
     assert model is not None
     if out.suffix.lower() == MODEL_SUFFIX:
@@ -175,7 +172,9 @@ def cmd_render(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in STACK_SUFFIXES:
         raise FPMInputError(f"render writes a stack: use -o with {', '.join(STACK_SUFFIXES)}", out)
-    model = load_model(path, device=args.device)
+    from .device import resolve_device
+
+    model = load_model(path, device=resolve_device(args.device))
     if args.z:
         planes = np.asarray(sorted(args.z), float)
     else:
