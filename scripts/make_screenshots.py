@@ -65,7 +65,7 @@ def main() -> int:
         raise RuntimeError(f"training did not produce a model: {widget.status.text()}")
     viewer.layers["tilted smear (simulated raw)"].visible = False
     viewer.layers["FPM-INR phase"].visible = False
-    viewer.dims.set_point(0, 5.0)
+    viewer.dims.set_point(widget.z_axis(), 5.0)
     _shot(viewer, app, "03_zstack")
     widget.show_all_in_focus()
     viewer.layers["FPM-INR amplitude"].visible = False
@@ -75,7 +75,7 @@ def main() -> int:
         viewer.layers.remove(layer)
     viewer.open_sample("napari-fpminr", "tilted_model")
     viewer.layers[-1].visible = False   # phase
-    viewer.dims.set_point(0, -5.0)
+    viewer.dims.set_point(widget.z_axis(), -5.0)
     _shot(viewer, app, "05_sample_model")
     viewer.close()
     return 0

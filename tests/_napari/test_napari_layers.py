@@ -71,3 +71,17 @@ def test_model_layers_decode_only_viewed_slices(tiny_model, monkeypatch):
     assert sum(counter.calls) == 1 and plane.shape == tuple(tiny_model.hr_shape)
     expected, _ = tiny_model.render([z[7]])
     np.testing.assert_allclose(plane, expected[0], rtol=1e-5, atol=1e-6)
+
+
+def test_writer_saves_the_model_behind_a_layer(tiny_model, tmp_path, monkeypatch):
+    from napari_fpminr._napari import _writer
+    from napari_fpminr.io.model_file import load_model
+
+    shown = []
+    monkeypatch.setattr(_writer, "show_error", shown.append)
+    (_amp, meta, _), _ = model_layer_data(tiny_model, z_planes(-6, 6, 3), name="t")
+    written = _writer.write_model(str(tmp_path / "saved"), None, meta)
+    assert written == [str(tmp_path / "saved.fpminr")]
+    assert load_model(written[0]).model_id == tiny_model.model_id
+    assert _writer.write_model(str(tmp_path / "x.fpminr"), np.zeros((2, 2)), {"name": "plain", "metadata": {}}) == []
+    assert len(shown) == 1 and "plain" in shown[0] and not (tmp_path / "x.fpminr").exists()

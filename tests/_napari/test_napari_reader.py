@@ -35,12 +35,12 @@ def test_each_raw_format_reads_as_raw_stack(tmp_path, tiny_raw, suffix, errors):
     layers = reader(str(path))
     assert len(layers) == 1
     data, meta, kind = layers[0]
-    assert kind == "image" and data.shape == (9, 24, 24)
+    assert kind == "image" and data.shape == (9, 1, 24, 24)
     raw = meta["metadata"][RAW_KEY]
     np.testing.assert_allclose(np.sort(raw.intensities.ravel()), np.sort(tiny_raw.intensities.ravel()), rtol=1e-6)
     dx = 3.45 / 10
-    assert meta["scale"] == pytest.approx((1.0, dx, dx))
-    assert meta["axis_labels"] == ("LED", "y", "x")
+    assert meta["scale"] == pytest.approx((1.0, 1.0, dx, dx))
+    assert meta["axis_labels"] == ("LED", "z", "y", "x")
     assert errors == []
 
 
@@ -100,8 +100,8 @@ def test_real_uconn_file_opens(errors):
     path = str(DATA / "bloodsmear_green.mat")
     layers = get_reader(path)(path)
     data, meta, _ = layers[0]
-    assert data.shape == (225, 128, 128)
+    assert data.shape == (225, 1, 128, 128)
     raw = meta["metadata"][RAW_KEY]
     assert raw.z_um == pytest.approx(10.0)
-    assert meta["scale"][1] == pytest.approx(1.845, rel=1e-3)
+    assert meta["scale"][-1] == pytest.approx(1.845, rel=1e-3)
     assert errors == []

@@ -111,6 +111,11 @@ def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napar
     added = viewer.open(str(path), plugin=PLUGIN)
     assert len(viewer.layers) == before + 2 and all(isinstance(ly.data, da.Array) for ly in added)
     assert added[0].metadata[MODEL_KEY].model_id == widget.model.model_id
+    # selecting the reopened layer puts its z sampling into the z-stack view controls
+    viewer.layers.selection.active = added[0]
+    z_opened = added[0].metadata["fpminr_z_um"]
+    assert widget.view_z_min.value() == pytest.approx(z_opened[0], abs=1e-3)
+    assert widget.view_z_max.value() == pytest.approx(z_opened[-1], abs=1e-3)
 
 
 def test_stop_mid_run_keeps_the_model(make_napari_viewer, qtbot, small_raw):
@@ -186,6 +191,6 @@ def test_raw_file_opens_as_raw_stack_layer(make_napari_viewer, tmp_path, small_r
     path = write_raw(small_raw, tmp_path / "raw.mat")
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path), plugin=PLUGIN)
-    assert layer.data.shape == small_raw.intensities.shape
+    assert layer.data.shape == (small_raw.n_leds, 1, *small_raw.lr_shape)
     assert layer.metadata[RAW_KEY].n_leds == small_raw.n_leds
-    assert layer.scale[1] == pytest.approx(small_raw.optics.dx_lr_um)
+    assert layer.scale[-1] == pytest.approx(small_raw.optics.dx_lr_um)

@@ -30,20 +30,25 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def raw_layer_data(raw) -> LayerData:
-    """The raw intensity stack (LED, y, x) with the object-side pixel size in µm."""
+    """The raw intensity stack as (LED, z, y, x) with a single z plane at the focal plane (0 µm).
+
+    The singleton z axis (a view, no copy) keeps the LED index and the model's depth on
+    separate viewer sliders when raw data and a z-stack are open together; y and x are in
+    object-side µm (``pixel_um / mag``).
+    """
     dx_um = raw.optics.dx_lr_um
     name = f"{raw.source.stem} (raw)" if raw.source is not None else "FPM raw"
     hi = float(np.percentile(raw.intensities[0], 99.9)) or float(raw.intensities.max()) or 1.0
     meta = {
         "name": name,
-        "scale": (1.0, dx_um, dx_um),
-        "units": ("pixel", "µm", "µm"),
-        "axis_labels": ("LED", "y", "x"),
+        "scale": (1.0, 1.0, dx_um, dx_um),
+        "units": ("pixel", "µm", "µm", "µm"),
+        "axis_labels": ("LED", "z", "y", "x"),
         "colormap": "gray",
         "contrast_limits": (0.0, hi),
         "metadata": {RAW_KEY: raw},
     }
-    return (raw.intensities, meta, "image")
+    return (raw.intensities[:, None], meta, "image")
 
 
 def z_planes(z_min_um: float, z_max_um: float, z_step_um: float) -> np.ndarray:

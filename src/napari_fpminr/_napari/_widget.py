@@ -123,7 +123,7 @@ class ReconstructionWidget(QWidget):
         self.machine.connect(self._on_state)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_layers)
-        self.viewer.layers.selection.events.active.connect(self._refresh_buttons)
+        self.viewer.layers.selection.events.active.connect(self._active_changed)
         self._refresh_layers()
         self._on_state(self.machine.state)
         self.status.setText("loading the compute backend…")
@@ -189,6 +189,18 @@ class ReconstructionWidget(QWidget):
         raw = self.selected_raw()
         if raw is not None and self.form.isEnabled():
             self.form.fill_from_raw(raw)
+        self._refresh_buttons()
+
+    def _active_changed(self, *_: Any) -> None:
+        """Selecting a model layer shows its z sampling in the z-stack view controls."""
+        active = self.viewer.layers.selection.active
+        meta = getattr(active, "metadata", {}) if active is not None else {}
+        z = meta.get(Z_KEY)
+        if MODEL_KEY in meta and z is not None and len(z) > 0 and meta.get(KIND_KEY) in ("amplitude", "phase"):
+            self.view_z_min.setValue(float(z[0]))
+            self.view_z_max.setValue(float(z[-1]))
+            if len(z) > 1:
+                self.view_z_step.setValue(float(z[1] - z[0]))
         self._refresh_buttons()
 
     def current_model(self):
@@ -326,8 +338,12 @@ class ReconstructionWidget(QWidget):
                 self.viewer.layers.remove(name)
             layers.append(self.viewer.add_image(data, **meta))
         if len(z_um) > 1:
-            self.viewer.dims.set_point(0, float(z_um[len(z_um) // 2]))
+            self.viewer.dims.set_point(self.z_axis(), float(z_um[len(z_um) // 2]))
         return layers
+
+    def z_axis(self) -> int:
+        """Viewer axis of the model layers' z (they are (z, y, x), aligned to the last axes)."""
+        return self.viewer.dims.ndim - 3
 
     def show_all_in_focus(self, *_: Any) -> list[Any]:
         model = self.current_model()
@@ -364,4 +380,4 @@ class ReconstructionWidget(QWidget):
                 show_error(str(exc))
 
 
-__all__ = ["ReconstructionWidget", "StopFlag", "KIND_KEY", "Z_KEY"]
+__all__ = ["ReconstructionWidget", "StopFlag"]
