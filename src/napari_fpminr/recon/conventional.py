@@ -24,7 +24,8 @@ amplitude ≈ 1.
 Implementation: complex64 throughout; window positions are precomputed integers so every
 window is a view of ``O`` updated in place; for even raw sizes the centring shifts are folded
 into the FFTs (``ifft2(ifftshift(X)) = (-1)^(m+n) · ifft2(X)`` and the amplitude projection
-commutes with that sign pattern), so no shift copies are made. ``mode="batched"`` updates all
+commutes with that sign pattern), so no shift copies are made; all Fourier-space arithmetic is
+restricted to the bounding box of the pupil support and the forward FFT only computes that box. ``mode="batched"`` updates all
 planes (or chunks of ``plane_chunk`` planes when memory requires) in one tensor per LED step;
 ``mode="per_plane"`` runs the same arithmetic one plane at a time (the paper's protocol). Both
 give the same result to float32 round-off.
@@ -111,20 +112,18 @@ class _Solver:
         self.init_spectrum[top:top + self.h, left:left + self.w] = first
 
     # Centred spectrum <-> field on the raw grid. For even sizes the fields carry the
-    # (-1)^(m+n) pattern (no shifts needed), and both transforms are pruned to the pupil box:
-    # the inverse transforms only the box columns along y, the forward one only returns the box.
-    def _to_field(self, psi: torch.Tensor, out: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    # (-1)^(m+n) pattern, so no shifts are needed; the forward transform is pruned to the pupil
+    # box (rows transformed in full, then only the box columns along y).
+    def _to_field(self, psi: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.even:
-            r0, r1, c0, c1 = self.bbox
-            work[:, :, c0:c1] = torch.fft.ifft(psi[:, :, c0:c1], dim=-2, norm="forward")
-            return torch.fft.ifft(work, dim=-1, norm="forward", out=out)
+            return torch.fft.ifft2(psi, norm="forward", out=out)
         return torch.fft.ifft2(torch.fft.ifftshift(psi, dim=(-2, -1)), norm="forward", out=out)
 
     def _box_spectrum(self, f: torch.Tensor) -> torch.Tensor:
         r0, r1, c0, c1 = self.bbox
         if self.even:
-            cols = torch.fft.fft(f, dim=-2, norm="forward")[:, r0:r1, :]
-            return torch.fft.fft(cols, dim=-1, norm="forward")[:, :, c0:c1]
+            rows = torch.fft.fft(f, dim=-1, norm="forward")[:, :, c0:c1]
+            return torch.fft.fft(rows, dim=-2, norm="forward")[:, r0:r1, :]
         return torch.fft.fftshift(torch.fft.fft2(f, norm="forward"), dim=(-2, -1))[:, r0:r1, c0:c1]
 
     def object_step(self, transfer: torch.Tensor) -> torch.Tensor:
@@ -149,7 +148,6 @@ class _Solver:
         psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)  # zero outside the box
         psi_box = psi[:, r0:r1, c0:c1]
         field = torch.empty_like(psi)
-        work = torch.zeros_like(psi)  # zero outside the box columns
         scale = torch.empty((zc, h, w), dtype=torch.float32, device=self.device)
         done = 0
         stopped = False
@@ -162,7 +160,7 @@ class _Solver:
                 top, left = self.tops[n] + r0, self.lefts[n] + c0
                 win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
                 psi_box.copy_(win).mul_(transfer)
-                self._to_field(psi, field, work)
+                self._to_field(psi, field)
                 # amplitude projection f <- sqrt(I)·f/|f|, with |f|² from real and imaginary parts
                 torch.mul(field.real, field.real, out=scale)
                 scale.addcmul_(field.imag, field.imag).add_(_EPS2).rsqrt_().mul_(self.measured[n])
