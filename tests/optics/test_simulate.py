@@ -122,13 +122,14 @@ def test_noise_option_changes_the_data_by_the_requested_amount():
 
 
 def test_truth_save_is_atomic_and_loads_without_pickle(tmp_path):
-    sim = simulate("layers", size=16, seed=0)
+    sim = simulate("layers", size=16, seed=0, z_um=np.array([-4.0, 4.0]))  # numpy options stay JSON-safe
     out = sim.truth.save(tmp_path / "truth.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["truth.npz"]
     with np.load(out, allow_pickle=False) as npz:
         np.testing.assert_array_equal(npz["amplitude"], sim.truth.amplitude)
         np.testing.assert_array_equal(npz["z_um"], sim.truth.z_um)
-        assert json.loads(str(npz["meta"]))["preset"] == "layers"
+        meta = json.loads(str(npz["meta"]))
+        assert meta["preset"] == "layers" and meta["z_um"] == [-4.0, 4.0]
 
 
 def test_bad_requests_are_user_errors():

@@ -224,6 +224,16 @@ def _tilted_sample(shape, dx_um, rng, depth_range_um=(-10.0, 10.0), angle_deg=No
     return np.stack(strips), np.asarray(strip_z), slide[None], np.array([centre]), options, depth
 
 
+def _json_safe(value: Any) -> Any:
+    """Option values as plain JSON types (tuples and arrays become lists, numpy scalars numbers)."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_json_safe(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) \
+            else [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float = 0.0,
              optics: Optics | None = None, *, photons: float | None = None, device: str = "auto",
              **preset_options: Any) -> Simulation:
@@ -289,7 +299,7 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
         depth = np.where(dev_from_1.max(axis=0) > 0.02, truth_z[strongest], np.nan)
     meta = {"format": "simulated", "preset": preset, "seed": int(seed), "size": size, "noise": float(noise),
             "photons": None if photons is None else float(photons),
-            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in preset_options.items()}, **options}
+            **{k: _json_safe(v) for k, v in preset_options.items()}, **options}
     truth = Truth(amplitude=np.abs(band).astype(np.float32), phase=np.angle(band).astype(np.float32),
                   z_um=np.asarray(truth_z, dtype=np.float64), depth_um=depth.astype(np.float32),
                   dx_hr_um=dx, meta=meta)
