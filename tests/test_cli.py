@@ -70,3 +70,38 @@ def test_missing_file_and_wrong_output_suffix_are_one_line_errors(tmp_path, simu
     assert code == 2 and "nope.tif" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("reconstruct", simulated, "-o", tmp_path / "x.png", "--method", "fpm")
     assert code == 2 and "x.png" in err and "Traceback" not in err
+
+
+def test_end_to_end_inr_and_fpm(tmp_path, simulated):
+    """simulate -> reconstruct (inr, fpm) -> info -> render, as a batch user runs it."""
+    model = tmp_path / "m.fpminr"
+    code, out, err = run_cli("reconstruct", simulated, "-o", model, "--method", "inr", "--epochs", "2",
+                             "--z-min", "-15", "--z-max", "15", "--device", "cpu")
+    assert code == 0, err
+    assert model.exists() and "inr [" in err  # progress went to stderr
+    code, out, err = run_cli("info", model)
+    assert code == 0, err
+    assert "z range        -15 .. 15 um" in out and "compression" in out
+
+    code, out, err = run_cli("render", model, "-o", tmp_path / "s.npz", "--z", "-12", "0", "12", "--phase")
+    assert code == 0, err
+    s = np.load(tmp_path / "s.npz", allow_pickle=False)
+    assert s["amplitude"].shape == (3, 64, 64) and s["phase"].shape == (3, 64, 64)
+    assert not np.allclose(s["amplitude"][0], s["amplitude"][2])  # different z, different slices
+
+    code, out, err = run_cli("render", model, "-o", tmp_path / "aif.npz", "--all-in-focus")
+    assert code == 0, err
+    aif = np.load(tmp_path / "aif.npz", allow_pickle=False)
+    assert aif["amplitude"].shape == (1, 64, 64) and aif["depth_um"].shape == (64, 64)
+    assert np.all((aif["depth_um"] >= -15) & (aif["depth_um"] <= 15))
+
+    code, _, err = run_cli("render", model, "-o", tmp_path / "x.npz", "--z", "30")
+    assert code == 2 and "outside the model's range" in err and not (tmp_path / "x.npz").exists()
+
+    code, out, err = run_cli("reconstruct", simulated, "-o", tmp_path / "fpm.tif", "--method", "fpm",
+                             "--z-min", "-1", "--z-max", "1", "--z-step", "1", "--iterations", "3")
+    assert code == 0, err
+    import tifffile
+
+    with tifffile.TiffFile(tmp_path / "fpm.tif") as tif:
+        assert tif.asarray().shape == (3, 2, 64, 64) and tif.imagej_metadata["spacing"] == 1.0
