@@ -48,7 +48,7 @@ class INRArchitecture:
     hr_shape: tuple[int, int]
     z_min_um: float
     z_max_um: float
-    n_z: int = 17
+    n_z: int = 33
     q: int = 32
     plane_downsample: int = 4
 
