@@ -132,7 +132,7 @@ class FeatureNet(nn.Module):
         return torch.addmm(self.b3, h, self.w3.t()).reshape(h1.shape[:-1])
 
     def forward(self, z_um: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                row_chunk: int = 8) -> torch.Tensor:
+                row_chunk: int = 16) -> torch.Tensor:
         """Evaluate at depths ``z_um`` (Z,) on the hr pixel grid ``rows × cols`` -> ``(Z, h, w)``.
 
         ``rows``/``cols`` are hr pixel indices (any integers or floats, e.g. a region with a
@@ -143,12 +143,11 @@ class FeatureNet(nn.Module):
         hc, wc = self.arch.plane_shape
         coarse = self.coarse_first_layer(z_um)  # (Z, Hc, Wc, Q)
         c0, c1, cw = _axis_interp(cols, W, wc)
-        # columns first (coarse rows are few): (Z, Hc, w, Q)
-        xs = torch.lerp(coarse[:, :, c0], coarse[:, :, c1], cw[:, None])
         r0, r1, rw = _axis_interp(rows, H, hc)
         if torch.is_grad_enabled():
+            xs = torch.lerp(coarse[:, :, c0], coarse[:, :, c1], cw[:, None])  # columns: (Z, Hc, w, Q)
             return self.head(torch.lerp(xs[:, r0], xs[:, r1], rw[:, None, None]))
-        return self._head_chunked(xs, r0, r1, rw, max(1, int(row_chunk)))
+        return self._head_chunked(coarse, c0, c1, cw, r0, r1, rw, max(1, int(row_chunk)))
 
     def forward_full(self, z_um: torch.Tensor) -> torch.Tensor:
         """Whole hr grid at depths ``z_um`` -> ``(Z, H, W)``; the training path (fast backward).
@@ -165,24 +164,33 @@ class FeatureNet(nn.Module):
         h = torch.relu(torch.matmul(self.w2, h) + self.b2[:, None])
         return (torch.matmul(self.w3, h) + self.b3[:, None]).reshape(len(z_um), H, W)
 
-    def _head_chunked(self, xs, r0, r1, rw, chunk):
-        z, _, w, q = xs.shape
-        h = len(r0)
-        out = torch.empty(z, h * w, 1, device=xs.device, dtype=xs.dtype)
-        buf = torch.empty(chunk, w, q, device=xs.device, dtype=xs.dtype)
-        buf2 = torch.empty(chunk * w, q, device=xs.device, dtype=xs.dtype)
-        w2t, w3t = self.w2.t().to(xs.dtype), self.w3.t().to(xs.dtype)
-        b2, b3 = self.b2.to(xs.dtype), self.b3.to(xs.dtype)
+    def _head_chunked(self, coarse, c0, c1, cw, r0, r1, rw, chunk):
+        """No-autograd evaluation in chunks of ``chunk`` output rows, buffers reused.
+
+        Each chunk interpolates only the few coarse rows it needs along x, then along y, applies
+        ReLU and the two hr layers in place: the working set stays in cache.
+        """
+        z, _, _, q = coarse.shape
+        h, w = len(r0), len(c0)
+        dev, dt = coarse.device, coarse.dtype
+        out = torch.empty(z, h * w, 1, device=dev, dtype=dt)
+        buf = torch.empty(chunk, w, q, device=dev, dtype=dt)
+        buf2 = torch.empty(chunk * w, q, device=dev, dtype=dt)
+        cwx = cw[:, None].to(dt)
+        w2t, w3t = self.w2.t().to(dt), self.w3.t().to(dt)
+        b2, b3 = self.b2.to(dt), self.b3.to(dt)
         for k in range(z):
             for s in range(0, h, chunk):
                 n = min(chunk, h - s)
                 i0, i1 = r0[s:s + n], r1[s:s + n]
+                lo, hi = int(torch.minimum(i0, i1).min()), int(torch.maximum(i0, i1).max())
+                band = coarse[k, lo:hi + 1]  # the coarse rows this chunk needs
+                xs = torch.lerp(band[:, c0], band[:, c1], cwx)  # (rows, w, Q)
                 wt = rw[s:s + n, None, None].expand(n, w, q)
-                h1 = torch.lerp(xs[k, i0], xs[k, i1], wt, out=buf[:n]).relu_()
+                h1 = torch.lerp(xs[i0 - lo], xs[i1 - lo], wt, out=buf[:n]).relu_()
                 h2 = torch.addmm(b2, h1.view(-1, q), w2t, out=buf2[:n * w]).relu_()
                 torch.addmm(b3, h2, w3t, out=out[k, s * w:(s + n) * w])
         return out.view(z, h, w)
-
 
 def _kaiming(n_out: int, n_in: int, g: torch.Generator | None) -> torch.Tensor:
     bound = (6.0 / n_in) ** 0.5 / 2 ** 0.5
@@ -215,7 +223,7 @@ class FPMINR(nn.Module):
         return rows, cols
 
     def forward(self, z_um: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                parts: tuple[str, ...] = ("amplitude", "phase"), row_chunk: int = 8):
+                parts: tuple[str, ...] = ("amplitude", "phase"), row_chunk: int = 16):
         """Tuple of ``(Z, h, w)`` tensors, one per requested part."""
         return tuple(getattr(self, p)(z_um, rows, cols, row_chunk) for p in parts)
 
