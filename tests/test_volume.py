@@ -88,6 +88,46 @@ def test_stack_volume_takes_nearest_planes_and_model_all_in_focus_runs():
     got = vol.amplitude([-1.9, 0.6, 5.0]).compute()
     np.testing.assert_array_equal(got[:, 0, 0], [1, 2, 3])
     fused, depth = Volume(small_model()).all_in_focus(np.linspace(-5, 5, 6), patch=16, stride=4)
-    assert fused.shape == depth.shape == (40, 48) and np.all((depth >= -5) & (depth <= 5))
+    assert fused.shape == depth.shape == (40, 48) and np.isfinite(fused).all()
+    finite = np.isfinite(depth)  # NaN only where no patch has structure
+    assert finite.mean() > 0.5 and np.all((depth[finite] >= -5) & (depth[finite] <= 5))
     with pytest.raises(TypeError):
         Volume(object())
+
+
+def test_sub_plane_peak_and_no_structure_is_nan():
+    """Coarse planes (2 µm) still give the depth to a fraction of a µm; flat regions have no depth."""
+    rng = np.random.default_rng(1)
+    H, W = 64, 96
+    sharp = 1.0 + 0.3 * rng.standard_normal((H, W))
+    sharp[:, :32] = 1.0  # a transparent third: no structure
+    depth = np.full((H, W), 1.3)
+    z = np.arange(-8.0, 8.01, 2.0)
+    fused, depth_est = all_in_focus(blur_stack(sharp, z, depth), z, patch=16, stride=4)
+    assert np.isnan(depth_est[:, :16]).all()  # only fully flat patches cover these pixels
+    est = depth_est[:, 40:]
+    assert np.isfinite(est).all() and np.abs(est - 1.3).max() < 0.3
+    assert np.isfinite(fused).all()
+
+
+def test_edges_measure_finds_the_focus_of_a_phase_object_where_nv_cannot():
+    """A pure phase object is amplitude-flat in focus: NV peaks off focus, the complex measure at focus."""
+    from napari_fpminr.optics import angular_spectrum
+
+    rng = np.random.default_rng(2)
+    n, dx = 96, 0.17
+    y, x = np.mgrid[:n, :n]
+    phase0 = np.zeros((n, n))
+    for _ in range(8):
+        cy, cx, r = rng.uniform(0, n, 2).tolist() + [rng.uniform(5, 10)]
+        phase0 += 0.8 / (1 + np.exp((np.hypot(y - cy, x - cx) - r) / 1.0))
+    field = torch.as_tensor(np.exp(1j * phase0), dtype=torch.complex64)
+    z = np.arange(-6.0, 6.01, 0.5)
+    stack = torch.stack([angular_spectrum(field, float(-v), 0.52, dx, na_limit=0.5) for v in z]).numpy()
+    amp, ph = np.abs(stack), np.angle(stack)
+    _, d_edges = all_in_focus(amp, z, patch=32, stride=8, phase=ph)
+    _, d_nv = all_in_focus(amp, z, patch=32, stride=8, measure="nv")
+    assert np.nanmedian(np.abs(d_edges)) < 0.5
+    assert np.nanmedian(np.abs(d_nv)) > 1.0
+    with pytest.raises(ValueError, match="phase"):
+        all_in_focus(amp, z, measure="edges")

@@ -7,11 +7,29 @@ takes the nearest stored plane. ``step`` samples every ``step``-th hr pixel (mul
 pyramids). Dask names include ``Model.model_id``, so a retrained or continued model never
 reuses cached chunks of an older state.
 
-All-in-focus (shared/DESIGN.md §1): the normal-variance focus measure of a patch,
-``NV = Σ(a - μ)² / (N·μ)`` = variance / mean of the amplitude, on overlapping patches
-(64 px, stride 16); each patch takes its sharpest z, and every pixel averages the patches that
-cover it (blend by overlap counts). The depth map is the same blend of the chosen depths (µm).
-All of it is pooling / transposed convolution: no Python loop over patches.
+All-in-focus (shared/DESIGN.md §1): overlapping patches (``patch`` px, ``stride``; defaults
+64/16), a focus measure per patch and plane, the sharpest z per patch, blended over the overlaps.
+
+* Focus measures. ``"nv"``: the DESIGN normal variance of the amplitude,
+  ``NV = Σ(a - μ)² / (N·μ)``. It is right for amplitude (absorbing) structure, but defocus turns
+  phase into amplitude contrast: for a weak object with amplitude and phase spectra ``A``, ``Φ``
+  and defocus phase ``χ = πλ·dz·k²`` the amplitude variance is ``Σ|A cosχ - Φ sinχ|²``, which
+  for cells that delay the phase grows away from focus and, through the ``-Re(AΦ*) sin2χ``
+  term, is skewed to one side (simulated cells: NV peaks 3–6 µm off focus, or at the range end).
+  ``"edges"`` (the default whenever the stack's phase is known, as for every Stack and Model):
+  the concentration ``mean(g²)/mean(g)²`` of the complex-field gradient ``g = |∇o|``. Free
+  propagation is unitary, so ``Σg²`` is (nearly) conserved and only its spread changes: the edges
+  of a thin object, absorbing or phase, are most concentrated in the object's own plane; defocus
+  rings spread them. No background or phase offset has to be estimated (a gradient ignores both).
+* Sub-plane depth: the vertex of the parabola through the best plane and its two neighbours.
+* Structure: a patch has structure when the rms of its complex field (amplitude only for "nv")
+  about the patch mean, relative to the mean, reaches ``min_contrast`` (default 2 %) at its
+  sharpest plane. Pixels covered by no such patch get depth NaN: "where there is structure".
+* Per pixel: the depth is the contrast-weighted *median* of the depths of the structured patches
+  that cover it (a pixel between objects at different depths takes the majority's depth, not an
+  average that matches neither); the fused amplitude is the contrast-weighted blend over the
+  covering patches of the stack linearly interpolated at each patch's refined depth.
+All of it is pooling / transposed convolution / gathers: no Python loop over patches.
 """
 
 from __future__ import annotations
@@ -98,55 +116,197 @@ class Volume:
         graph = {(name, i, 0, 0): (block, float(zv)) for i, zv in enumerate(z)}
         return da.Array(graph, name, chunks=((1,) * len(z), (h,), (w,)), dtype=np.float32)
 
-    def all_in_focus(self, z_um=None, step: int = 1, patch: int = 64, stride: int = 16
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(fused amplitude (h, w), depth_um (h, w))`` over the depths ``z_um`` (default sampling)."""
+    def all_in_focus(self, z_um=None, step: int = 1, patch: int = 64, stride: int = 16,
+                     measure: str = "auto", min_contrast: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+        """``(fused amplitude (h, w), depth_um (h, w))`` over the depths ``z_um`` (default sampling).
+
+        ``measure="auto"`` renders the phase too and uses the complex-field focus measure
+        (``"edges"``); ``"nv"`` needs the amplitude only (half the rendering). See :func:`all_in_focus`.
+        """
         z = self.default_z() if z_um is None else np.atleast_1d(np.asarray(z_um, dtype=np.float64))
+        if measure not in FOCUS_MEASURES:
+            raise ValueError(f"measure must be one of {FOCUS_MEASURES}, got {measure!r}")
         amp = self.amplitude(z, step).compute(scheduler="synchronous")
-        return all_in_focus(amp, z, patch=max(4, patch // step), stride=max(1, stride // step))
+        phase = None if measure == "nv" else self.phase(z, step).compute(scheduler="synchronous")
+        return all_in_focus(amp, z, patch=max(4, patch // step), stride=max(1, stride // step),
+                            phase=phase, measure=measure, min_contrast=min_contrast)
+
+
+FOCUS_MEASURES = ("auto", "nv", "edges")
+
+
+def _pool(x: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    return F.avg_pool2d(x[:, None], patch, stride)[:, 0]
 
 
 def normal_variance(amplitude: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
     """``NV = Σ(a-μ)²/(N·μ)`` of every ``patch``² window at ``stride``: ``(Z, H, W)`` -> ``(Z, Hp, Wp)``."""
-    x = amplitude[:, None].double()
-    mu = F.avg_pool2d(x, patch, stride)
-    var = (F.avg_pool2d(x * x, patch, stride) - mu * mu).clamp_min(0.0)
-    return (var / mu.abs().clamp_min(1e-12))[:, 0]
+    x = amplitude.double()
+    mu = _pool(x, patch, stride)
+    var = (_pool(x * x, patch, stride) - mu * mu).clamp_min(0.0)
+    return var / mu.abs().clamp_min(1e-12)
 
 
-def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: int = 16
+def edge_sparsity(field: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """Concentration of the complex-field gradient per patch: ``mean(g²) / mean(g)²``, ``g = |∇o|``.
+
+    ``(Z, H, W)`` complex -> ``(Z, Hp, Wp)``, >= 1, largest where the edges of the patch's
+    structure are sharpest (see the module docstring for why this, not NV, for complex fields).
+    """
+    o = field.to(torch.complex128)
+    gx = torch.roll(o, -1, 2) - o
+    gy = torch.roll(o, -1, 1) - o
+    g2 = gx.real.square() + gx.imag.square() + gy.real.square() + gy.imag.square()
+    m1 = _pool(g2.sqrt(), patch, stride)
+    return _pool(g2, patch, stride) / m1.square().clamp_min(1e-30)
+
+
+def _refine_peak(score: torch.Tensor, z: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-plane peak of ``score (Z, Hp, Wp)`` along z: ``(depth_um, plane index as float)``.
+
+    The vertex of the parabola through the best plane and its two neighbours (any spacing),
+    kept between those neighbours; at the ends of the range the best plane itself.
+    """
+    zt = torch.as_tensor(z, dtype=torch.float64)
+    Z = score.shape[0]
+    best = score.argmax(dim=0)
+    depth = zt[best]
+    index = best.double()
+    if Z < 3:
+        return depth, index
+    k = best.clamp(1, Z - 2)
+    s0, s1, s2 = (score.gather(0, (k + d)[None])[0] for d in (-1, 0, 1))
+    z0, z1, z2 = zt[k - 1], zt[k], zt[k + 1]
+    num = (z1 - z0) ** 2 * (s1 - s2) - (z1 - z2) ** 2 * (s1 - s0)
+    den = (z1 - z0) * (s1 - s2) - (z1 - z2) * (s1 - s0)
+    interior = (best == k) & (den.abs() > 1e-300)
+    vertex = z1 - 0.5 * num / torch.where(interior, den, torch.ones_like(den))
+    vertex = torch.minimum(torch.maximum(vertex, z0), z2)
+    depth = torch.where(interior, vertex, depth)
+    # plane index of the refined depth (piecewise linear in z)
+    lo = torch.where(depth < z1, k - 1, k)
+    zl, zh = zt[lo], zt[lo + 1]
+    frac = ((depth - zl) / (zh - zl)).clamp(0.0, 1.0)
+    index = torch.where(interior, lo.double() + frac, index)
+    return depth, index
+
+
+def _covering(n: int, n_patches: int, patch: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each pixel 0..n-1: indices ``(K, n)`` of the patches covering it and a validity mask."""
+    K = -(-patch // stride)
+    pix = torch.arange(n)
+    idx = pix[None] // stride - torch.arange(K)[:, None]
+    valid = (idx >= 0) & (idx < n_patches) & (pix[None] < idx * stride + patch)
+    return idx.clamp(0, n_patches - 1), valid
+
+
+def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted median along dim 0 (weights >= 0; NaN where all weights are 0)."""
+    order = values.argsort(dim=0)
+    v = values.gather(0, order)
+    w = weights.gather(0, order)
+    cum = w.cumsum(0)
+    total = cum[-1:]
+    pick = (cum < 0.5 * total).sum(0, keepdim=True).clamp(max=values.shape[0] - 1)
+    med = v.gather(0, pick)[0]
+    return torch.where(total[0] > 0, med, torch.full_like(med, float("nan")))
+
+
+def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: int = 16, *,
+                 phase=None, measure: str = "auto", min_contrast: float = 0.02
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Fuse a stack ``(Z, H, W)`` into the sharpest-plane image and its depth map (µm).
 
-    Images smaller than ``patch`` use one patch the size of the image. The image is edge-padded
-    so that the patch grid covers every pixel. Returns float32 ``(H, W)`` arrays.
+    Args:
+        amplitude: ``(Z, H, W)`` amplitude stack; ``z_um`` its ``Z`` depths (any order of spacing).
+        patch, stride: focus patches (hr pixels). Images smaller than ``patch`` use one patch
+            the size of the image; the image is edge-padded so that the grid covers every pixel.
+        phase: optional ``(Z, H, W)`` phase (rad) of the same stack; enables ``measure="edges"``.
+        measure: ``"nv"`` (normal variance of the amplitude), ``"edges"`` (concentration of the
+            complex-field gradient; needs ``phase``), ``"auto"``: ``"edges"`` when ``phase`` is
+            given, else ``"nv"``.
+        min_contrast: a patch "has structure" when the rms of its (complex) field about the patch
+            mean, relative to the mean, reaches this at its sharpest plane; pixels covered by no
+            such patch get depth NaN (the fused image is defined everywhere).
+    Returns:
+        float32 ``(H, W)`` fused amplitude and depth map (µm, NaN where there is no structure).
     """
     a = torch.as_tensor(np.asarray(amplitude, dtype=np.float32))
     z = np.asarray(z_um, dtype=np.float64).reshape(-1)
     if a.ndim != 3 or a.shape[0] != z.size or a.shape[0] == 0:
         raise ValueError(f"amplitude must be (Z, H, W) with Z = len(z_um); got {tuple(a.shape)} and {z.size} depths")
+    if measure not in FOCUS_MEASURES:
+        raise ValueError(f"measure must be one of {FOCUS_MEASURES}, got {measure!r}")
+    if measure == "auto":
+        measure = "nv" if phase is None else "edges"
+    if measure == "edges" and phase is None:
+        raise ValueError('measure="edges" needs the phase of the stack')
+    p = None
+    if phase is not None:
+        p = torch.as_tensor(np.asarray(phase, dtype=np.float32))
+        if p.shape != a.shape:
+            raise ValueError(f"phase {tuple(p.shape)} must match amplitude {tuple(a.shape)}")
     Z, H, W = a.shape
     patch = int(min(patch, H, W))
     stride = int(max(1, min(stride, patch)))
     pad_h = (-(H - patch)) % stride
     pad_w = (-(W - patch)) % stride
-    ap = F.pad(a[None], (0, pad_w, 0, pad_h), mode="replicate")[0] if (pad_h or pad_w) else a
-    nv = normal_variance(ap, patch, stride)  # (Z, Hp, Wp)
-    best = nv.argmax(dim=0)  # (Hp, Wp): sharpest plane per patch
-    ones = torch.ones(1, 1, patch, patch, dtype=torch.float32)
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0] if (pad_h or pad_w) else x
+
+    ap = padded(a)
+    pp = None if p is None else padded(p)
     Hq, Wq = ap.shape[-2:]
-    fused = torch.zeros(Hq, Wq)
-    count = torch.zeros(Hq, Wq)
-    depth = torch.zeros(Hq, Wq, dtype=torch.float64)
-    for s in range(0, Z, z_chunk):  # bounded memory: z chunks, not patches
-        idx = torch.arange(s, min(Z, s + z_chunk))
-        chosen = (best[None] == idx[:, None, None]).float()[:, None]  # (z, 1, Hp, Wp)
-        weight = F.conv_transpose2d(chosen, ones, stride=stride)[:, 0]  # patches covering each pixel
-        weight = weight[:, :Hq, :Wq]
-        fused += (weight * ap[idx]).sum(0)
-        count += weight.sum(0)
-        depth += (weight.double() * torch.as_tensor(z[s:s + len(idx)])[:, None, None]).sum(0)
-    count = count.clamp_min(1e-12)
-    fused = (fused / count)[:H, :W]
-    depth = (depth / count.double())[:H, :W]
+    # focus measure and structure contrast per patch and plane, in z chunks (bounded memory)
+    score, contrast = [], []
+    for s in range(0, Z, z_chunk):
+        amp = ap[s:s + z_chunk].double()
+        if pp is None:
+            mu = _pool(amp, patch, stride)
+            var = (_pool(amp * amp, patch, stride) - mu * mu).clamp_min(0.0)
+            contrast.append(var.sqrt() / mu.abs().clamp_min(1e-12))
+            score.append(var / mu.abs().clamp_min(1e-12))
+        else:
+            field = torch.polar(amp, pp[s:s + z_chunk].double())
+            mr, mi = _pool(field.real, patch, stride), _pool(field.imag, patch, stride)
+            mean2 = mr * mr + mi * mi
+            var = (_pool(amp * amp, patch, stride) - mean2).clamp_min(0.0)
+            contrast.append((var / mean2.clamp_min(1e-24)).sqrt())
+            score.append(edge_sparsity(field, patch, stride) if measure == "edges"
+                         else var / _pool(amp, patch, stride).clamp_min(1e-12))
+    score = torch.cat(score)
+    contrast = torch.cat(contrast)
+    depth_p, index_p = _refine_peak(score, z)  # (Hp, Wp)
+    best = score.argmax(dim=0)
+    c_best = contrast.gather(0, best[None])[0]
+    structured = c_best >= min_contrast
+    # fused amplitude: each patch contributes the stack at its refined depth (linear between the
+    # two neighbouring planes), weighted by its contrast; summed over overlaps by transposed conv
+    weight_p = c_best.clamp_min(1e-6)
+    k0 = index_p.floor().long().clamp(0, Z - 1)
+    frac = (index_p - k0.double()).clamp(0.0, 1.0)
+    k1 = (k0 + 1).clamp(max=Z - 1)
+    ones = torch.ones(1, 1, patch, patch, dtype=torch.float64)
+    fused = torch.zeros(Hq, Wq, dtype=torch.float64)
+    for s in range(0, Z, z_chunk):
+        idx = torch.arange(s, min(Z, s + z_chunk))[:, None, None]
+        w = ((k0[None] == idx) * (1.0 - frac) + (k1[None] == idx) * frac) * weight_p  # (z, Hp, Wp)
+        covered = F.conv_transpose2d(w[:, None], ones, stride=stride)[:, 0, :Hq, :Wq]
+        fused += (covered * ap[s:s + len(idx)].double()).sum(0)
+    total = F.conv_transpose2d(weight_p[None, None], ones, stride=stride)[0, 0, :Hq, :Wq]
+    fused = (fused / total.clamp_min(1e-30))[:H, :W]
+    # depth per pixel: contrast-weighted median of the depths of the structured patches covering it
+    Hp, Wp = depth_p.shape
+    ri, rv = _covering(H, Hp, patch, stride)
+    ci, cv = _covering(W, Wp, patch, stride)
+    wsel = torch.where(structured, c_best, torch.zeros_like(c_best))
+    depth = torch.empty(H, W, dtype=torch.float64)
+    rows_per = max(1, (1 << 22) // max(1, ri.shape[0] * ci.shape[0] * W))
+    for r0 in range(0, H, rows_per):
+        r = slice(r0, min(H, r0 + rows_per))
+        rr, cc = ri[:, r][:, None, :, None], ci[None, :, None, :]
+        vals = depth_p[rr, cc].flatten(0, 1)
+        wts = (wsel[rr, cc] * (rv[:, r][:, None, :, None] & cv[None, :, None, :])).flatten(0, 1)
+        depth[r] = _weighted_median(vals, wts)
     return fused.numpy().astype(np.float32), depth.numpy().astype(np.float32)
