@@ -103,12 +103,23 @@ def test_tilted_slide_depth_varies_linearly_across_x():
     assert ok.sum() > 10
     slope = np.polyfit(np.flatnonzero(ok), cols[ok], 1)[0]
     field_um = 48 * sim.truth.dx_hr_um
-    assert slope * 48 == pytest.approx(20.0, rel=0.05)  # ±10 µm across the field by default
-    assert np.nanmin(depth) >= -10.01 and np.nanmax(depth) <= 10.01
-    assert sim.raw.meta["angle_deg"] == pytest.approx(math.degrees(math.atan(20 / field_um)), rel=1e-6)
+    assert slope * 48 == pytest.approx(8.0, rel=0.05)  # -4..+4 µm across the field by default
+    assert np.nanmin(depth) >= -4.01 and np.nanmax(depth) <= 4.01
+    assert sim.raw.meta["angle_deg"] == pytest.approx(math.degrees(math.atan(8 / field_um)), rel=1e-6)
+    # a stained smear: absorbing cells with a weak phase
+    assert sim.truth.amplitude.min() < 0.6 and sim.truth.phase.max() < 0.2
     # the tilt matters: a flat slide at the centre depth gives different images
-    flat = simulate("single", size=24, seed=2, z_um=0.0)
+    flat = simulate("single", size=24, seed=2, z_um=0.0, phase_max_rad=0.15)
     assert np.abs(flat.raw.intensities - sim.raw.intensities).max() > 0.05
+
+
+def test_tilted_slide_options_angle_and_phase():
+    sim = simulate("tilted", size=24, seed=2, angle_deg=4.0, z_centre_um=1.0, phase_max_rad=0.8)
+    assert sim.raw.meta["angle_deg"] == pytest.approx(4.0)
+    span = np.nanmax(sim.truth.depth_um) - np.nanmin(sim.truth.depth_um)
+    assert span <= 48 * sim.truth.dx_hr_um * math.tan(math.radians(4.0)) + 1e-3
+    assert np.nanmean(sim.truth.depth_um) == pytest.approx(1.0, abs=0.3)
+    assert sim.truth.phase.max() > 0.3  # the phase default is only a default
 
 
 def test_noise_option_changes_the_data_by_the_requested_amount():

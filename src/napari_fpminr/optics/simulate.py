@@ -18,11 +18,19 @@ Image formation for a sample made of thin layers ``t_l`` at depths ``z_l`` (µm)
    pupil and ``exp(i·kz·z_L)``, inverse FFT on the raw grid, ``|·|²``. A single layer at ``z0``
    therefore gives exactly ``FPMForward.intensities(t, z0)``.
 
-Tilted slide (like the paper's 4° blood smear): one thin cell layer whose depth varies linearly
-across x, ``depth = z_centre + tan(angle)·(x - x_centre)``. It is simulated as vertical strips,
-one thin layer per depth bin of ``bin_um`` (default 0.5 µm), each equal to the slide inside its
-strip and transparent elsewhere; the depth is thus quantized to the bin centres (error at most
-``bin_um/2``, far below the depth of field ``λ/NA_obj²`` ≈ 8.4 µm of the paper's optics).
+Tilted slide (like the paper's blood smear): one thin layer of stained cells whose depth varies
+linearly across x, ``depth = z_centre + tan(angle)·(x - x_centre)``. A stained smear is
+absorption-dominant, so its cells default to a weak phase (``phase_max_rad`` 0.15 rad; the
+absorption is that of :func:`cell_layer`, 10–70 %). The paper's slide is tilted by ~4° over a
+field of millimetres; the small fields simulated here (11–22 µm at 32–64 raw pixels) would then
+span < 1.5 µm of depth, invisible next to the depth of field. The default therefore fixes the
+depth span instead: ``depth_range_um`` (−4, +4) µm across the field, about one depth of field of
+the objective (``λ/NA_obj²`` ≈ 8.4 µm) and four of the synthetic aperture (``λ/NA_syn²`` ≈ 2.1
+µm), so the slide is visibly in and out of focus across the field (the angle follows from the
+field width: 20° at 64 raw pixels). Pass ``angle_deg`` (with ``z_centre_um``) for a fixed angle.
+It is simulated as vertical strips, one thin layer per depth bin of ``bin_um`` (default 0.5 µm),
+each equal to the slide inside its strip and transparent elsewhere; the depth is thus quantized
+to the bin centres (error at most ``bin_um/2``, below the synthetic depth of field).
 
 Intensities are in units of the bright-field background (a transparent sample gives 1 under every
 bright-field LED). Optional noise: additive Gaussian with standard deviation ``noise`` (same units)
@@ -195,9 +203,14 @@ def _single_sample(shape, dx_um, rng, z_um=0.0, **cell_options):
     return layer, np.array([z]), layer, np.array([z]), {"z_um": z}
 
 
-def _tilted_sample(shape, dx_um, rng, depth_range_um=(-10.0, 10.0), angle_deg=None, z_centre_um=None,
+TILTED_DEPTH_RANGE_UM = (-4.0, 4.0)
+TILTED_PHASE_MAX_RAD = 0.15
+
+
+def _tilted_sample(shape, dx_um, rng, depth_range_um=TILTED_DEPTH_RANGE_UM, angle_deg=None, z_centre_um=None,
                    bin_um=0.5, **cell_options):
     H, W = shape
+    cell_options.setdefault("phase_max_rad", TILTED_PHASE_MAX_RAD)  # stained smear: absorption-dominant
     width_um = W * dx_um
     x_um = (np.arange(W) - (W - 1) / 2.0) * dx_um
     if angle_deg is None:
@@ -241,9 +254,9 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
 
     Args:
         preset: ``"layers"`` (sparse cell layers at ``z_um``, default −12, 0, +12 µm),
-            ``"tilted"`` (one cell layer on a slide tilted along x: ``depth_range_um`` default
-            (−10, +10) across the field, or ``angle_deg`` with ``z_centre_um``; ``bin_um`` strip
-            depth quantization), ``"single"`` (one layer at ``z_um``, default 0).
+            ``"tilted"`` (one layer of stained, absorption-dominant cells, ``phase_max_rad``
+            default 0.15, on a slide tilted along x: ``depth_range_um`` default (−4, +4) across
+            the field, or ``angle_deg`` with ``z_centre_um``; ``bin_um`` strip depth quantization), ``"single"`` (one layer at ``z_um``, default 0).
         size: raw image side in pixels (the hr grid is ``size·upsample``).
         seed: random seed for the sample and the noise.
         noise: std of additive Gaussian noise, in units of the bright-field background.
