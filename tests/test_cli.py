@@ -105,3 +105,59 @@ def test_end_to_end_inr_and_fpm(tmp_path, simulated):
 
     with tifffile.TiffFile(tmp_path / "fpm.tif") as tif:
         assert tif.asarray().shape == (3, 2, 64, 64) and tif.imagej_metadata["spacing"] == 1.0
+
+
+def _good_mat_vars(n_leds=9, size=16):
+    """Variables of a valid FPM-INR .mat: a 3x3 LED grid, small images."""
+    c = np.array([-0.1, 0.0, 0.1])
+    na = np.stack(np.meshgrid(c, c), -1).reshape(-1, 2)[:n_leds]
+    images = np.ones((size, size, len(na)), np.float32)
+    return {"I_low": images, "na_calib": na, "na_cal": 0.25, "mag": 10.0, "dpix_c": 3.45, "lambda": 0.52}
+
+
+def _bad_mat(kind):
+    v = _good_mat_vars()
+    if kind == "wrong-key":
+        v = {"temperature": np.arange(3.0)}
+    elif kind == "wrong-shape":
+        v["I_low"] = v["I_low"][:, :, 0]
+    elif kind == "nan":
+        v["I_low"][3, 4, 2] = np.nan
+    elif kind == "mismatched":
+        v["na_calib"] = v["na_calib"][:7]
+    elif kind == "missing-wavelength":
+        del v["lambda"]
+    return v
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("wrong-key", "not a recognised FPM raw-data file"),
+    ("wrong-shape", "I_low"),
+    ("nan", "NaN"),
+    ("mismatched", "7"),
+    ("missing-wavelength", "--wavelength-um"),
+])
+def test_every_kind_of_bad_file_exits_2_with_one_line_and_leaves_nothing(tmp_path, kind, fragment):
+    import scipy.io
+
+    bad = tmp_path / f"{kind}.mat"
+    scipy.io.savemat(bad, _bad_mat(kind))
+    for out in ("out.npz", "out.fpminr"):
+        method = "fpm" if out.endswith(".npz") else "inr"
+        code, _, err = run_cli("reconstruct", bad, "-o", tmp_path / out, "--method", method, "--z", "0")
+        line = err.strip()
+        assert code == 2, err
+        assert "\n" not in line and bad.name in line and fragment in line and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]
+
+
+def test_the_good_variant_of_those_files_reconstructs(tmp_path):
+    """Guards the test above: the same file without the defect is accepted."""
+    import scipy.io
+
+    good = tmp_path / "good.mat"
+    scipy.io.savemat(good, _good_mat_vars())
+    code, _, err = run_cli("reconstruct", good, "-o", tmp_path / "o.npz", "--method", "fpm", "--z", "0",
+                           "--iterations", "1")
+    assert code == 0, err
+    assert (tmp_path / "o.npz").exists()
