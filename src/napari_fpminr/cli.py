@@ -188,11 +188,16 @@ def cmd_render(args) -> int:
     if args.all_in_focus:
         from .volume import all_in_focus
 
-        amplitude, _ = _render_planes(model, planes, with_phase=False, quiet=args.quiet)
-        fused, depth = all_in_focus(amplitude, planes)
-        write_stack(out, StackArrays(fused[None], None, np.array([float(np.nanmedian(depth))]),
-                                     model.dx_hr_um, depth_um=depth))
-        print(f"all-in-focus {out}  (depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} um)")
+        use_phase = args.focus_measure != "nv"
+        amplitude, phase = _render_planes(model, planes, with_phase=use_phase, quiet=args.quiet)
+        fused, depth = all_in_focus(amplitude, planes, patch=args.patch, stride=args.stride, phase=phase,
+                                    measure=args.focus_measure)
+        has_depth = np.isfinite(depth)
+        z_repr = float(np.median(depth[has_depth])) if has_depth.any() else float(np.median(planes))
+        write_stack(out, StackArrays(fused[None], None, np.array([z_repr]), model.dx_hr_um, depth_um=depth))
+        span = (f"depth {np.min(depth[has_depth]):.2f}..{np.max(depth[has_depth]):.2f} um "
+                f"on {100 * has_depth.mean():.0f}% of the field") if has_depth.any() else "no structure found"
+        print(f"all-in-focus {out}  ({span})")
         return 0
     _write_rendered(model, planes, out, with_phase=args.phase, quiet=args.quiet)
     print(f"stack      {out}  ({len(planes)} planes)")
@@ -291,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True)
     _add_z_options(p)
-    p.add_argument("--all-in-focus", action="store_true", help="fused image + depth map")
+    p.add_argument("--all-in-focus", action="store_true", help="fused image + depth map (NaN without structure)")
+    p.add_argument("--focus-measure", choices=("auto", "edges", "nv"), default="auto",
+                   help="all-in-focus sharpness: complex-field edges (auto) or amplitude normal variance (nv)")
+    p.add_argument("--patch", type=int, default=64, help="all-in-focus patch (hr px)")
+    p.add_argument("--stride", type=int, default=16, help="all-in-focus patch stride (hr px)")
     p.add_argument("--phase", action="store_true", help="also write the phase")
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
