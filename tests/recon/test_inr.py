@@ -95,3 +95,23 @@ def test_parameter_count_matches_the_design():
     net = FPMINR(arch)
     per_net = 64 * 64 * 32 + 17 * 32 + (32 * 32 + 32) * 2 + 32 + 1
     assert net.n_parameters() == 2 * per_net
+
+
+@pytest.mark.parametrize("region", [None, (5, 3, 30, 27), (7, 0, 9, 40), (1, 1, 1, 1)])
+def test_gather_free_render_path_equals_the_general_path(region):
+    """Unit-step regions of a grid divisible by the plane use the phase-lerp path; it must match
+    the general (gather) path, which the textbook test above pins down."""
+    from napari_fpminr.recon.inr import _axis_interp
+
+    arch = INRArchitecture((48, 40), -10.0, 10.0, n_z=5, q=8)
+    net = FPMINR(arch, seed=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel() + 1)))
+        rows, cols = net.grid(region)
+        z = torch.tensor([-3.7, 6.0])
+        fast = net.amplitude(z, rows, cols, row_chunk=7)
+        coarse = net.amplitude.coarse_first_layer(z)
+        general = net.amplitude._head_chunked(coarse, *_axis_interp(cols, 40, arch.plane_shape[1]),
+                                              *_axis_interp(rows, 48, arch.plane_shape[0]), 5)
+    torch.testing.assert_close(fast, general, atol=1e-6, rtol=1e-6)

@@ -147,7 +147,62 @@ class FeatureNet(nn.Module):
         if torch.is_grad_enabled():
             xs = torch.lerp(coarse[:, :, c0], coarse[:, :, c1], cw[:, None])  # columns: (Z, Hc, w, Q)
             return self.head(torch.lerp(xs[:, r0], xs[:, r1], rw[:, None, None]))
+        fast = H // hc == W // wc and _unit_range(rows, H, hc) and _unit_range(cols, W, wc)
+        if fast:
+            return self._head_chunked_upsample(coarse, int(rows[0]), len(rows), int(cols[0]), len(cols),
+                                               max(1, int(row_chunk)))
         return self._head_chunked(coarse, c0, c1, cw, r0, r1, rw, max(1, int(row_chunk)))
+
+    def _head_chunked_upsample(self, coarse, top, h, left, w, chunk):
+        """No-autograd evaluation of a unit-step region when the feature plane divides the hr grid.
+
+        Same function as :meth:`_head_chunked`, without gathers. With an integer factor ``d``,
+        hr pixel ``i = d·m + p`` sits at coarse coordinate ``m + t_p``, ``t_p = (p + 0.5)/d - 0.5``,
+        so each *phase* ``p`` is one ``lerp`` with a scalar weight between two shifted slices of
+        the coarse rows (columns), exactly the weights of :func:`_axis_interp` (``t_p`` is a
+        dyadic fraction, exact in float32). The coarse plane is padded by one replicated row and
+        column, which reproduces the clamped edges. Per chunk of whole coarse rows, the columns
+        then the rows are interpolated into reused channels-last buffers, and the ReLU and the
+        two hr layers run in place (``addmm`` into a reused buffer, ``mv`` for the last layer).
+        """
+        z, hc, wc, q = coarse.shape
+        d = self.arch.hr_shape[0] // hc
+        dev, dt = coarse.device, coarse.dtype
+        pad = F.pad(coarse.permute(0, 3, 1, 2), (1, 1, 1, 1), mode="replicate").permute(0, 2, 3, 1)
+        phases = [((p + 0.5) / d - 0.5) for p in range(d)]
+        src = [(0, 1.0 + t) if t < 0 else (1, t) for t in phases]  # (first padded offset, weight)
+        cm0, cm1 = left // d, (left + w - 1) // d + 1
+        ncm, c_off = cm1 - cm0, left - d * cm0
+        mchunk = max(1, -(-chunk // d))
+        xs = torch.empty(mchunk + 2, ncm, d, q, device=dev, dtype=dt)
+        up = torch.empty(mchunk, d, ncm * d, q, device=dev, dtype=dt)
+        buf2 = torch.empty(mchunk * d * w, q, device=dev, dtype=dt)
+        out = torch.empty(z, h * w, device=dev, dtype=dt)
+        w2t = self.w2.t().to(dt)
+        w3v, b2, b3 = self.w3[0].to(dt), self.b2.to(dt), self.b3.to(dt)
+        for k in range(z):
+            r = top
+            while r < top + h:
+                m0 = r // d
+                m1 = min(m0 + mchunk, (top + h - 1) // d + 1)
+                nm = m1 - m0
+                band = pad[k, m0:m1 + 2, cm0:cm1 + 2]  # padded rows m0-1 .. m1, cols cm0-1 .. cm1
+                xv = xs[:nm + 2]
+                for p, (o, wt) in enumerate(src):
+                    torch.lerp(band[:, o:o + ncm], band[:, o + 1:o + 1 + ncm], wt, out=xv[:, :, p])
+                xv = xv.view(nm + 2, ncm * d, q)
+                uv = up[:nm]
+                for p, (o, wt) in enumerate(src):
+                    torch.lerp(xv[o:o + nm], xv[o + 1:o + 1 + nm], wt, out=uv[:, p])
+                j0 = r - d * m0
+                n = min(d * nm - j0, top + h - r)
+                h1 = uv.view(nm * d, ncm * d, q)[j0:j0 + n, c_off:c_off + w]
+                h1 = h1.reshape(n * w, q)  # a view for full-width chunks, a copy otherwise
+                s = r - top
+                h2 = torch.addmm(b2, h1.relu_(), w2t, out=buf2[:n * w]).relu_()
+                torch.mv(h2, w3v, out=out[k, s * w:(s + n) * w]).add_(b3)
+                r += n
+        return out.view(z, h, w)
 
     def forward_full(self, z_um: torch.Tensor) -> torch.Tensor:
         """Whole hr grid at depths ``z_um`` -> ``(Z, H, W)``; the training path (fast backward).
@@ -191,6 +246,15 @@ class FeatureNet(nn.Module):
                 h2 = torch.addmm(b2, h1.view(-1, q), w2t, out=buf2[:n * w]).relu_()
                 torch.addmm(b3, h2, w3t, out=out[k, s * w:(s + n) * w])
         return out.view(z, h, w)
+
+def _unit_range(idx: torch.Tensor, n_hr: int, n_coarse: int) -> bool:
+    """True when ``idx`` are consecutive integer hr indices and the plane divides the hr axis."""
+    if idx.numel() == 0 or idx.dtype.is_floating_point or n_hr % n_coarse:
+        return False
+    if idx.numel() == 1:
+        return True
+    return bool((idx[1:] - idx[:-1] == 1).all())
+
 
 def _kaiming(n_out: int, n_in: int, g: torch.Generator | None) -> torch.Tensor:
     bound = (6.0 / n_in) ** 0.5 / 2 ** 0.5

@@ -105,7 +105,7 @@ class Model:
         z = torch.as_tensor(np.atleast_1d(np.asarray(z_um, dtype=np.float32)), device=self.device).reshape(-1)
         rows, cols = self.net.grid(region, step)
         # CPU: small row chunks stay in cache; GPU: big chunks, few kernel launches
-        chunk = 16 if self.device.type == "cpu" else 512
+        chunk = 32 if self.device.type == "cpu" else 512
         out = self.net(z, rows, cols, parts=tuple(parts), row_chunk=chunk)
         return tuple(o.float().cpu().numpy() for o in out)
 
