@@ -142,6 +142,27 @@ def _window_indices(fwd: FPMForward, led_chunks: list[torch.Tensor]) -> list[tor
     return out
 
 
+def _spectrum_and_transfer(field_hr: torch.Tensor, z: torch.Tensor, fwd: FPMForward,
+                           pupil: torch.Tensor | None, kz_shifted: torch.Tensor):
+    """Uncentred hr spectra ``(Z, H·W)`` of ``field_hr`` and uncentred transfers ``(Z, h, w)``."""
+    spectrum = torch.fft.fft2(field_hr, norm="forward").flatten(1)
+    pupil_c = pupil if pupil is not None else fwd.pupil
+    transfer = torch.fft.ifftshift(pupil_c, dim=(-2, -1)) * torch.polar(
+        torch.ones_like(kz_shifted), kz_shifted * z[:, None, None])
+    return spectrum, transfer
+
+
+def _led_amplitudes(spectrum: torch.Tensor, transfer: torch.Tensor, flat_idx: torch.Tensor, n_leds: int,
+                    lr_shape: tuple[int, int]) -> torch.Tensor:
+    """Predicted raw amplitudes ``(Z, n, h, w)`` of one LED chunk: the training path's forward model.
+
+    Must equal :meth:`FPMForward.amplitudes` (tested): windows gathered from the uncentred
+    spectrum in ifftshifted order, uncentred transfer, one batched inverse FFT.
+    """
+    win = spectrum.index_select(1, flat_idx).reshape(spectrum.shape[0], n_leds, *lr_shape)
+    return torch.fft.ifft2(win * transfer[:, None], norm="forward").abs()
+
+
 def _should_stop(stop) -> bool:
     if stop is None:
         return False
@@ -232,15 +253,10 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
                 amplitude, phase = net.amplitude.forward_full(z), net.phase.forward_full(z)
             field_hr = amplitude.float() * torch.exp(1j * phase.float())  # complex64 (Z, H, W)
             pupil = pupil_model() if pupil_model is not None else None
-            # uncentred hr spectrum; windows gathered directly in ifftshifted order (no big rolls)
-            spectrum = torch.fft.fft2(field_hr, norm="forward").flatten(1)  # (Z, H·W)
-            pupil_c = pupil if pupil is not None else fwd.pupil
-            transfer = torch.fft.ifftshift(pupil_c, dim=(-2, -1)) * torch.polar(
-                torch.ones_like(kz_shifted), kz_shifted * z[:, None, None])  # (Z, h, w), uncentred
+            spectrum, transfer = _spectrum_and_transfer(field_hr, z, fwd, pupil, kz_shifted)
             total = 0.0
             for chunk, flat_idx in zip(led_chunks, window_index):
-                win = spectrum.index_select(1, flat_idx).reshape(len(z), len(chunk), *raw.lr_shape)
-                pred = torch.fft.ifft2(win * transfer[:, None], norm="forward").abs()  # (Z, n, h, w)
+                pred = _led_amplitudes(spectrum, transfer, flat_idx, len(chunk), raw.lr_shape)  # (Z, n, h, w)
                 target = measured[chunk]
                 loss = F.smooth_l1_loss(pred, target.expand_as(pred), reduction="sum") / pred.numel() \
                     * (len(chunk) / n_leds)
