@@ -149,6 +149,57 @@ def test_joint_pupil_recovery_finds_a_known_astigmatism_and_coma():
     assert np.sqrt(np.mean(err ** 2)) < 0.2
 
 
+WARM = dict(device="cpu", n_z=5, warm_start_iterations=2, warm_start_steps=6, warm_start_z_per_step=3,
+            warm_start_stride=2)
+
+
+def test_warm_start_streams_events_before_the_epochs():
+    raw, _ = layer_raw()
+    events = list(iter_train(raw, -4, 4, TrainConfig(**WARM, epochs=1)))
+    n = len(events)
+    assert n == events[0].n_steps == 2 + 6 + 5
+    assert [e.step for e in events] == list(range(1, n + 1))
+    assert [e.epoch for e in events] == [0] * 8 + [1] * 5
+    assert all(np.isnan(e.loss) for e in events[:2])  # conventional passes: no loss
+    assert all(np.isfinite(e.loss) and e.loss >= 0 for e in events[2:])
+    assert {round(e.z_um, 6) for e in events[2:8]} <= {-4.0, -2.0, 0.0, 2.0, 4.0}  # fit on the nodes
+    assert events[-1].done and events[-1].model.meta["training"]["steps"] == n
+    with pytest.raises(FPMInputError):
+        TrainConfig(device="cpu", epochs=0)  # nothing to do without a warm start
+
+
+@pytest.mark.parametrize("stop_after", [1, 4])  # during the conventional passes, during the fit
+def test_stop_during_the_warm_start_keeps_the_model_so_far(stop_after):
+    raw, _ = layer_raw()
+    seen = []
+    events = []
+    for e in iter_train(raw, -4, 4, TrainConfig(**WARM, epochs=1), stop=lambda: len(seen) >= stop_after):
+        seen.append(e)
+        events.append(e)
+    assert events[-1].done and events[-1].stopped and len(events) == stop_after + 1
+    assert all(e.epoch == 0 for e in events)
+    amp, _ = events[-1].model.render(0.0)
+    assert np.isfinite(amp).all()
+
+
+def test_warm_start_alone_reproduces_the_conventional_refocused_fields():
+    """With epochs=0 the networks hold the seed: at a node the INR amplitude matches the
+    conventional plane there (and a network that was not fitted does not)."""
+    from napari_fpminr.recon.conventional import reconstruct_stack
+
+    raw, _ = layer_raw(size=16, z0_um=2.0)
+    conv = reconstruct_stack(raw, [2.0, -4.0], iterations=3, device="cpu").amplitude
+    cfg = dict(device="cpu", n_z=5, warm_start_iterations=3, warm_start_steps=200, warm_start_z_per_step=5,
+               warm_start_stride=1)
+    model = train(raw, -4, 4, TrainConfig(**cfg, epochs=0))
+    fresh = train(raw, -4, 4, TrainConfig(**dict(cfg, warm_start_steps=0), epochs=0))  # seed only, no fit
+    amp = model.render([2.0, -4.0])[0]
+    for k in range(2):
+        corr = np.corrcoef(amp[k].ravel(), conv[k].ravel())[0, 1]
+        assert corr >= 0.9, (k, corr)
+    assert np.corrcoef(fresh.render([2.0])[0][0].ravel(), conv[0].ravel())[0, 1] < 0.5
+
+
 # ---- quality against the conventional per-plane baseline (simulated truth, real data) ----------
 REPO = Path(__file__).resolve().parents[2]
 GREEN = REPO.parent / "shared" / "data" / "bloodsmear_green.mat"
@@ -166,6 +217,8 @@ def _layer_psnrs(stack_amp, zs, truth):
 # as the conventional planes (relative misfit 0.10-0.18 at every z for both), but its planes barely
 # change with z, so the off-centre layers are never brought into focus. Strict xfail: this test
 # turns into a failure (XPASS) as soon as training is fixed, and must then lose the marker.
+# The optional physically seeded warm start (TrainConfig.warm_start_iterations) raises the INR to
+# 23.4 dB (layers) / 21.1 dB (tilted) in ~10 / ~8 s, still below the stack's 25.8 / 23.7 dB.
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="FPM-INR below the conventional stack per layer on multi-layer samples")
 @pytest.mark.parametrize("preset", ["layers", "tilted"])

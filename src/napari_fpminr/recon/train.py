@@ -7,6 +7,11 @@ every LED's raw amplitude through the physical forward model
 ``sqrt(I / background)`` (``RawData.normalized``). Every step uses every LED (optionally in LED
 mini-batches whose gradients are accumulated, to bound memory).
 
+Optional physically seeded warm start (``TrainConfig.warm_start_iterations``): a few
+conventional qNewton passes at the z-line nodes, then a supervised fit of the networks to those
+refocused complex fields before the self-supervised epochs (details and measurements in
+:class:`TrainConfig`).
+
 The caller drives training by iterating :func:`iter_train`; ``stop`` (a callable returning
 True, or a ``threading.Event``) ends it cooperatively after the current step, and the final
 event (``done=True``) always carries the model trained so far. Divergence (a non-finite or
@@ -32,7 +37,8 @@ from ..io.rawdata import RawData
 from ..optics.forward import FPMForward, frequency_grid
 from .inr import FPMINR, INRArchitecture, PupilPhase
 from .model import Model
-from .schedule import epoch_depths, step_decay_lr
+from .conventional import iter_conventional
+from .schedule import epoch_depths, step_decay_lr, uniform_planes
 
 
 class TrainingDiverged(FPMInputError):
@@ -63,6 +69,22 @@ class TrainConfig:
         pupil_lr: Adam learning rate of the Zernike coefficients (rad).
         preview_every: attach an amplitude preview slice every this many steps (0: never).
         preview_z_um: depth of the preview (None: middle of the range); preview_step: xy step.
+        warm_start_iterations: physically seeded warm start (0: off, the default). Before the
+            self-supervised epochs, a conventional qNewton reconstruction with this many passes
+            (:func:`~napari_fpminr.recon.conventional.iter_conventional`) at the ``n_z`` z-line
+            nodes gives refocused complex fields ``o_z``; the networks are then fitted to them
+            (supervised, no FFT) for ``warm_start_steps`` Adam steps (lr ``warm_start_lr``,
+            cosine decay to 0), each step on ``warm_start_z_per_step`` random nodes and one
+            random ``warm_start_stride``-strided pixel subgrid, loss ``mean |A·e^{iφ} − o_z|²``
+            (complex, so phase wraps do not matter). Progress events stream throughout
+            (``epoch=0``; one event per conventional pass with ``loss=nan``, then one per fit
+            step) and ``stop`` is honoured in both parts. ``epochs`` may then be 0.
+            Measured (64² layers / tilted, seed 0, 1 CPU thread, same process): 3 passes + 300
+            fit steps and no epochs gives 23.4 / 21.1 dB mean per layer in ~10 / ~8 s, vs the
+            default training's 19.5 / 20.3 dB in ~22 / ~21 s and the conventional 161-plane
+            stack's 25.8 / 23.7 dB in ~22–24 s. Self-supervised epochs after the warm start
+            lower it again (1 epoch lr 1e-3: 21.4 dB; 2 epochs lr 1e-2: 21.3 dB on layers), so
+            it is not on by default: the INR does not yet reach the conventional stack.
     """
 
     epochs: int = 15
@@ -84,10 +106,20 @@ class TrainConfig:
     preview_every: int = 0
     preview_z_um: float | None = None
     preview_step: int = 2
+    warm_start_iterations: int = 0
+    warm_start_steps: int = 300
+    warm_start_lr: float = 1e-2
+    warm_start_z_per_step: int = 16
+    warm_start_stride: int = 8
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or self.z_per_step < 1 or self.steps_repeat < 1:
-            raise FPMInputError("epochs, lr, z_per_step and steps_repeat must be positive")
+        if self.epochs < 0 or self.lr <= 0 or self.z_per_step < 1 or self.steps_repeat < 1:
+            raise FPMInputError("lr, z_per_step and steps_repeat must be positive, epochs >= 0")
+        if self.epochs == 0 and self.warm_start_iterations <= 0:
+            raise FPMInputError("epochs must be positive (0 only with a warm start)")
+        if self.warm_start_iterations < 0 or self.warm_start_steps < 0 or self.warm_start_lr <= 0 \
+                or self.warm_start_z_per_step < 1 or self.warm_start_stride < 1:
+            raise FPMInputError("warm start: iterations and steps must be >= 0, lr, z_per_step and stride positive")
         if self.led_batch is not None and self.led_batch < 1:
             raise FPMInputError(f"led_batch must be >= 1, got {self.led_batch}")
 
@@ -208,7 +240,8 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
 
     steps_per_epoch = math.ceil(cfg.n_z * cfg.steps_repeat / cfg.z_per_step)
-    n_steps = steps_per_epoch * cfg.epochs
+    n_warm = cfg.warm_start_iterations + cfg.warm_start_steps if cfg.warm_start_iterations > 0 else 0
+    n_steps = n_warm + steps_per_epoch * cfg.epochs
     preview_z = float(cfg.preview_z_um) if cfg.preview_z_um is not None else 0.5 * (z_min_um + z_max_um)
     t0 = time.perf_counter()
     step = 0
@@ -237,6 +270,61 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
         return Model(net, optics, raw.lr_shape, meta)
 
     epoch = 0
+    if n_warm:
+        # ---- physically seeded warm start (see TrainConfig) ---------------------------------
+        nodes = uniform_planes(z_min_um, z_max_um, cfg.n_z)
+        seed_stack = None
+        for ev in iter_conventional(raw, nodes, iterations=cfg.warm_start_iterations, device=device, stop=stop):
+            if ev.stack is not None:
+                seed_stack = None if ev.stopped else ev.stack
+                break
+            step += 1
+            elapsed = time.perf_counter() - t0
+            last = TrainEvent(0, cfg.epochs, step, n_steps, float("nan"), cfg.warm_start_lr, preview_z,
+                              elapsed, elapsed / step * (n_steps - step))
+            yield last
+        if seed_stack is None:  # stopped during the conventional seed
+            yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
+            return
+        target = torch.as_tensor(seed_stack.amplitude * np.exp(1j * seed_stack.phase),
+                                 dtype=torch.complex64, device=device)  # (n_z, H, W)
+        z_nodes = torch.as_tensor(nodes, dtype=torch.float32, device=device)
+        warm_opt = torch.optim.Adam(net.parameters(), lr=cfg.warm_start_lr)
+        H, W = raw.hr_shape
+        stride, bz = cfg.warm_start_stride, min(cfg.warm_start_z_per_step, cfg.n_z)
+        for k in range(cfg.warm_start_steps):
+            if _should_stop(stop):
+                yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
+                return
+            for g in warm_opt.param_groups:  # cosine decay to 0 over the warm start
+                g["lr"] = cfg.warm_start_lr * 0.5 * (1 + math.cos(math.pi * k / cfg.warm_start_steps))
+            idx = torch.as_tensor(rng.choice(cfg.n_z, bz, replace=False), device=device)
+            net.train()
+            warm_opt.zero_grad(set_to_none=True)
+            if stride == 1:
+                amplitude, phase = net.amplitude.forward_full(z_nodes[idx]), net.phase.forward_full(z_nodes[idx])
+                tgt = target[idx]
+            else:
+                oy, ox = (int(v) for v in rng.integers(stride, size=2))
+                rows = torch.arange(oy, H, stride, device=device)
+                cols = torch.arange(ox, W, stride, device=device)
+                amplitude, phase = net(z_nodes[idx], rows, cols)
+                tgt = target[idx][:, rows][:, :, cols]
+            pred = amplitude * torch.exp(1j * phase)
+            loss = (pred - tgt).abs().square().mean()
+            loss.backward()
+            warm_opt.step()
+            step += 1
+            total = float(loss.detach())
+            if not math.isfinite(total):
+                raise TrainingDiverged(f"warm start diverged at step {k + 1}; try a lower warm_start_lr "
+                                       f"(now {cfg.warm_start_lr:g})", raw.source)
+            elapsed = time.perf_counter() - t0
+            last = TrainEvent(0, cfg.epochs, step, n_steps, total, warm_opt.param_groups[0]["lr"],
+                              float(z_nodes[idx[0]]), elapsed, elapsed / step * (n_steps - step))
+            if step < n_steps:
+                yield last
+        del target, warm_opt
     for epoch in range(1, cfg.epochs + 1):
         lr_factor = step_decay_lr(epoch, 1.0, cfg.lr_decay, cfg.lr_decay_every)
         for g in optimizer.param_groups:
