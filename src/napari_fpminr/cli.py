@@ -31,12 +31,13 @@ DEFAULT_Z_STEP_UM = 0.25
 # ---- z sampling ---------------------------------------------------------------------------
 def z_planes(z_min_um: float, z_max_um: float, z_step_um: float) -> np.ndarray:
     """Planes from ``z_min_um`` to ``z_max_um`` inclusive, spaced ``z_step_um`` (±20/0.25 -> 161)."""
+    from .recon.schedule import default_z_planes
+
     if not z_step_um > 0:
         raise FPMInputError(f"--z-step must be positive, got {z_step_um}")
     if z_max_um < z_min_um:
         raise FPMInputError(f"--z-max ({z_max_um}) is below --z-min ({z_min_um})")
-    n = int(round((z_max_um - z_min_um) / z_step_um)) + 1
-    return np.linspace(z_min_um, z_max_um, n) if n > 1 else np.array([z_min_um], float)
+    return default_z_planes(z_min_um, z_max_um, z_step_um)
 
 
 def _requested_planes(args, default_range: tuple[float, float]) -> np.ndarray:
