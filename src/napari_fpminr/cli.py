@@ -145,8 +145,10 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     z_min, z_max = float(planes.min()), float(planes.max())
     if z_max == z_min:
         z_min, z_max = z_min - 1.0, z_max + 1.0
-    print(f"FPM-INR: z {z_min:.2f}..{z_max:.2f} um, {config.epochs} epochs, device {config.device}",
-          file=sys.stderr)
+    from .device import resolve_device
+
+    print(f"FPM-INR: z {z_min:.2f}..{z_max:.2f} um, {config.epochs} epochs, "
+          f"device {resolve_device(config.device)}", file=sys.stderr)
     bar = ProgressLine("inr", enabled=not args.quiet)
     model = None
     t0 = time.monotonic()

@@ -95,3 +95,18 @@ def test_reading_a_foreign_npz_names_the_missing_arrays(tmp_path):
     np.savez(path, image=np.zeros(3))
     with pytest.raises(FPMInputError, match="other.npz: not an fpminr stack: missing array"):
         read_stack_npz(path)
+
+
+@pytest.mark.parametrize("name", ["s.npz", "s.tif", "s.zarr"])
+def test_written_files_get_ordinary_permissions(tmp_path, stack, name):
+    """Atomic writes go through 0600 temp files; the result must still be readable by others."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = write_stack(tmp_path / name, stack)
+    target = next(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else path
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    if path.is_dir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~mask

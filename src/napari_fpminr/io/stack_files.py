@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FPMInputError
+from .atomic import DIR_MODE, FILE_MODE, atomic_write
 
 STACK_SUFFIXES = (".npz", ".tif", ".tiff", ".zarr")
 
@@ -39,21 +40,12 @@ class StackArrays:
     depth_um: np.ndarray | None = None  # (H, W) for all-in-focus results
 
 
-def _temp_sibling(path: Path, directory: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _commit_file(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-
-
 def _commit_dir(tmp: Path, path: Path) -> None:
     """Replace directory ``path`` by ``tmp`` (keeping the old one until the new one is in place)."""
+    for folder, _, files in os.walk(tmp):
+        os.chmod(folder, DIR_MODE)
+        for name in files:
+            os.chmod(os.path.join(folder, name), FILE_MODE)
     backup = None
     if path.exists():
         backup = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -70,22 +62,19 @@ def write_stack(path: str | Path, stack: StackArrays) -> Path:
     if suffix not in STACK_SUFFIXES:
         raise FPMInputError(f"unknown output format {suffix!r}; use one of {', '.join(STACK_SUFFIXES)}", path)
     _check(stack, path)
-    directory = suffix == ".zarr"
-    tmp = _temp_sibling(path, directory=directory)
-    try:
-        if suffix == ".npz":
-            _write_npz(tmp, stack)
-        elif suffix in (".tif", ".tiff"):
-            _write_tif(tmp, stack)
-        else:
+    if suffix == ".zarr":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
             _write_zarr(tmp, stack)
-        (_commit_dir if directory else _commit_file)(tmp, path)
-    except BaseException:
-        if directory:
+            _commit_dir(tmp, path)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
+            raise
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        (_write_npz if suffix == ".npz" else _write_tif)(tmp, stack)
     return path
 
 
