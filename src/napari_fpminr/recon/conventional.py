@@ -47,6 +47,7 @@ from ..errors import FPMInputError
 from ..io.rawdata import RawData
 from ..optics.forward import FPMForward
 from .stack import Stack
+from .stop import should_stop
 
 __all__ = ["ConventionalProgress", "iter_conventional", "reconstruct_stack"]
 
@@ -71,13 +72,6 @@ class ConventionalProgress:
     fraction: float = 0.0
     stack: Stack | None = None
     stopped: bool = False
-
-
-def _should_stop(stop) -> bool:
-    if stop is None:
-        return False
-    is_set = getattr(stop, "is_set", None)
-    return bool(is_set() if is_set is not None else stop())
 
 
 class _Solver:
@@ -154,7 +148,7 @@ class _Solver:
         for it in range(iterations):
             update_pupil = pupil_update and it >= 1
             for n in range(self.n_leds):
-                if _should_stop(stop):
+                if should_stop(stop):
                     stopped = True
                     break
                 top, left = self.tops[n] + r0, self.lefts[n] + c0

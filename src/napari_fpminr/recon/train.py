@@ -37,8 +37,9 @@ from ..io.rawdata import RawData
 from ..optics.forward import FPMForward, frequency_grid
 from .inr import FPMINR, INRArchitecture, PupilPhase
 from .model import Model
-from .conventional import iter_conventional
-from .schedule import epoch_depths, step_decay_lr, uniform_planes
+from .schedule import epoch_depths, step_decay_lr
+from .stop import should_stop
+from .warm_start import iter_warm_start
 
 
 class TrainingDiverged(FPMInputError):
@@ -195,14 +196,6 @@ def _led_amplitudes(spectrum: torch.Tensor, transfer: torch.Tensor, flat_idx: to
     return torch.fft.ifft2(win * transfer[:, None], norm="forward").abs()
 
 
-def _should_stop(stop) -> bool:
-    if stop is None:
-        return False
-    if hasattr(stop, "is_set"):
-        return bool(stop.is_set())
-    return bool(stop())
-
-
 def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConfig | None = None,
                stop: Callable[[], bool] | Any | None = None) -> Iterator[TrainEvent]:
     """Train an FPM-INR on ``raw`` over ``[z_min_um, z_max_um]``; yield a :class:`TrainEvent` per step."""
@@ -271,67 +264,36 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
 
     epoch = 0
     if n_warm:
-        # ---- physically seeded warm start (see TrainConfig) ---------------------------------
-        nodes = uniform_planes(z_min_um, z_max_um, cfg.n_z)
-        seed_stack = None
-        for ev in iter_conventional(raw, nodes, iterations=cfg.warm_start_iterations, device=device, stop=stop):
-            if ev.stack is not None:
-                seed_stack = None if ev.stopped else ev.stack
+        warm = iter_warm_start(raw, net, z_min_um, z_max_um, n_z=cfg.n_z, iterations=cfg.warm_start_iterations,
+                               steps=cfg.warm_start_steps, lr=cfg.warm_start_lr,
+                               z_per_step=cfg.warm_start_z_per_step, stride=cfg.warm_start_stride,
+                               rng=rng, device=device, stop=stop)
+        while True:
+            try:
+                ws = next(warm)
+            except StopIteration as finished:
+                completed = finished.value
                 break
-            step += 1
-            elapsed = time.perf_counter() - t0
-            last = TrainEvent(0, cfg.epochs, step, n_steps, float("nan"), cfg.warm_start_lr, preview_z,
-                              elapsed, elapsed / step * (n_steps - step))
-            yield last
-        if seed_stack is None:  # stopped during the conventional seed
-            yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
-            return
-        target = torch.as_tensor(seed_stack.amplitude * np.exp(1j * seed_stack.phase),
-                                 dtype=torch.complex64, device=device)  # (n_z, H, W)
-        z_nodes = torch.as_tensor(nodes, dtype=torch.float32, device=device)
-        warm_opt = torch.optim.Adam(net.parameters(), lr=cfg.warm_start_lr)
-        H, W = raw.hr_shape
-        stride, bz = cfg.warm_start_stride, min(cfg.warm_start_z_per_step, cfg.n_z)
-        for k in range(cfg.warm_start_steps):
-            if _should_stop(stop):
-                yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
-                return
-            for g in warm_opt.param_groups:  # cosine decay to 0 over the warm start
-                g["lr"] = cfg.warm_start_lr * 0.5 * (1 + math.cos(math.pi * k / cfg.warm_start_steps))
-            idx = torch.as_tensor(rng.choice(cfg.n_z, bz, replace=False), device=device)
-            net.train()
-            warm_opt.zero_grad(set_to_none=True)
-            if stride == 1:
-                amplitude, phase = net.amplitude.forward_full(z_nodes[idx]), net.phase.forward_full(z_nodes[idx])
-                tgt = target[idx]
-            else:
-                oy, ox = (int(v) for v in rng.integers(stride, size=2))
-                rows = torch.arange(oy, H, stride, device=device)
-                cols = torch.arange(ox, W, stride, device=device)
-                amplitude, phase = net(z_nodes[idx], rows, cols)
-                tgt = target[idx][:, rows][:, :, cols]
-            pred = amplitude * torch.exp(1j * phase)
-            loss = (pred - tgt).abs().square().mean()
-            loss.backward()
-            warm_opt.step()
-            step += 1
-            total = float(loss.detach())
-            if not math.isfinite(total):
-                raise TrainingDiverged(f"warm start diverged at step {k + 1}; try a lower warm_start_lr "
+            if not math.isnan(ws.loss) and not math.isfinite(ws.loss):
+                raise TrainingDiverged(f"warm start diverged at step {step + 1}; try a lower warm_start_lr "
                                        f"(now {cfg.warm_start_lr:g})", raw.source)
+            step += 1
             elapsed = time.perf_counter() - t0
-            last = TrainEvent(0, cfg.epochs, step, n_steps, total, warm_opt.param_groups[0]["lr"],
-                              float(z_nodes[idx[0]]), elapsed, elapsed / step * (n_steps - step))
+            last = TrainEvent(0, cfg.epochs, step, n_steps, ws.loss, ws.lr,
+                              preview_z if math.isnan(ws.z_um) else ws.z_um, elapsed,
+                              elapsed / step * (n_steps - step))
             if step < n_steps:
                 yield last
-        del target, warm_opt
+        if not completed:
+            yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
+            return
     for epoch in range(1, cfg.epochs + 1):
         lr_factor = step_decay_lr(epoch, 1.0, cfg.lr_decay, cfg.lr_decay_every)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * lr_factor
         depths = epoch_depths(epoch, z_min_um, z_max_um, cfg.n_z, rng, cfg.steps_repeat)
         for s in range(0, len(depths), cfg.z_per_step):
-            if _should_stop(stop):
+            if should_stop(stop):
                 yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
                 return
             z = torch.as_tensor(depths[s:s + cfg.z_per_step], dtype=torch.float32, device=device)
