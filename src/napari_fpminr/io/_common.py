@@ -143,6 +143,13 @@ def mat_variable_names(path: Path) -> list[str] | None:
     return None
 
 
+def require_keys(data: dict[str, Any], keys, kind: str, layout: str, path: Path) -> None:
+    """Raise ``"PATH: missing <kind> 'KEY' (<layout> needs A and B)"`` for the first absent key."""
+    for key in keys:
+        if key not in data:
+            raise FPMInputError(f"missing {kind} '{key}' ({layout} needs {' and '.join(keys)})", path)
+
+
 def scalar(data: dict[str, Any], key: str, path: Path, *, required: bool = True) -> float | None:
     """A finite real scalar variable (any 1-element array)."""
     if key not in data:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FPMInputError, MissingParameterError
-from ._common import build_raw, check_led_count, load_mat, scalar, stack_from_matlab
+from ._common import build_raw, check_led_count, load_mat, require_keys, scalar, stack_from_matlab
 from .rawdata import RawData
 
 KEYS = ("I_low", "na_calib")
@@ -39,9 +39,7 @@ def read_fpminr_mat(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pi
     """Read an FPM-INR ``.mat`` file (v5 or v7.3); keyword arguments fill or replace parameters."""
     path = Path(path)
     data = load_mat(path, list(KEYS + OPTIONAL))
-    for key in KEYS:
-        if key not in data:
-            raise FPMInputError(f"missing variable '{key}' (FPM-INR layout needs I_low and na_calib)", path)
+    require_keys(data, KEYS, "variable", "FPM-INR layout", path)
     images = stack_from_matlab(data["I_low"], "I_low", path)
     na = np.asarray(data["na_calib"])
     if na.ndim != 2 or na.shape[1] != 2 or not np.issubdtype(na.dtype, np.number) or np.iscomplexobj(na):

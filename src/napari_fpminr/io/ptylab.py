@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FPMInputError, MissingParameterError
-from ._common import build_raw, one_line, scalar
+from ._common import build_raw, one_line, require_keys, scalar
 from .rawdata import RawData
 
 KEYS = ("ptychogram", "encoder")
@@ -55,9 +55,7 @@ def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
             data = {k: np.asarray(f[k][()]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
     except Exception as exc:
         raise FPMInputError(f"cannot read HDF5 file (truncated or corrupt?): {one_line(exc)}", path) from None
-    for key in KEYS:
-        if key not in data:
-            raise FPMInputError(f"missing dataset '{key}' (PtyLab FPM layout needs ptychogram and encoder)", path)
+    require_keys(data, KEYS, "dataset", "PtyLab FPM layout", path)
     images = data["ptychogram"]
     if images.ndim != 3 or not np.issubdtype(images.dtype, np.number) or np.iscomplexobj(images):
         raise FPMInputError(f"ptychogram must be a real N x H x W stack, got shape {images.shape}", path)

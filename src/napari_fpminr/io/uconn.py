@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from ..optics.geometry import led_grid_na
-from ._common import build_raw, load_mat, scalar, stack_from_matlab
+from ._common import build_raw, load_mat, require_keys, scalar, stack_from_matlab
 from .rawdata import RawData
 
 KEYS = ("imlow_HDR", "wlength")
@@ -50,9 +50,7 @@ def read_uconn(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_u
     """Read a UConn ``.mat`` file; keyword arguments replace the set-up's constants."""
     path = Path(path)
     data = load_mat(path, list(KEYS + OPTIONAL))
-    for key in KEYS:
-        if key not in data:
-            raise FPMInputError(f"missing variable '{key}' (UConn layout needs imlow_HDR and wlength)", path)
+    require_keys(data, KEYS, "variable", "UConn layout", path)
     amplitudes = stack_from_matlab(data["imlow_HDR"], "imlow_HDR", path).astype(np.float32)
     if not np.all(np.isfinite(amplitudes)):
         bad = int(np.count_nonzero(~np.isfinite(amplitudes)))
