@@ -1,7 +1,8 @@
 """``.fpminr`` model files: safetensors tensors + JSON metadata (never pickle).
 
 Layout (safetensors): every network parameter under ``amplitude.<name>`` / ``phase.<name>``
-(float32), the pupil as ``optics.pupil`` float32 ``(2, h, w)`` (real, imaginary; only when
+(float32, except the two feature planes ``*.plane``, the bulk of the model, stored as float16:
+:data:`~napari_fpminr.recon.inr.PLANE_STORAGE_DTYPE`), the pupil as ``optics.pupil`` float32 ``(2, h, w)`` (real, imaginary; only when
 the optics carry one), and one metadata entry ``"fpminr"`` holding JSON:
 
     {"format": "fpminr-model", "format_version": 1, "optics": Optics.to_dict(),
@@ -26,7 +27,7 @@ from safetensors.torch import save_file
 
 from ..errors import FPMInputError
 from ..optics.system import Optics
-from ..recon.inr import FPMINR, INRArchitecture
+from ..recon.inr import FPMINR, PLANE_STORAGE_DTYPE, INRArchitecture
 from ..recon.model import Model
 from .atomic import atomic_write
 
@@ -39,7 +40,11 @@ STACK_PLANES = 161  # the paper's ±20 µm at 0.25 µm, the reference for the co
 def save_model(model: Model, path: str | Path) -> Path:
     """Write ``model`` to ``path`` (``.fpminr``) atomically; returns the path."""
     path = Path(path)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.net.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", PLANE_STORAGE_DTYPE if k.endswith(".plane") else torch.float32).contiguous()
+               for k, v in model.net.state_dict().items()}
+    overflow = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if overflow:
+        raise FPMInputError(f"cannot save: tensor {overflow[0]} is not finite at its storage precision", path)
     if model.optics.pupil is not None:
         p = np.asarray(model.optics.pupil)
         tensors[PUPIL_KEY] = torch.as_tensor(np.stack([p.real, p.imag]).astype(np.float32))

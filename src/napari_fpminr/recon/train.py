@@ -243,6 +243,7 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
     last = None
 
     def make_model(stopped: bool) -> Model:
+        net.round_planes_to_storage_()  # what a saved file holds: file and memory decode alike
         optics = raw.optics
         meta_pupil = {}
         if pupil_model is not None:
