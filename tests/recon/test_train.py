@@ -279,3 +279,38 @@ def test_training_forward_model_equals_fpmforward(led_batch):
         got = torch.cat([_led_amplitudes(spectrum, transfer, idx, len(c), lr)
                          for c, idx in zip(chunks, _window_indices(fwd, chunks))], dim=1)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_coverage_preconditioner_normalises_by_how_many_leds_see_a_frequency():
+    """Paper optics: all 69 LEDs are bright-field, so (nearly) every window sees DC (the outermost,
+    at NA 0.248, may fall just outside the discrete pupil) and DC gets weight c̄/(c(0) + ε c̄);
+    frequencies beyond the synthetic aperture are seen by none and get no gradient; the filter
+    is what the backward pass applies to the spectrum gradient."""
+    from napari_fpminr.optics.simulate import paper_optics
+    from napari_fpminr.recon.train import _coverage_preconditioner, _PreconditionGradient, _window_indices
+
+    optics = paper_optics()
+    fwd = FPMForward(optics, (16, 16))
+    H, W = fwd.hr_shape
+    chunks = [torch.arange(0, 40), torch.arange(40, optics.n_leds)]
+    weights = _coverage_preconditioner(fwd, _window_indices(fwd, chunks), 0.05)
+    whole = _coverage_preconditioner(fwd, _window_indices(fwd, [torch.arange(optics.n_leds)]), 0.05)
+    torch.testing.assert_close(weights, whole)  # LED chunks add up to the same coverage
+    seen = weights > 0
+    cov = torch.zeros(H * W)
+    for idx in _window_indices(fwd, [torch.arange(optics.n_leds)]):
+        power = torch.fft.ifftshift(fwd.pupil.abs().square()).reshape(-1)
+        cov.index_add_(0, idx, power.repeat(optics.n_leds))
+    assert 0.9 * optics.n_leds <= float(cov[0]) <= optics.n_leds  # DC is uncentred index 0
+    assert float(cov.max()) == float(cov[0])  # no frequency is seen by more LEDs than DC
+    c_bar = float(cov[cov > 0].mean())
+    assert float(weights[0]) == pytest.approx(c_bar / (float(cov[0]) + 0.05 * c_bar), rel=1e-5)
+    fy = torch.fft.fftfreq(H, optics.dx_hr_um)[:, None]
+    fx = torch.fft.fftfreq(W, optics.dx_hr_um)[None, :]
+    beyond = (torch.hypot(fx, fy) > 1.05 * optics.na_synthetic / optics.wavelength_um).reshape(-1)
+    # inside it, gaps between the discrete LED disks near the rim leave ~20 % unseen at this size
+    assert not seen[beyond].any() and seen[~beyond].float().mean() > 0.75
+    spectrum = torch.randn(2, H * W, dtype=torch.complex64, requires_grad=True)
+    grad = torch.randn(2, H * W, dtype=torch.complex64)
+    _PreconditionGradient.apply(spectrum, weights).backward(grad)
+    torch.testing.assert_close(spectrum.grad, grad * weights)

@@ -70,6 +70,21 @@ class TrainConfig:
         pupil_lr: Adam learning rate of the Zernike coefficients (rad).
         preview_every: attach an amplitude preview slice every this many steps (0: never).
         preview_z_um: depth of the preview (None: middle of the range); preview_step: xy step.
+        precondition: spectral preconditioning of the field gradient (0: off, the default). The gradient
+            that reaches the networks is filtered in Fourier space by ``c̄ / (c(κ) + ε·c̄)``,
+            ``c(κ) = Σ_i |P(κ + k_i)|²`` the LED coverage of object frequency ``κ`` (how many
+            LED windows see it, weighted by the pupil), ``c̄`` its mean over the synthetic
+            aperture and ``ε`` this value; frequencies no LED sees get no gradient. This is the
+            normalisation of the quasi-Newton object step applied to all LEDs at once: the plain
+            gradient is dominated by the low frequencies every LED sees, so the fine detail
+            seen by few LEDs converges slowly. Measured with the default training at 64²
+            (mean per-layer PSNR, ε 0.05 vs off): layers seed 0 19.9 vs 19.5 dB, seed 23 19.1
+            vs 18.9; tilted seed 0 21.3 vs 19.9, seed 23 25.2 vs 24.6; single layer 22.8 vs
+            21.1; a weak layered sample 30.5 vs 30.1 (ε 0.2: 20.7 on tilted; ε 0.01: 22.2 on single).
+            Not the default: on the real green blood-smear crop (the acceptance test's setup) the
+            INR slice at the stated depth correlates 0.89 with the conventional one instead of
+            0.91, and on a small 5×5-LED toy the loss becomes noisier (the rarely seen
+            frequencies get larger effective steps).
         warm_start_iterations: physically seeded warm start (0: off, the default). Before the
             self-supervised epochs, a conventional qNewton reconstruction with this many passes
             (:func:`~napari_fpminr.recon.conventional.iter_conventional`) at the ``n_z`` z-line
@@ -107,6 +122,7 @@ class TrainConfig:
     preview_every: int = 0
     preview_z_um: float | None = None
     preview_step: int = 2
+    precondition: float = 0.0
     warm_start_iterations: int = 0
     warm_start_steps: int = 300
     warm_start_lr: float = 1e-2
@@ -121,6 +137,8 @@ class TrainConfig:
         if self.warm_start_iterations < 0 or self.warm_start_steps < 0 or self.warm_start_lr <= 0 \
                 or self.warm_start_z_per_step < 1 or self.warm_start_stride < 1:
             raise FPMInputError("warm start: iterations and steps must be >= 0, lr, z_per_step and stride positive")
+        if not self.precondition >= 0:
+            raise FPMInputError(f"precondition must be >= 0, got {self.precondition}")
         if self.led_batch is not None and self.led_batch < 1:
             raise FPMInputError(f"led_batch must be >= 1, got {self.led_batch}")
 
@@ -175,6 +193,36 @@ def _window_indices(fwd: FPMForward, led_chunks: list[torch.Tensor]) -> list[tor
     return out
 
 
+def _coverage_preconditioner(fwd: FPMForward, window_index: list[torch.Tensor], eps: float) -> torch.Tensor:
+    """Gradient filter ``c̄/(c + ε·c̄)`` on the flat uncentred hr spectrum (see ``TrainConfig.precondition``).
+
+    ``c`` is the pupil power ``|P|²`` of every LED window added up at the hr frequencies the
+    window covers (the same gather indices as the forward model, so exactly its windows).
+    """
+    power = torch.fft.ifftshift(fwd.pupil.abs().square(), dim=(-2, -1)).reshape(-1).to(torch.float32)
+    H, W = fwd.hr_shape
+    coverage = torch.zeros(H * W, dtype=torch.float32, device=power.device)
+    for idx in window_index:
+        coverage.index_add_(0, idx, power.repeat(idx.numel() // power.numel()))
+    seen = coverage > 0
+    mean = coverage[seen].mean()
+    return torch.where(seen, mean / (coverage + eps * mean), torch.zeros_like(coverage))
+
+
+class _PreconditionGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming spectrum gradient by ``weights``."""
+
+    @staticmethod
+    def forward(ctx, spectrum: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weights)
+        return spectrum.view_as(spectrum)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weights,) = ctx.saved_tensors
+        return grad * weights, None
+
+
 def _spectrum_and_transfer(field_hr: torch.Tensor, z: torch.Tensor, fwd: FPMForward,
                            pupil: torch.Tensor | None, kz_shifted: torch.Tensor):
     """Uncentred hr spectra ``(Z, H·W)`` of ``field_hr`` and uncentred transfers ``(Z, h, w)``."""
@@ -216,6 +264,7 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
 
     window_index = _window_indices(fwd, led_chunks)
     kz_shifted = torch.fft.ifftshift(fwd.kz, dim=(-2, -1))
+    precondition = _coverage_preconditioner(fwd, window_index, cfg.precondition) if cfg.precondition > 0 else None
 
     net = FPMINR(arch, seed=cfg.seed).to(device)
     groups = [{"params": list(net.parameters()), "lr": cfg.lr, "base_lr": cfg.lr}]
@@ -305,6 +354,8 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
             field_hr = amplitude.float() * torch.exp(1j * phase.float())  # complex64 (Z, H, W)
             pupil = pupil_model() if pupil_model is not None else None
             spectrum, transfer = _spectrum_and_transfer(field_hr, z, fwd, pupil, kz_shifted)
+            if precondition is not None:
+                spectrum = _PreconditionGradient.apply(spectrum, precondition)
             total = 0.0
             for chunk, flat_idx in zip(led_chunks, window_index):
                 pred = _led_amplitudes(spectrum, transfer, flat_idx, len(chunk), raw.lr_shape)  # (Z, n, h, w)
