@@ -63,3 +63,24 @@ def test_layers_conventional_depth_finds_the_layers():
     assert np.median(nearest[ok]) <= 3.0, np.median(nearest[ok])
     aif = psnr_scaled(fused, np.prod(truth.amplitude, axis=0))
     assert aif >= psnr_floor, aif
+
+
+# Known shortfall (measured 2026-11-26, this case, default training over the planes' range):
+# the INR's all-in-focus is sharp (36.6 dB, above the floor) but its slices barely change with z,
+# so the focus measure finds no peak and the depth map is 5.3 µm off (median) where the
+# conventional stack is 0.2–0.5 µm off. Strict xfail: an XPASS means training was fixed and the
+# marker must go (docs/benchmarks.md, "INR quality: open problem").
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="FPM-INR slices barely change with z: depth map ~5 µm off")
+def test_tilted_smear_inr_depth_within_1um_and_sharp_all_in_focus():
+    from napari_fpminr.recon.train import TrainConfig, train
+
+    seed, zs, psnr_floor = CASES["tilted"]
+    sim = simulate("tilted", size=SIZE, seed=seed)
+    model = train(sim.raw, float(zs[0]), float(zs[-1]), TrainConfig(device="cpu", seed=1))
+    amplitude, phase = model.render(zs)
+    fused, depth = all_in_focus(amplitude, zs, patch=PATCH, stride=STRIDE, phase=phase)
+    err, coverage = depth_errors(depth, sim.truth)
+    assert coverage >= 0.9, coverage
+    assert psnr_scaled(fused, sim.truth.amplitude[0]) >= psnr_floor
+    assert np.median(err) <= 1.0, (np.median(err), np.percentile(err, 75))
