@@ -96,6 +96,17 @@ def test_end_to_end_inr_and_fpm(tmp_path, simulated):
     depth = aif["depth_um"][np.isfinite(aif["depth_um"])]
     assert depth.size and np.all((depth >= -15) & (depth <= 15))
 
+    # depth from the measurements: the raw data must be the model's own
+    code, out, err = run_cli("render", model, "-o", tmp_path / "aif_data.npz", "--all-in-focus", "--raw", simulated)
+    assert code == 0, err
+    depth = np.load(tmp_path / "aif_data.npz", allow_pickle=False)["depth_um"]
+    assert np.isfinite(depth).any()
+    code, _, err = run_cli("render", model, "-o", tmp_path / "x.npz", "--all-in-focus", "--raw", simulated,
+                           "--crop", "0", "0", "16", "16")
+    assert code == 2 and "not the ones the model was trained on" in err and not (tmp_path / "x.npz").exists()
+    code, _, err = run_cli("render", model, "-o", tmp_path / "x.npz", "--all-in-focus", "--focus-measure", "data")
+    assert code == 2 and "needs --raw" in err
+
     code, _, err = run_cli("render", model, "-o", tmp_path / "x.npz", "--z", "30")
     assert code == 2 and "outside the model's range" in err and not (tmp_path / "x.npz").exists()
 

@@ -3,7 +3,7 @@
     fpminr info RAW_OR_MODEL
     fpminr simulate OUT [--preset NAME] [--size N] [--seed S] [--noise F]
     fpminr reconstruct RAW -o OUT [--method inr|fpm] [--z-min A --z-max B [--z-step S] | --z Z ...] ...
-    fpminr render MODEL -o OUT (--z Z ... | --z-step S | --all-in-focus) [--phase]
+    fpminr render MODEL -o OUT (--z Z ... | --z-step S | --all-in-focus [--raw RAW]) [--phase]
     fpminr gui [FILE]
 
 Progress goes to stderr; results and paths to stdout. Bad input exits with code 2 and one line
@@ -188,13 +188,18 @@ def cmd_render(args) -> int:
     if outside.size:
         raise FPMInputError(f"z = {outside[0]:g} um is outside the model's range "
                             f"[{model.z_min_um:g}, {model.z_max_um:g}] um", path)
+    if args.raw and not args.all_in_focus:
+        raise FPMInputError("--raw is used by --all-in-focus (depth from the measurements) only", Path(args.raw))
     if args.all_in_focus:
         from .volume import all_in_focus
 
+        raw = _training_raw(args, model) if args.raw else None
+        if args.focus_measure == "data" and raw is None:
+            raise FPMInputError("--focus-measure data needs --raw (the raw data the model was trained on)", path)
         use_phase = args.focus_measure != "nv"
         amplitude, phase = _render_planes(model, planes, with_phase=use_phase, quiet=args.quiet)
         fused, depth = all_in_focus(amplitude, planes, patch=args.patch, stride=args.stride, phase=phase,
-                                    measure=args.focus_measure)
+                                    measure=args.focus_measure, raw=raw, pupil=model.optics.pupil)
         has_depth = np.isfinite(depth)
         z_repr = float(np.median(depth[has_depth])) if has_depth.any() else float(np.median(planes))
         write_stack(out, StackArrays(fused[None], None, np.array([z_repr]), model.dx_hr_um, depth_um=depth))
@@ -231,6 +236,22 @@ def cmd_gui(args) -> int:
     from ._napari.launch import main as launch
 
     return launch([args.path] if args.path else [])
+
+
+def _training_raw(args, model):
+    """The raw data ``--raw`` (with ``--crop`` and optics overrides), checked to be the model's."""
+    raw_path = Path(args.raw)
+    raw = _read_raw(args, raw_path)
+    if args.crop:
+        raw = raw.crop(*args.crop)
+    expected = model.meta.get("source_hash")
+    if expected and raw.content_hash() != expected:
+        raise FPMInputError("these raw data are not the ones the model was trained on (content hash differs); "
+                            "pass the same file, --crop and optics options as to 'fpminr reconstruct'", raw_path)
+    if tuple(raw.lr_shape) != tuple(model.lr_shape):
+        raise FPMInputError(f"raw images are {raw.lr_shape[0]}x{raw.lr_shape[1]} px, the model was trained on "
+                            f"{model.lr_shape[0]}x{model.lr_shape[1]} px (use --crop)", raw_path)
+    return raw
 
 
 def _read_raw(args, path: Path):
@@ -300,8 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     _add_z_options(p)
     p.add_argument("--all-in-focus", action="store_true", help="fused image + depth map (NaN without structure)")
-    p.add_argument("--focus-measure", choices=("auto", "edges", "nv"), default="auto",
-                   help="all-in-focus sharpness: complex-field edges (auto) or amplitude normal variance (nv)")
+    p.add_argument("--focus-measure", choices=("auto", "data", "edges", "nv"), default="auto",
+                   help="all-in-focus depth: from the measurements (data; auto with --raw), complex-field "
+                        "edges (auto without --raw) or amplitude normal variance (nv)")
+    p.add_argument("--raw", help="raw data the model was trained on: depth from the measurements "
+                                 "(recommended for models, whose slices change little with z)")
+    p.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                   help="the --crop given to reconstruct (with --raw)")
+    _add_optics_overrides(p)
     p.add_argument("--patch", type=int, default=64, help="all-in-focus patch (hr px)")
     p.add_argument("--stride", type=int, default=16, help="all-in-focus patch stride (hr px)")
     p.add_argument("--phase", action="store_true", help="also write the phase")

@@ -171,6 +171,10 @@ def test_z_sampling_changes_without_retraining(make_napari_viewer, qtbot, small_
     depth = viewer.layers["FPM-INR depth (µm)"].data
     assert fused.shape == tuple(model.hr_shape) == depth.shape
     assert np.nanmin(depth) >= -2.0 - 1e-6 and np.nanmax(depth) <= 3.0 + 1e-6
+    # the model's training data are open as a raw layer: its depth comes from the measurements
+    assert widget.training_raw_of(other).content_hash() == small_raw.content_hash()
+    other.meta["source_hash"] = "0" * 64  # a model of other data: sharpness-based depth instead
+    assert widget.training_raw_of(other) is None
 
 
 def test_damaged_file_opens_nothing_and_notifies_once(make_napari_viewer, tmp_path, monkeypatch):

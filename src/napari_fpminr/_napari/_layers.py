@@ -145,11 +145,15 @@ def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = N
     return layers
 
 
-def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None) -> list[LayerData]:
-    """Eager all-in-focus amplitude and depth map (µm) computed over the planes ``z_um``."""
+def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None, raw=None) -> list[LayerData]:
+    """Eager all-in-focus amplitude and depth map (µm) computed over the planes ``z_um``.
+
+    With ``raw`` (the model's training data) the depth comes from the measurements, else from
+    the sharpness of the complex field (see :mod:`napari_fpminr.volume`).
+    """
     from ..volume import Volume
 
-    fused, depth_um = Volume(model).all_in_focus(np.asarray(z_um, dtype=np.float64))
+    fused, depth_um = Volume(model).all_in_focus(np.asarray(z_um, dtype=np.float64), raw=raw)
     fused = np.asarray(fused, dtype=np.float32)
     depth_um = np.asarray(depth_um, dtype=np.float32)
     dx = float(model.dx_hr_um)

@@ -165,6 +165,17 @@ class ReconstructionWidget(QWidget):
     def raw_layers(self) -> list[Any]:
         return [ly for ly in self.viewer.layers if RAW_KEY in getattr(ly, "metadata", {})]
 
+    def training_raw_of(self, model):
+        """The raw-data layer's data a model was trained on (same content hash), or None."""
+        want = (model.meta or {}).get("source_hash")
+        if not want:
+            return None
+        for layer in self.raw_layers():
+            raw = layer.metadata[RAW_KEY]
+            if tuple(raw.lr_shape) == tuple(model.lr_shape) and raw.content_hash() == want:
+                return raw
+        return None
+
     def selected_raw(self):
         name = self.raw_combo.currentText()
         for layer in self.raw_layers():
@@ -350,7 +361,8 @@ class ReconstructionWidget(QWidget):
         if model is None:
             return []
         layers = []
-        for data, meta, _kind in all_in_focus_layer_data(model, self.view_planes(), name=self._layer_prefix):
+        raw = self.training_raw_of(model)
+        for data, meta, _kind in all_in_focus_layer_data(model, self.view_planes(), name=self._layer_prefix, raw=raw):
             if meta["name"] in self.viewer.layers:
                 self.viewer.layers.remove(meta["name"])
             layers.append(self.viewer.add_image(data, **meta))

@@ -5,6 +5,8 @@
 * :func:`measurement_misfit`: how well hr fields explain the measurements: the relative L2 error
   ``||sqrt(I_pred) - sqrt(I_meas)|| / ||sqrt(I_meas)||`` over all LEDs and pixels, per plane, with
   ``I_pred`` from the forward model at each plane's depth (shared/DESIGN.md §1).
+* :func:`measurement_residual_maps`: the same residual resolved in space, summed over the LEDs
+  per raw pixel: where in the field a plane explains the measurements (depth from the data).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..device import resolve_device
 from ..io.rawdata import RawData
 from ..optics.forward import FPMForward
 
-__all__ = ["measurement_misfit", "psnr_scaled"]
+__all__ = ["measurement_misfit", "measurement_residual_maps", "psnr_scaled"]
 
 _MAX_ELEMENTS = 1 << 24  # complex elements per chunk of predicted low-res fields
 
@@ -90,4 +92,37 @@ def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", p
                 pred = fwd.inverse_spectrum(fwd.windows(spec) * trans).abs()
             err = torch.linalg.vector_norm(pred - measured[None], dim=(1, 2, 3))
             out[sl] = (err / norm).cpu().numpy()
+    return out
+
+
+def measurement_residual_maps(raw_normalized: RawData, field_hr, z_um, device="auto", pupil=None) -> np.ndarray:
+    """Per-raw-pixel residual ``(Z, h, w)``: ``Σ_i (sqrt(I_pred,i) − sqrt(I_meas,i))²`` over the LEDs.
+
+    ``field_hr`` ``(Z, H, W)`` complex at depths ``z_um`` (µm), predicted through the forward
+    model at each plane's own depth; ``raw_normalized`` as in :func:`measurement_misfit` (same
+    scale as the reconstructions); ``pupil`` an optional complex ``(h, w)`` pupil (e.g. a
+    model's recovered one). Where a plane holds the sample's in-focus field, the residual there
+    is smallest: the physics-based focus measure of :func:`napari_fpminr.volume.all_in_focus`
+    (``measure="data"``), which needs no sharpness of the slices themselves.
+    """
+    dev = resolve_device(device)
+    optics = raw_normalized.optics if pupil is None else raw_normalized.optics.replace(pupil=_numpy(pupil))
+    fwd = FPMForward(optics, raw_normalized.lr_shape, dev)
+    field = torch.as_tensor(_numpy(field_hr)).to(device=dev, dtype=torch.complex64)
+    if field.ndim == 2:
+        field = field[None]
+    z = np.asarray(z_um, dtype=np.float64).reshape(-1)
+    if field.shape[0] != z.size:
+        raise ValueError(f"{field.shape[0]} fields for {z.size} depths")
+    if tuple(field.shape[-2:]) != tuple(fwd.hr_shape):
+        raise ValueError(f"fields are {tuple(field.shape[-2:])} hr pixels; the raw data need {tuple(fwd.hr_shape)}")
+    measured = torch.as_tensor(np.sqrt(raw_normalized.intensities), device=dev)
+    h, w = raw_normalized.lr_shape
+    chunk = max(1, _MAX_ELEMENTS // (raw_normalized.n_leds * h * w))
+    out = np.empty((z.size, h, w), dtype=np.float64)
+    with torch.no_grad():
+        for start in range(0, z.size, chunk):
+            sl = slice(start, min(start + chunk, z.size))
+            pred = fwd.amplitudes(field[sl], z[sl])
+            out[sl] = (pred - measured[None]).square().sum(1).double().cpu().numpy()
     return out
