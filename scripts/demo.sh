@@ -22,7 +22,7 @@ $FP simulate "$OUT/tilted.tif" --preset tilted --size 64 --seed 1
 $FP info "$OUT/tilted.tif"
 $FP reconstruct "$OUT/tilted.tif" -o "$OUT/tilted.fpminr" --method inr --z-min -20 --z-max 20
 $FP info "$OUT/tilted.fpminr"
-$FP render "$OUT/tilted.fpminr" -o "$OUT/all_in_focus.npz" --all-in-focus
+$FP render "$OUT/tilted.fpminr" -o "$OUT/all_in_focus.npz" --all-in-focus --raw "$OUT/tilted.tif"
 $FP render "$OUT/tilted.fpminr" -o "$OUT/stack.tif" --z-step 0.25 --phase
 $FP reconstruct "$OUT/tilted.tif" -o "$OUT/fpm_stack.npz" --method fpm --z-min -20 --z-max 20 --z-step 0.25
 echo
