@@ -262,7 +262,7 @@ def test_training_forward_model_equals_fpmforward(led_batch):
     """The fused training path (uncentred windows, uncentred transfer) predicts exactly the raw
     amplitudes of FPMForward for the same field and depths: same windows, kz, defocus sign, scale."""
     from napari_fpminr.optics.simulate import paper_optics
-    from napari_fpminr.recon.train import _led_amplitudes, _spectrum_and_transfer, _window_indices
+    from napari_fpminr.recon.train_forward import led_amplitudes, spectrum_and_transfer, window_indices
 
     optics = paper_optics()
     for lr in [(16, 16), (15, 17)]:
@@ -275,9 +275,9 @@ def test_training_forward_model_equals_fpmforward(led_batch):
         want = fwd.amplitudes(field, z)
         n = optics.n_leds
         chunks = [torch.arange(s, min(n, s + (led_batch or n))) for s in range(0, n, led_batch or n)]
-        spectrum, transfer = _spectrum_and_transfer(field, z, fwd, None, torch.fft.ifftshift(fwd.kz))
-        got = torch.cat([_led_amplitudes(spectrum, transfer, idx, len(c), lr)
-                         for c, idx in zip(chunks, _window_indices(fwd, chunks))], dim=1)
+        spectrum, transfer = spectrum_and_transfer(field, z, fwd, None, torch.fft.ifftshift(fwd.kz))
+        got = torch.cat([led_amplitudes(spectrum, transfer, idx, len(c), lr)
+                         for c, idx in zip(chunks, window_indices(fwd, chunks))], dim=1)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -287,18 +287,18 @@ def test_coverage_preconditioner_normalises_by_how_many_leds_see_a_frequency():
     frequencies beyond the synthetic aperture are seen by none and get no gradient; the filter
     is what the backward pass applies to the spectrum gradient."""
     from napari_fpminr.optics.simulate import paper_optics
-    from napari_fpminr.recon.train import _coverage_preconditioner, _PreconditionGradient, _window_indices
+    from napari_fpminr.recon.train_forward import PreconditionGradient, coverage_preconditioner, window_indices
 
     optics = paper_optics()
     fwd = FPMForward(optics, (16, 16))
     H, W = fwd.hr_shape
     chunks = [torch.arange(0, 40), torch.arange(40, optics.n_leds)]
-    weights = _coverage_preconditioner(fwd, _window_indices(fwd, chunks), 0.05)
-    whole = _coverage_preconditioner(fwd, _window_indices(fwd, [torch.arange(optics.n_leds)]), 0.05)
+    weights = coverage_preconditioner(fwd, window_indices(fwd, chunks), 0.05)
+    whole = coverage_preconditioner(fwd, window_indices(fwd, [torch.arange(optics.n_leds)]), 0.05)
     torch.testing.assert_close(weights, whole)  # LED chunks add up to the same coverage
     seen = weights > 0
     cov = torch.zeros(H * W)
-    for idx in _window_indices(fwd, [torch.arange(optics.n_leds)]):
+    for idx in window_indices(fwd, [torch.arange(optics.n_leds)]):
         power = torch.fft.ifftshift(fwd.pupil.abs().square()).reshape(-1)
         cov.index_add_(0, idx, power.repeat(optics.n_leds))
     assert 0.9 * optics.n_leds <= float(cov[0]) <= optics.n_leds  # DC is uncentred index 0
@@ -312,5 +312,5 @@ def test_coverage_preconditioner_normalises_by_how_many_leds_see_a_frequency():
     assert not seen[beyond].any() and seen[~beyond].float().mean() > 0.75
     spectrum = torch.randn(2, H * W, dtype=torch.complex64, requires_grad=True)
     grad = torch.randn(2, H * W, dtype=torch.complex64)
-    _PreconditionGradient.apply(spectrum, weights).backward(grad)
+    PreconditionGradient.apply(spectrum, weights).backward(grad)
     torch.testing.assert_close(spectrum.grad, grad * weights)

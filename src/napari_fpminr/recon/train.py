@@ -38,6 +38,8 @@ from ..optics.forward import FPMForward, frequency_grid
 from .inr import FPMINR, INRArchitecture, PupilPhase
 from .model import Model
 from .schedule import epoch_depths, step_decay_lr
+from .train_forward import (PreconditionGradient, coverage_preconditioner, led_amplitudes, spectrum_and_transfer,
+                            window_indices)
 from .stop import should_stop
 from .warm_start import iter_warm_start
 
@@ -172,78 +174,6 @@ class TrainEvent:
         return self.step / max(1, self.n_steps)
 
 
-def _window_indices(fwd: FPMForward, led_chunks: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Flat indices into the *uncentred* hr spectrum of every LED window, in ifftshifted order.
-
-    Equivalent to ``ifftshift(windows(fftshift(fft2(o))))`` of :class:`FPMForward` (same
-    snapped window positions) without rolling any large tensor: window element ``(a, b)`` of
-    the ifftshifted window is centred element ``((a + h//2) % h, (b + w//2) % w)``, which sits at
-    centred hr row ``top + that`` and uncentred hr row ``(centred - H//2) mod H``.
-    """
-    h, w = fwd.lr_shape
-    H, W = fwd.hr_shape
-    dev = fwd.window_top.device
-    a = (torch.arange(h, device=dev) + h // 2) % h
-    b = (torch.arange(w, device=dev) + w // 2) % w
-    out = []
-    for chunk in led_chunks:
-        rows = (fwd.window_top[chunk][:, None] + a[None, :] - H // 2) % H  # (n, h)
-        cols = (fwd.window_left[chunk][:, None] + b[None, :] - W // 2) % W  # (n, w)
-        out.append((rows[:, :, None] * W + cols[:, None, :]).reshape(-1))
-    return out
-
-
-def _coverage_preconditioner(fwd: FPMForward, window_index: list[torch.Tensor], eps: float) -> torch.Tensor:
-    """Gradient filter ``c̄/(c + ε·c̄)`` on the flat uncentred hr spectrum (see ``TrainConfig.precondition``).
-
-    ``c`` is the pupil power ``|P|²`` of every LED window added up at the hr frequencies the
-    window covers (the same gather indices as the forward model, so exactly its windows).
-    """
-    power = torch.fft.ifftshift(fwd.pupil.abs().square(), dim=(-2, -1)).reshape(-1).to(torch.float32)
-    H, W = fwd.hr_shape
-    coverage = torch.zeros(H * W, dtype=torch.float32, device=power.device)
-    for idx in window_index:
-        coverage.index_add_(0, idx, power.repeat(idx.numel() // power.numel()))
-    seen = coverage > 0
-    mean = coverage[seen].mean()
-    return torch.where(seen, mean / (coverage + eps * mean), torch.zeros_like(coverage))
-
-
-class _PreconditionGradient(torch.autograd.Function):
-    """Identity forward; the backward multiplies the incoming spectrum gradient by ``weights``."""
-
-    @staticmethod
-    def forward(ctx, spectrum: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weights)
-        return spectrum.view_as(spectrum)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (weights,) = ctx.saved_tensors
-        return grad * weights, None
-
-
-def _spectrum_and_transfer(field_hr: torch.Tensor, z: torch.Tensor, fwd: FPMForward,
-                           pupil: torch.Tensor | None, kz_shifted: torch.Tensor):
-    """Uncentred hr spectra ``(Z, H·W)`` of ``field_hr`` and uncentred transfers ``(Z, h, w)``."""
-    spectrum = torch.fft.fft2(field_hr, norm="forward").flatten(1)
-    pupil_c = pupil if pupil is not None else fwd.pupil
-    transfer = torch.fft.ifftshift(pupil_c, dim=(-2, -1)) * torch.polar(
-        torch.ones_like(kz_shifted), kz_shifted * z[:, None, None])
-    return spectrum, transfer
-
-
-def _led_amplitudes(spectrum: torch.Tensor, transfer: torch.Tensor, flat_idx: torch.Tensor, n_leds: int,
-                    lr_shape: tuple[int, int]) -> torch.Tensor:
-    """Predicted raw amplitudes ``(Z, n, h, w)`` of one LED chunk: the training path's forward model.
-
-    Must equal :meth:`FPMForward.amplitudes` (tested): windows gathered from the uncentred
-    spectrum in ifftshifted order, uncentred transfer, one batched inverse FFT.
-    """
-    win = spectrum.index_select(1, flat_idx).reshape(spectrum.shape[0], n_leds, *lr_shape)
-    return torch.fft.ifft2(win * transfer[:, None], norm="forward").abs()
-
-
 def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConfig | None = None,
                stop: Callable[[], bool] | Any | None = None) -> Iterator[TrainEvent]:
     """Train an FPM-INR on ``raw`` over ``[z_min_um, z_max_um]``; yield a :class:`TrainEvent` per step."""
@@ -262,9 +192,9 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
     led_chunks = [torch.arange(s, min(n_leds, s + (cfg.led_batch or n_leds)), device=device)
                   for s in range(0, n_leds, cfg.led_batch or n_leds)]
 
-    window_index = _window_indices(fwd, led_chunks)
+    window_index = window_indices(fwd, led_chunks)
     kz_shifted = torch.fft.ifftshift(fwd.kz, dim=(-2, -1))
-    precondition = _coverage_preconditioner(fwd, window_index, cfg.precondition) if cfg.precondition > 0 else None
+    precondition = coverage_preconditioner(fwd, window_index, cfg.precondition) if cfg.precondition > 0 else None
 
     net = FPMINR(arch, seed=cfg.seed).to(device)
     groups = [{"params": list(net.parameters()), "lr": cfg.lr, "base_lr": cfg.lr}]
@@ -353,12 +283,12 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
                 amplitude, phase = net.amplitude.forward_full(z), net.phase.forward_full(z)
             field_hr = amplitude.float() * torch.exp(1j * phase.float())  # complex64 (Z, H, W)
             pupil = pupil_model() if pupil_model is not None else None
-            spectrum, transfer = _spectrum_and_transfer(field_hr, z, fwd, pupil, kz_shifted)
+            spectrum, transfer = spectrum_and_transfer(field_hr, z, fwd, pupil, kz_shifted)
             if precondition is not None:
-                spectrum = _PreconditionGradient.apply(spectrum, precondition)
+                spectrum = PreconditionGradient.apply(spectrum, precondition)
             total = 0.0
             for chunk, flat_idx in zip(led_chunks, window_index):
-                pred = _led_amplitudes(spectrum, transfer, flat_idx, len(chunk), raw.lr_shape)  # (Z, n, h, w)
+                pred = led_amplitudes(spectrum, transfer, flat_idx, len(chunk), raw.lr_shape)  # (Z, n, h, w)
                 target = measured[chunk]
                 loss = F.smooth_l1_loss(pred, target.expand_as(pred), reduction="sum") / pred.numel() \
                     * (len(chunk) / n_leds)
