@@ -59,12 +59,12 @@ def psnr_scaled(estimate, truth, mask=None) -> float:
     return 10.0 * math.log10(peak * peak / mse)
 
 
-def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", pupil=None) -> np.ndarray:
-    """Relative amplitude misfit ``(Z,)`` of hr fields ``(Z, H, W)`` at depths ``z_um`` (µm).
+def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil):
+    """Forward model of hr fields ``(Z, H, W)`` at their depths, in plane chunks of bounded size.
 
-    ``raw_normalized`` should be :meth:`RawData.normalized` data (transparent sample ≈ 1), the
-    scale the reconstructions use. ``pupil``: optional complex ``(h, w)`` or per-plane
-    ``(Z, h, w)`` pupil (defaults to the optics' pupil).
+    Yields ``(slice, predicted amplitudes (z, N, h, w), measured amplitudes (N, h, w))``.
+    ``pupil``: optional complex ``(h, w)`` or per-plane ``(Z, h, w)`` pupil replacing the optics'
+    one (then the transfer is built here: pupil × defocus of each plane's depth).
     """
     dev = resolve_device(device)
     fwd = FPMForward(raw_normalized.optics, raw_normalized.lr_shape, dev)
@@ -74,24 +74,36 @@ def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", p
     z = np.asarray(z_um, dtype=np.float64).reshape(-1)
     if field.shape[0] != z.size:
         raise ValueError(f"{field.shape[0]} fields for {z.size} depths")
+    if tuple(field.shape[-2:]) != tuple(fwd.hr_shape):
+        raise ValueError(f"fields are {tuple(field.shape[-2:])} hr pixels; the raw data need {tuple(fwd.hr_shape)}")
     measured = torch.as_tensor(np.sqrt(raw_normalized.intensities), device=dev)
-    norm = float(torch.linalg.vector_norm(measured))
     pupils = None if pupil is None else torch.as_tensor(_numpy(pupil), device=dev).to(torch.complex64)
     h, w = raw_normalized.lr_shape
     chunk = max(1, _MAX_ELEMENTS // (raw_normalized.n_leds * h * w))
-    out = np.empty(z.size)
     with torch.no_grad():
         for start in range(0, z.size, chunk):
             sl = slice(start, min(start + chunk, z.size))
             p = pupils if pupils is None or pupils.ndim == 2 else pupils[sl][:, None]
             if p is None:
                 pred = fwd.amplitudes(field[sl], z[sl])
-            else:  # per-plane pupils: build the transfer ourselves
+            else:
                 spec = fwd.spectrum(field[sl])
                 trans = (p if p.ndim == 4 else p[None, None]) * fwd.defocus(z[sl])[:, None]
                 pred = fwd.inverse_spectrum(fwd.windows(spec) * trans).abs()
-            err = torch.linalg.vector_norm(pred - measured[None], dim=(1, 2, 3))
-            out[sl] = (err / norm).cpu().numpy()
+            yield sl, pred, measured
+
+
+def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", pupil=None) -> np.ndarray:
+    """Relative amplitude misfit ``(Z,)`` of hr fields ``(Z, H, W)`` at depths ``z_um`` (µm).
+
+    ``raw_normalized`` should be :meth:`RawData.normalized` data (transparent sample ≈ 1), the
+    scale the reconstructions use. ``pupil``: optional complex ``(h, w)`` or per-plane
+    ``(Z, h, w)`` pupil (defaults to the optics' pupil).
+    """
+    out = np.empty(np.asarray(z_um).size)
+    norm = float(np.linalg.norm(np.sqrt(raw_normalized.intensities, dtype=np.float64)))
+    for sl, pred, measured in _predicted_chunks(raw_normalized, field_hr, z_um, device, pupil):
+        out[sl] = (torch.linalg.vector_norm(pred - measured[None], dim=(1, 2, 3)) / norm).cpu().numpy()
     return out
 
 
@@ -99,30 +111,14 @@ def measurement_residual_maps(raw_normalized: RawData, field_hr, z_um, device="a
     """Per-raw-pixel residual ``(Z, h, w)``: ``Σ_i (sqrt(I_pred,i) − sqrt(I_meas,i))²`` over the LEDs.
 
     ``field_hr`` ``(Z, H, W)`` complex at depths ``z_um`` (µm), predicted through the forward
-    model at each plane's own depth; ``raw_normalized`` as in :func:`measurement_misfit` (same
-    scale as the reconstructions); ``pupil`` an optional complex ``(h, w)`` pupil (e.g. a
-    model's recovered one). Where a plane holds the sample's in-focus field, the residual there
-    is smallest: the physics-based focus measure of :func:`napari_fpminr.volume.all_in_focus`
-    (``measure="data"``), which needs no sharpness of the slices themselves.
+    model at each plane's own depth; ``raw_normalized`` and ``pupil`` as in
+    :func:`measurement_misfit` (e.g. a model's recovered pupil). Where a plane holds the sample's
+    in-focus field, the residual there is smallest: the physics-based focus measure of
+    :func:`napari_fpminr.volume.all_in_focus` (``measure="data"``), which needs no sharpness of
+    the slices themselves.
     """
-    dev = resolve_device(device)
-    optics = raw_normalized.optics if pupil is None else raw_normalized.optics.replace(pupil=_numpy(pupil))
-    fwd = FPMForward(optics, raw_normalized.lr_shape, dev)
-    field = torch.as_tensor(_numpy(field_hr)).to(device=dev, dtype=torch.complex64)
-    if field.ndim == 2:
-        field = field[None]
-    z = np.asarray(z_um, dtype=np.float64).reshape(-1)
-    if field.shape[0] != z.size:
-        raise ValueError(f"{field.shape[0]} fields for {z.size} depths")
-    if tuple(field.shape[-2:]) != tuple(fwd.hr_shape):
-        raise ValueError(f"fields are {tuple(field.shape[-2:])} hr pixels; the raw data need {tuple(fwd.hr_shape)}")
-    measured = torch.as_tensor(np.sqrt(raw_normalized.intensities), device=dev)
     h, w = raw_normalized.lr_shape
-    chunk = max(1, _MAX_ELEMENTS // (raw_normalized.n_leds * h * w))
-    out = np.empty((z.size, h, w), dtype=np.float64)
-    with torch.no_grad():
-        for start in range(0, z.size, chunk):
-            sl = slice(start, min(start + chunk, z.size))
-            pred = fwd.amplitudes(field[sl], z[sl])
-            out[sl] = (pred - measured[None]).square().sum(1).double().cpu().numpy()
+    out = np.empty((np.asarray(z_um).size, h, w), dtype=np.float64)
+    for sl, pred, measured in _predicted_chunks(raw_normalized, field_hr, z_um, device, pupil):
+        out[sl] = (pred - measured[None]).square().sum(1).double().cpu().numpy()
     return out
