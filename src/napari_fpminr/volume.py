@@ -226,8 +226,13 @@ def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return torch.where(total[0] > 0, med, torch.full_like(med, float("nan")))
 
 
-def _residual_hr(amplitude: torch.Tensor, phase: torch.Tensor, z: np.ndarray, raw, pupil) -> torch.Tensor:
-    """Measurement residual of every plane (``measurement_residual_maps``) on the hr grid ``(Z, H, W)``."""
+def _residual_lr(amplitude: torch.Tensor, phase: torch.Tensor, z: np.ndarray, raw, pupil,
+                 z_chunk: int) -> tuple[torch.Tensor, int]:
+    """Measurement residual of every plane on the raw grid, ``(Z, h, w)`` float32, and hr/raw factor.
+
+    The complex fields are built ``z_chunk`` planes at a time (a whole hr stack in complex form
+    would be the largest array of the computation); the forward model runs on the default device.
+    """
     from .recon.metrics import measurement_residual_maps
 
     Z, H, W = amplitude.shape
@@ -235,10 +240,13 @@ def _residual_hr(amplitude: torch.Tensor, phase: torch.Tensor, z: np.ndarray, ra
     if H % h or W % w or H // h != W // w:
         raise ValueError(f"the stack is {H}x{W} hr pixels but the raw data are {h}x{w}: "
                          "not the field of view it was reconstructed from")
-    field = torch.polar(amplitude.double(), phase.double()).to(torch.complex64)
-    maps = measurement_residual_maps(raw.normalized(), field, z, device="cpu", pupil=pupil)
-    up = H // h
-    return torch.as_tensor(maps).repeat_interleave(up, 1).repeat_interleave(up, 2)
+    data = raw.normalized()
+    maps = torch.empty(Z, h, w, dtype=torch.float32)
+    for s in range(0, Z, z_chunk):
+        field = torch.polar(amplitude[s:s + z_chunk], phase[s:s + z_chunk])
+        maps[s:s + z_chunk] = torch.as_tensor(
+            measurement_residual_maps(data, field, z[s:s + z_chunk], device="auto", pupil=pupil))
+    return maps, H // h
 
 
 def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: int = 16, *,
@@ -292,7 +300,7 @@ def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: in
 
     ap = padded(a)
     pp = None if p is None else padded(p)
-    residual = None if measure != "data" else padded(_residual_hr(a, p, z, raw, pupil))
+    residual, up = _residual_lr(a, p, z, raw, pupil, z_chunk) if measure == "data" else (None, 1)
     Hq, Wq = ap.shape[-2:]
     # focus measure and structure contrast per patch and plane, in z chunks (bounded memory)
     score, contrast = [], []
@@ -309,8 +317,9 @@ def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: in
             mean2 = mr * mr + mi * mi
             var = (_pool(amp * amp, patch, stride) - mean2).clamp_min(0.0)
             contrast.append((var / mean2.clamp_min(1e-24)).sqrt())
-            if measure == "data":
-                score.append(-_pool(residual[s:s + z_chunk], patch, stride))
+            if measure == "data":  # each raw pixel's residual over the up×up hr pixels it covers
+                r = residual[s:s + z_chunk].double().repeat_interleave(up, 1).repeat_interleave(up, 2)
+                score.append(-_pool(padded(r), patch, stride))
             else:
                 score.append(edge_sparsity(field, patch, stride) if measure == "edges"
                              else var / _pool(amp, patch, stride).clamp_min(1e-12))
