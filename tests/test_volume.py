@@ -95,6 +95,19 @@ def test_stack_volume_takes_nearest_planes_and_model_all_in_focus_runs():
         Volume(object())
 
 
+def test_depth_from_the_measurements_uses_the_pupils_the_fields_were_made_with():
+    """A stack with per-plane recovered pupils answers each depth with its nearest plane's pupil
+    (the residual against the raw data must use the pupil each field was reconstructed with)."""
+    z = np.array([-2.0, 0.0, 2.0])
+    amp = np.ones((3, 8, 8), np.float32)
+    optics = small_model().optics
+    pupils = np.stack([np.full((4, 4), v, np.complex64) for v in (1, 2j, 3)])
+    vol = Volume(Stack(amp, np.zeros_like(amp), z, optics, pupil=pupils))
+    got = vol._pupils_at(np.array([-1.9, 0.6, 5.0, -7.0]))
+    np.testing.assert_array_equal(got[:, 0, 0], [1, 2j, 3, 1])
+    assert Volume(Stack(amp, np.zeros_like(amp), z, optics))._pupils_at(z) is None  # ideal pupil
+
+
 def test_sub_plane_peak_and_no_structure_is_nan():
     """Coarse planes (2 µm) still give the depth to a fraction of a µm; flat regions have no depth."""
     rng = np.random.default_rng(1)

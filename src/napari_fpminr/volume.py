@@ -140,10 +140,25 @@ class Volume:
             raise ValueError('measure="data" compares with the raw images: it needs step=1')
         amp = self.amplitude(z, step).compute(scheduler="synchronous")
         phase = None if measure == "nv" else self.phase(z, step).compute(scheduler="synchronous")
-        src = self.model if self.model is not None else self.stack
-        pupil = getattr(getattr(src, "optics", None), "pupil", None)
+        pupil = None if measure == "nv" else self._pupils_at(z)
         return all_in_focus(amp, z, patch=max(4, patch // step), stride=max(1, stride // step),
                             phase=phase, measure=measure, min_contrast=min_contrast, raw=raw, pupil=pupil)
+
+
+    def _pupils_at(self, z: np.ndarray):
+        """The pupil the source's fields were reconstructed with, for the depths ``z``.
+
+        A model's (possibly recovered) pupil ``(h, w)``; for a stack with per-plane recovered
+        pupils, the pupil of the plane each depth is answered with (the nearest, as in
+        :meth:`amplitude`), ``(Z, h, w)``; else the optics' pupil (None: the ideal one).
+        """
+        if self.model is not None:
+            return self.model.optics.pupil
+        per_plane = getattr(self.stack, "pupil", None)
+        if per_plane is not None:
+            zs = np.asarray(self.stack.z_um, dtype=np.float64)
+            return np.asarray(per_plane)[np.abs(zs[None, :] - z[:, None]).argmin(axis=1)]
+        return getattr(self.stack.optics, "pupil", None)
 
 
 FOCUS_MEASURES = ("auto", "nv", "edges", "data")
@@ -244,8 +259,9 @@ def _residual_lr(amplitude: torch.Tensor, phase: torch.Tensor, z: np.ndarray, ra
     maps = torch.empty(Z, h, w, dtype=torch.float32)
     for s in range(0, Z, z_chunk):
         field = torch.polar(amplitude[s:s + z_chunk], phase[s:s + z_chunk])
+        p = pupil if pupil is None or np.ndim(pupil) == 2 else pupil[s:s + z_chunk]
         maps[s:s + z_chunk] = torch.as_tensor(
-            measurement_residual_maps(data, field, z[s:s + z_chunk], device="auto", pupil=pupil))
+            measurement_residual_maps(data, field, z[s:s + z_chunk], device="auto", pupil=p))
     return maps, H // h
 
 
@@ -265,7 +281,8 @@ def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: in
             and ``phase`` are given, else ``"edges"`` when ``phase`` is given, else ``"nv"``.
         raw: the :class:`~napari_fpminr.io.rawdata.RawData` the stack was reconstructed from
             (same field of view: hr grid = raw grid × upsample); ``pupil``: optional complex
-            pupil to use instead of the raw optics' one (e.g. a model's recovered pupil).
+            pupil ``(h, w)``, or one per plane ``(Z, h, w)``, to use instead of the raw optics'
+            one (a model's or a stack's recovered pupil: the one its fields go with).
         min_contrast: a patch "has structure" when the rms of its (complex) field about the patch
             mean, relative to the mean, reaches this at its sharpest plane; pixels covered by no
             such patch get depth NaN (the fused image is defined everywhere).
