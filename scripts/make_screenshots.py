@@ -67,7 +67,8 @@ def main() -> int:
     viewer.layers["FPM-INR phase"].visible = False
     viewer.dims.set_point(widget.z_axis(), 5.0)
     _shot(viewer, app, "03_zstack")
-    widget.show_all_in_focus()
+    widget.show_all_in_focus()  # runs on a worker thread
+    _wait(app, lambda: widget._aif_worker is None and "FPM-INR all-in-focus" in viewer.layers, 600)
     viewer.layers["FPM-INR amplitude"].visible = False
     _shot(viewer, app, "04_all_in_focus")
 

@@ -166,7 +166,10 @@ def test_z_sampling_changes_without_retraining(make_napari_viewer, qtbot, small_
     widget.show_model_layers(model=other)
     assert viewer.layers["FPM-INR amplitude"].data.name != amp.data.name
     # all-in-focus and depth map on demand
-    widget.aif_btn.click()
+    widget.aif_btn.click()  # computed on a worker thread; the button waits meanwhile
+    assert not widget.aif_btn.isEnabled()
+    qtbot.waitUntil(lambda: widget._aif_worker is None, timeout=120_000)
+    assert widget.aif_btn.isEnabled()
     fused = viewer.layers["FPM-INR all-in-focus"].data
     depth = viewer.layers["FPM-INR depth (µm)"].data
     assert fused.shape == tuple(model.hr_shape) == depth.shape

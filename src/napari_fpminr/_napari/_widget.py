@@ -78,6 +78,7 @@ class ReconstructionWidget(QWidget):
         self.model = None                  # last trained model (kept after Stop)
         self.last_event = None
         self.worker = None
+        self._aif_worker = None            # all-in-focus computation in progress
         self._stop = StopFlag()
         self._stop_requested_at: float | None = None
         self._last_preview = 0.0
@@ -167,14 +168,7 @@ class ReconstructionWidget(QWidget):
 
     def training_raw_of(self, model):
         """The raw-data layer's data a model was trained on (same content hash), or None."""
-        want = (model.meta or {}).get("source_hash")
-        if not want:
-            return None
-        for layer in self.raw_layers():
-            raw = layer.metadata[RAW_KEY]
-            if tuple(raw.lr_shape) == tuple(model.lr_shape) and raw.content_hash() == want:
-                return raw
-        return None
+        return matching_raw(model, [layer.metadata[RAW_KEY] for layer in self.raw_layers()])
 
     def selected_raw(self):
         name = self.raw_combo.currentText()
@@ -242,7 +236,7 @@ class ReconstructionWidget(QWidget):
         self.raw_combo.setEnabled(b.edit_parameters)
         has_view = self.current_model() is not None and b.edit_parameters
         self.apply_z_btn.setEnabled(has_view)
-        self.aif_btn.setEnabled(has_view)
+        self.aif_btn.setEnabled(has_view and self._aif_worker is None)
 
     # ---- training ------------------------------------------------------------------------
     def parameters(self) -> TrainingParameters:
@@ -356,17 +350,37 @@ class ReconstructionWidget(QWidget):
         """Viewer axis of the model layers' z (they are (z, y, x), aligned to the last axes)."""
         return self.viewer.dims.ndim - 3
 
-    def show_all_in_focus(self, *_: Any) -> list[Any]:
+    def show_all_in_focus(self, *_: Any):
+        """Compute the all-in-focus image and depth map on a worker thread; returns the worker.
+
+        The layers appear when it finishes (the button is disabled meanwhile). With the model's
+        training data open as a raw layer, the depth comes from the measurements.
+        """
         model = self.current_model()
-        if model is None:
-            return []
-        layers = []
-        raw = self.training_raw_of(model)
-        for data, meta, _kind in all_in_focus_layer_data(model, self.view_planes(), name=self._layer_prefix, raw=raw):
+        if model is None or self._aif_worker is not None:
+            return None
+        candidates = [layer.metadata[RAW_KEY] for layer in self.raw_layers()]
+        worker = create_worker(all_in_focus_job, model, candidates, self.view_planes(), self._layer_prefix,
+                               _start_thread=False)
+        worker.returned.connect(self._add_all_in_focus_layers)
+        worker.errored.connect(lambda exc: show_error(f"all-in-focus failed: {type(exc).__name__}: {exc}"))
+        worker.finished.connect(self._all_in_focus_finished)
+        self._aif_worker = worker
+        self.aif_btn.setText("All-in-focus: computing…")
+        self._refresh_buttons()
+        worker.start()
+        return worker
+
+    def _add_all_in_focus_layers(self, layer_data) -> None:
+        for data, meta, _kind in layer_data:
             if meta["name"] in self.viewer.layers:
                 self.viewer.layers.remove(meta["name"])
-            layers.append(self.viewer.add_image(data, **meta))
-        return layers
+            self.viewer.add_image(data, **meta)
+
+    def _all_in_focus_finished(self) -> None:
+        self._aif_worker = None
+        self.aif_btn.setText("All-in-focus + depth")
+        self._refresh_buttons()
 
     # ---- saving --------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -393,3 +407,19 @@ class ReconstructionWidget(QWidget):
 
 
 __all__ = ["ReconstructionWidget", "StopFlag"]
+
+
+def matching_raw(model, candidates):
+    """The raw data among ``candidates`` that ``model`` was trained on (same content hash), or None."""
+    want = (model.meta or {}).get("source_hash")
+    if not want:
+        return None
+    for raw in candidates:
+        if tuple(raw.lr_shape) == tuple(model.lr_shape) and raw.content_hash() == want:
+            return raw
+    return None
+
+
+def all_in_focus_job(model, candidates, planes, prefix):
+    """Worker-thread body: find the training data (hashing), then fuse and map the depth."""
+    return all_in_focus_layer_data(model, planes, name=prefix, raw=matching_raw(model, candidates))
