@@ -244,13 +244,10 @@ def _training_raw(args, model):
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = raw.crop(*args.crop)
-    expected = model.meta.get("source_hash")
-    if expected and raw.content_hash() != expected:
-        raise FPMInputError("these raw data are not the ones the model was trained on (content hash differs); "
-                            "pass the same file, --crop and optics options as to 'fpminr reconstruct'", raw_path)
-    if tuple(raw.lr_shape) != tuple(model.lr_shape):
-        raise FPMInputError(f"raw images are {raw.lr_shape[0]}x{raw.lr_shape[1]} px, the model was trained on "
-                            f"{model.lr_shape[0]}x{model.lr_shape[1]} px (use --crop)", raw_path)
+    if not model.trained_on(raw):
+        raise FPMInputError("these raw data are not the ones the model was trained on (size or content hash "
+                            "differs); pass the same file, --crop and optics options as to 'fpminr reconstruct'",
+                            raw_path)
     return raw
 
 

@@ -411,13 +411,9 @@ __all__ = ["ReconstructionWidget", "StopFlag"]
 
 def matching_raw(model, candidates):
     """The raw data among ``candidates`` that ``model`` was trained on (same content hash), or None."""
-    want = (model.meta or {}).get("source_hash")
-    if not want:
-        return None
-    for raw in candidates:
-        if tuple(raw.lr_shape) == tuple(model.lr_shape) and raw.content_hash() == want:
-            return raw
-    return None
+    if not (model.meta or {}).get("source_hash"):
+        return None  # without a recorded hash, any same-size data would pass: do not guess
+    return next((raw for raw in candidates if model.trained_on(raw)), None)
 
 
 def all_in_focus_job(model, candidates, planes, prefix):

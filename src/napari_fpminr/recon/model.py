@@ -78,6 +78,17 @@ class Model:
         """Uniform sampling of the model's z range (161 planes over ±20 µm at 0.25 µm)."""
         return default_z_planes(self.z_min_um, self.z_max_um, z_step_um)
 
+    def trained_on(self, raw) -> bool:
+        """True when ``raw`` (a RawData) has the content the model was trained on.
+
+        Compares the raw image size and the content hash recorded at training
+        (``meta["source_hash"]``); a model without a recorded hash only checks the size.
+        """
+        if tuple(raw.lr_shape) != tuple(self.lr_shape):
+            return False
+        want = (self.meta or {}).get("source_hash")
+        return not want or raw.content_hash() == want
+
     @property
     def model_id(self) -> str:
         """Content hash of the parameters: equal for equal weights, changes whenever they change."""

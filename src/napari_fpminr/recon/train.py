@@ -38,9 +38,9 @@ from ..optics.forward import FPMForward, frequency_grid
 from .inr import FPMINR, INRArchitecture, PupilPhase
 from .model import Model
 from .schedule import epoch_depths, step_decay_lr
+from .stop import should_stop
 from .train_forward import (PreconditionGradient, coverage_preconditioner, led_amplitudes, spectrum_and_transfer,
                             window_indices)
-from .stop import should_stop
 from .warm_start import iter_warm_start
 
 
