@@ -279,7 +279,7 @@ def all_in_focus(amplitude, z_um, patch: int = 64, stride: int = 16, z_chunk: in
             complex-field gradient; needs ``phase``), ``"data"`` (smallest residual against the
             raw measurements; needs ``phase`` and ``raw``), ``"auto"``: ``"data"`` when ``raw``
             and ``phase`` are given, else ``"edges"`` when ``phase`` is given, else ``"nv"``.
-        raw: the :class:`~napari_fpminr.io.rawdata.RawData` the stack was reconstructed from
+        raw: the :class:`~napari_fpminr.rawdata.RawData` the stack was reconstructed from
             (same field of view: hr grid = raw grid × upsample); ``pupil``: optional complex
             pupil ``(h, w)``, or one per plane ``(Z, h, w)``, to use instead of the raw optics'
             one (a model's or a stack's recovered pupil: the one its fields go with).

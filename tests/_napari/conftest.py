@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny_raw():
     """A 24x24-pixel, 9-LED raw set with paper-like optics (no simulator needed)."""
-    from napari_fpminr.io.rawdata import RawData
+    from napari_fpminr.rawdata import RawData
     from napari_fpminr.optics.system import Optics
 
     grid = np.array([(x, y) for y in (-1, 0, 1) for x in (-1, 0, 1)], dtype=float) * 0.12

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_fpminr.errors import FPMInputError
-from napari_fpminr.io.rawdata import RawData
+from napari_fpminr.rawdata import RawData
 from napari_fpminr.optics import FPMForward, Optics
 from napari_fpminr.recon.train import TrainConfig, TrainingDiverged, iter_train, train
 

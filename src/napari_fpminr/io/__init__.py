@@ -6,6 +6,6 @@
 from .atomic import atomic_write
 from .formats import detect_format, read_raw
 from .raw_writers import write_raw
-from .rawdata import RawData
+from ..rawdata import RawData
 
 __all__ = ["RawData", "atomic_write", "detect_format", "read_raw", "write_raw"]

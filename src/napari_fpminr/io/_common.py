@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from ..optics.system import Optics
-from .rawdata import RawData
+from ..rawdata import RawData
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import FPMInputError
 from . import fpminr_mat, native, ptylab, uconn
 from ._common import check_readable, is_hdf5, is_mat_v5, mat_variable_names
-from .rawdata import RawData
+from ..rawdata import RawData
 
 FORMATS = ("fpminr_mat", "uconn", "ptylab", "native")
 _READERS = {

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FPMInputError, MissingParameterError
 from ._common import build_raw, check_led_count, load_mat, require_keys, scalar, stack_from_matlab
-from .rawdata import RawData
+from ..rawdata import RawData
 
 KEYS = ("I_low", "na_calib")
 OPTIONAL = ("na_cal", "mag", "dpix_c", "lambda", "z_um", "upsample", "pupil")

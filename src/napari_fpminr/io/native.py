@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import FPMInputError, MissingParameterError
 from ..optics.geometry import led_grid_na
 from ._common import build_raw, one_line
-from .rawdata import RawData
+from ..rawdata import RawData
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 GRID_KEYS = ("grid_size", "pitch_mm", "distance_mm")

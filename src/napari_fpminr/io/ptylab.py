@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FPMInputError, MissingParameterError
 from ._common import build_raw, one_line, require_keys, scalar
-from .rawdata import RawData
+from ..rawdata import RawData
 
 KEYS = ("ptychogram", "encoder")
 REQUIRED_SCALARS = ("zled", "dxd", "magnification", "wavelength")

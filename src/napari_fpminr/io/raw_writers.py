@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from .atomic import atomic_write
-from .rawdata import RawData
+from ..rawdata import RawData
 
 _SUFFIX_FORMAT = {".mat": "fpminr_mat", ".hdf5": "ptylab", ".h5": "ptylab", ".tif": "native", ".tiff": "native"}
 DEFAULT_ZLED_M = 0.1  # PtyLab needs an LED distance; any value encodes the NAs exactly

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import FPMInputError
 from ..optics.geometry import led_grid_na
 from ._common import build_raw, load_mat, require_keys, scalar, stack_from_matlab
-from .rawdata import RawData
+from ..rawdata import RawData
 
 KEYS = ("imlow_HDR", "wlength")
 OPTIONAL = ("z", "xint", "yint", "theta", "aberration")

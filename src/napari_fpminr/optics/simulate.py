@@ -51,7 +51,7 @@ import torch
 from ..device import resolve_device
 from ..errors import FPMInputError
 from ..io.atomic import atomic_write
-from ..io.rawdata import RawData
+from ..rawdata import RawData
 from .forward import FPMForward
 from .samples import band_limit, cell_layer, structure_mask
 from .system import Optics

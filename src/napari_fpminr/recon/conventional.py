@@ -44,7 +44,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import FPMInputError
-from ..io.rawdata import RawData
+from ..rawdata import RawData
 from ..optics.forward import FPMForward
 from .stack import Stack
 from .stop import should_stop

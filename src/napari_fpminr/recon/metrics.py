@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..device import resolve_device
-from ..io.rawdata import RawData
+from ..rawdata import RawData
 from ..optics.forward import FPMForward
 
 __all__ = ["measurement_misfit", "measurement_residual_maps", "psnr_scaled"]

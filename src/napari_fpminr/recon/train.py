@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..errors import FPMInputError
-from ..io.rawdata import RawData
+from ..rawdata import RawData
 from ..optics.forward import FPMForward, frequency_grid
 from .inr import FPMINR, INRArchitecture, PupilPhase
 from .model import Model

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..io.rawdata import RawData
+from ..rawdata import RawData
 from .conventional import iter_conventional
 from .inr import FPMINR
 from .schedule import uniform_planes

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FPMInputError
-from ..optics.system import Optics
+from .errors import FPMInputError
+from .optics.system import Optics
 
 
 @dataclass(frozen=True, eq=False)
