@@ -2,7 +2,9 @@
 
 ``atomic_write(path)`` yields a temporary path in the destination folder (same file system, so
 the final ``os.replace`` is atomic). On success the temporary file replaces ``path``; on any
-exception it is removed and ``path`` is left untouched.
+exception it is removed and ``path`` is left untouched. Temporary names carry the writer's process
+id (``.<name>.<pid>.<random>.tmp<suffix>``) so that those of a killed run are recognised and
+removed by the next write of the same file (:func:`napari_fpminr.io.safety.clean_stale`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .safety import clean_stale
 
 
 def _umask() -> int:
@@ -33,7 +37,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    clean_stale(path)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from .atomic import atomic_write
+from .safety import writing
 from ..rawdata import RawData
 
 _SUFFIX_FORMAT = {".mat": "fpminr_mat", ".hdf5": "ptylab", ".h5": "ptylab", ".tif": "native", ".tiff": "native"}
@@ -101,5 +102,6 @@ def write_raw(raw: RawData, path, fmt: str | None = None) -> Path:
         raise FPMInputError(f"unknown raw format {fmt!r} (choose from {', '.join(_WRITERS)})", path)
     if not path.parent.is_dir():
         raise FPMInputError("folder does not exist", path.parent)
-    _WRITERS[fmt](raw, path)
+    with writing(path):
+        _WRITERS[fmt](raw, path)
     return path

@@ -15,8 +15,10 @@ Layout of each format (DESIGN.md §4):
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from .atomic import DIR_MODE, FILE_MODE, atomic_write
+from .safety import clean_stale, writing
 
 STACK_SUFFIXES = (".npz", ".tif", ".tiff", ".zarr")
 
@@ -40,42 +43,91 @@ class StackArrays:
     depth_um: np.ndarray | None = None  # (H, W) for all-in-focus results
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    global _EXCHANGE_SUPPORTED
+    if not _EXCHANGE_SUPPORTED:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        _EXCHANGE_SUPPORTED = False
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # this file system cannot: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+_EXCHANGE_SUPPORTED = sys.platform.startswith("linux")
+
+
 def _commit_dir(tmp: Path, path: Path) -> None:
-    """Replace directory ``path`` by ``tmp`` (keeping the old one until the new one is in place)."""
+    """Replace folder ``path`` by ``tmp`` so that ``path`` always exists (or is recoverable).
+
+    Where the file system can, both folders are exchanged in one atomic step and the old one is
+    removed afterwards. Elsewhere the old folder is first renamed to ``.<name>.old-<pid>``; a run
+    killed between the two renames leaves that backup, which
+    :func:`~napari_fpminr.io.safety.clean_stale` moves back on the next run.
+    """
     for folder, _, files in os.walk(tmp):
         os.chmod(folder, DIR_MODE)
         for name in files:
             os.chmod(os.path.join(folder, name), FILE_MODE)
-    backup = None
-    if path.exists():
-        backup = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, backup)
-    os.replace(tmp, path)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old content
+        return
+    backup = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, backup)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(backup, path)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 def write_stack(path: str | Path, stack: StackArrays) -> Path:
-    """Write ``stack`` to ``path``; the format follows the suffix (.npz, .tif/.tiff, .zarr)."""
+    """Write ``stack`` to ``path``; the format follows the suffix (.npz, .tif/.tiff, .zarr).
+
+    Atomic: a failure (including a full disk) leaves no partial output and keeps an existing one.
+    Write errors become one-line :class:`FPMInputError`\ s naming ``path``.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in STACK_SUFFIXES:
         raise FPMInputError(f"unknown output format {suffix!r}; use one of {', '.join(STACK_SUFFIXES)}", path)
     _check(stack, path)
-    if suffix == ".zarr":
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
-            _write_zarr(tmp, stack)
-            _commit_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        (_write_npz if suffix == ".npz" else _write_tif)(tmp, stack)
+        if suffix == ".zarr":
+            _write_zarr_atomic(path, stack)
+        else:
+            with atomic_write(path) as tmp:
+                (_write_npz if suffix == ".npz" else _write_tif)(tmp, stack)
     return path
+
+
+def _write_zarr_atomic(path: Path, stack: StackArrays) -> None:
+    clean_stale(path)
+    if path.exists() and not path.is_dir():
+        raise FPMInputError("exists and is not a folder; remove it or choose another output", path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        _write_zarr(tmp, stack)
+        _commit_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _check(stack: StackArrays, path: Path) -> None:
@@ -131,10 +183,15 @@ def _write_zarr(tmp: Path, stack: StackArrays) -> None:
 
     amp = np.asarray(stack.amplitude, np.float32)
     channels = [amp] if stack.phase is None else [amp, np.asarray(stack.phase, np.float32)]
-    data = np.stack(channels, axis=1)  # Z C Y X
+    shape = (amp.shape[0], len(channels)) + amp.shape[1:]  # Z C Y X
     z = np.atleast_1d(np.asarray(stack.z_um, np.float64))
     root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-    root.create_array("0", data=data, chunks=(1, 1) + data.shape[2:])
+    # one chunk per (plane, channel), written one after the other: nothing is still writing in a
+    # background thread when a failure (disk full) is raised and the temporary folder removed
+    arr = root.create_array("0", shape=shape, dtype=np.float32, chunks=(1, 1) + shape[2:])
+    for iz in range(shape[0]):
+        for ic, channel in enumerate(channels):
+            arr[iz, ic] = channel[iz]
     root.attrs["multiscales"] = [{
         "version": "0.4",
         "name": "fpminr",
@@ -152,7 +209,8 @@ def _write_zarr(tmp: Path, stack: StackArrays) -> None:
     root.attrs["omero"] = {"channels": [{"label": n} for n in ("amplitude", "phase")[: len(channels)]]}
     root.attrs["fpminr"] = {"z_um": z.tolist()}
     if stack.depth_um is not None:
-        root.create_array("depth_um", data=np.asarray(stack.depth_um, np.float32))
+        depth = np.asarray(stack.depth_um, np.float32)
+        root.create_array("depth_um", shape=depth.shape, dtype=np.float32, chunks=depth.shape)[...] = depth
 
 
 def read_stack_npz(path: str | Path) -> StackArrays:
