@@ -13,8 +13,10 @@ Progress goes to stderr; results and paths to stdout. Bad input exits with code 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ MODEL_SUFFIX = ".fpminr"
 STACK_SUFFIXES = (".npz", ".tif", ".tiff", ".zarr")
 DEFAULT_Z_RANGE_UM = (-20.0, 20.0)
 DEFAULT_Z_STEP_UM = 0.25
+MAX_PLANES = 100_000  # more planes than any stack needs; refused before the plane list is built
 
 
 # ---- z sampling ---------------------------------------------------------------------------
@@ -33,19 +36,35 @@ def z_planes(z_min_um: float, z_max_um: float, z_step_um: float) -> np.ndarray:
     """Planes from ``z_min_um`` to ``z_max_um`` inclusive, spaced ``z_step_um`` (±20/0.25 -> 161)."""
     from .recon.schedule import default_z_planes
 
+    for name, value in (("--z-min", z_min_um), ("--z-max", z_max_um), ("--z-step", z_step_um)):
+        _finite(name, value)
     if not z_step_um > 0:
         raise FPMInputError(f"--z-step must be positive, got {z_step_um}")
     if z_max_um < z_min_um:
         raise FPMInputError(f"--z-max ({z_max_um}) is below --z-min ({z_min_um})")
+    n = (z_max_um - z_min_um) / z_step_um + 1
+    if n > MAX_PLANES:
+        raise FPMInputError(f"--z-step {z_step_um:g} over {z_min_um:g}..{z_max_um:g} um would give {n:.3g} planes "
+                            f"(at most {MAX_PLANES}); use a larger --z-step")
     return default_z_planes(z_min_um, z_max_um, z_step_um)
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise FPMInputError(f"{name} must be a finite number, got {value}")
+    return value
 
 
 def _requested_planes(args, default_range: tuple[float, float]) -> np.ndarray:
     if args.z:
+        for value in args.z:
+            _finite("--z", value)
+        if len(args.z) > MAX_PLANES:
+            raise FPMInputError(f"{len(args.z)} planes given with --z (at most {MAX_PLANES})")
         return np.asarray(sorted(args.z), dtype=float)
     z_min = default_range[0] if args.z_min is None else args.z_min
     z_max = default_range[1] if args.z_max is None else args.z_max
-    return z_planes(z_min, z_max, args.z_step or DEFAULT_Z_STEP_UM)
+    return z_planes(z_min, z_max, DEFAULT_Z_STEP_UM if args.z_step is None else args.z_step)
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -78,11 +97,16 @@ def cmd_simulate(args) -> int:
     from .io import write_raw
     from .optics.simulate import simulate
 
-    out = Path(args.out)
+    from .io.safety import check_output_path, writing
+
+    out = check_output_path(Path(args.out))
+    if not 8 <= args.size <= 4096:
+        raise FPMInputError(f"--size must be 8..4096 raw pixels, got {args.size}")
     sim = simulate(preset=args.preset, size=args.size, seed=args.seed, noise=args.noise)
     raw_path = write_raw(sim.raw, out)
     truth_path = out.with_name(out.stem + ".truth.npz")
-    sim.truth.save(truth_path)
+    with writing(truth_path):
+        sim.truth.save(truth_path)
     print(f"raw data   {raw_path}")
     print(f"truth      {truth_path}")
     return 0
@@ -96,15 +120,64 @@ def cmd_reconstruct(args) -> int:
         raise FPMInputError(f"--method fpm writes a stack: use -o with {', '.join(STACK_SUFFIXES)}", out)
     if args.method == "inr" and suffix not in STACK_SUFFIXES + (MODEL_SUFFIX,):
         raise FPMInputError(f"--method inr writes a model (.fpminr) or a stack ({', '.join(STACK_SUFFIXES)})", out)
+    with _output_guard(out, input_files(raw_path)):
+        return _reconstruct(args, raw_path, out)
+
+
+def _reconstruct(args, raw_path: Path, out: Path) -> int:
+    from .io import budget
+
     raw = _read_raw(args, raw_path)
     if args.crop:
-        top, left, height, width = args.crop
-        raw = raw.crop(top, left, height, width)
+        raw = _crop(raw, args.crop, raw_path)
     default_range = _default_z_range(raw)
     planes = _requested_planes(args, default_range)
     if args.method == "fpm":
+        budget.check_memory(budget.fpm_bytes(raw.n_leds, raw.lr_shape, raw.hr_shape, len(planes)),
+                            f"a conventional stack of {len(planes)} planes of {raw.hr_shape[0]}x{raw.hr_shape[1]} px",
+                            out, hint="use fewer planes (--z-step, --z-min/--z-max) or --crop")
+        _check_output_size(out, len(planes), raw.hr_shape, 2)
         return _reconstruct_fpm(args, raw, planes, out)
+    if not planes.max() > planes.min():
+        raise FPMInputError(f"a model needs a z range, got the single plane z = {planes[0]:g} um: give "
+                            "--z-max above --z-min (or use --method fpm for one plane)", raw_path)
+    if out.suffix.lower() != MODEL_SUFFIX:
+        budget.check_memory(budget.render_bytes(raw.hr_shape, len(planes), 2), f"rendering {len(planes)} planes",
+                            out, hint="use fewer planes or write a model (.fpminr) and render from it")
+        _check_output_size(out, len(planes), raw.hr_shape, 2)
     return _reconstruct_inr(args, raw, planes, out)
+
+
+def _crop(raw, crop, path: Path):
+    """``--crop TOP LEFT HEIGHT WIDTH`` inside the raw images, or a one-line error."""
+    top, left, height, width = crop
+    h, w = raw.lr_shape
+    if top < 0 or left < 0 or height < 1 or width < 1 or top + height > h or left + width > w:
+        raise FPMInputError(f"--crop {top} {left} {height} {width} is not inside the {h}x{w} px raw images "
+                            "(offsets >= 0, sizes >= 1, region within the image)", path)
+    return raw.crop(top, left, height, width)
+
+
+def _check_output_size(out: Path, n_planes: int, hr_shape, channels: int) -> None:
+    from .io import budget
+
+    budget.check_output(budget.stack_bytes(n_planes, hr_shape, channels),
+                        f"{n_planes} planes of {hr_shape[0]}x{hr_shape[1]} px", out,
+                        hint="use fewer planes (--z-step) or a model (.fpminr), which renders any plane later")
+
+
+def _output_guard(out: Path, inputs):
+    """Refuse an output that would replace an input or cannot be written; hold its write lock."""
+    from .io.safety import check_output_path, output_lock
+
+    check_output_path(out, inputs, folder_output=out.suffix.lower() == ".zarr")
+    return output_lock(out)
+
+
+def input_files(path) -> list[Path]:
+    from .io.safety import input_files as files
+
+    return files(path)
 
 
 def _default_z_range(raw) -> tuple[float, float]:
@@ -124,14 +197,23 @@ def _reconstruct_fpm(args, raw, planes: np.ndarray, out: Path) -> int:
     stack = None
     for event in iter_conventional(raw, planes, iterations=args.iterations, mode=args.mode,
                                    pupil_update=args.recover_pupil, device=args.device):
-        bar.update(event.fraction, f"planes {event.planes_done}/{event.n_planes} "
-                                   f"elapsed {format_seconds(event.elapsed_s)} eta {format_seconds(event.eta_s)}")
+        bar.update(event.fraction, fpm_progress_text(event))
         stack = event.stack if event.stack is not None else stack
-    bar.close("done")
+    bar.close(fpm_progress_text(event) if stack is not None else "done")
     assert stack is not None
     write_stack(out, StackArrays(stack.amplitude, stack.phase, stack.z_um, stack.dx_hr_um))
     print(f"stack      {out}  ({len(stack.z_um)} planes)")
     return 0
+
+
+def fpm_progress_text(event) -> str:
+    """Progress of a conventional run: planes finished (so far) and the pass over the LEDs.
+
+    Planes are solved in batches (all at once when they fit), so "finished" stays 0 until a batch
+    ends; the pass counter ``iteration k/n`` shows the progress of the batch in work.
+    """
+    return (f"planes {event.planes_done}/{event.n_planes} finished, iteration {event.iteration}/{event.n_iterations}"
+            f" elapsed {format_seconds(event.elapsed_s)} eta {format_seconds(event.eta_s)}")
 
 
 def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
@@ -142,9 +224,8 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     if args.epochs is not None:
         config_kwargs["epochs"] = args.epochs
     config = TrainConfig(**config_kwargs)
+    config = _fit_memory(config, raw, out)
     z_min, z_max = float(planes.min()), float(planes.max())
-    if z_max == z_min:
-        z_min, z_max = z_min - 1.0, z_max + 1.0
     from .device import resolve_device
 
     print(f"FPM-INR: z {z_min:.2f}..{z_max:.2f} um, {config.epochs} epochs, "
@@ -159,7 +240,10 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     bar.close(f"trained in {format_seconds(time.monotonic() - t0)}")
     assert model is not None
     if out.suffix.lower() == MODEL_SUFFIX:
-        save_model(model, out)
+        from .io.safety import writing
+
+        with writing(out):
+            save_model(model, out)
         print(f"model      {out}")
     else:
         _write_rendered(model, planes, out, with_phase=True)
@@ -167,27 +251,69 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     return 0
 
 
-def cmd_render(args) -> int:
-    from .io.model_file import load_model
-    from .io.stack_files import StackArrays, write_stack
+def _fit_memory(config, raw, out: Path):
+    """INR training within the memory budget: smaller LED chunks when short, refusal when even one LED is too many.
 
+    Only for CPU training (the budget is the host's memory); a ``led_batch`` already set is kept
+    when it fits.
+    """
+    import dataclasses
+
+    from .device import resolve_device
+    from .io import budget
+
+    if resolve_device(config.device).type != "cpu":
+        return config
+    limit, source = budget.memory_budget()
+    q = int(getattr(config, "q", 32))
+    need = budget.inr_training_bytes(raw.n_leds, raw.lr_shape, raw.hr_shape, q=q, led_batch=config.led_batch)
+    if need <= limit:
+        return config
+    batch = budget.led_batch_for(limit, raw.n_leds, raw.lr_shape, raw.hr_shape, q=q)
+    if not batch:
+        budget.check_memory(budget.inr_training_bytes(raw.n_leds, raw.lr_shape, raw.hr_shape, q=q, led_batch=1),
+                            f"training on {raw.lr_shape[0]}x{raw.lr_shape[1]} px raw images "
+                            f"({raw.hr_shape[0]}x{raw.hr_shape[1]} px reconstruction), even one LED at a time,",
+                            out, hint="reconstruct a region with --crop (or tiles of it)")
+        batch = 1
+    print(f"memory: ~{budget.format_bytes(need)} needed with {config.led_batch or raw.n_leds} LEDs per chunk, "
+          f"{budget.format_bytes(limit)} allowed ({source}): using chunks of {batch} LEDs", file=sys.stderr)
+    return dataclasses.replace(config, led_batch=batch)
+
+
+def cmd_render(args) -> int:
     path = Path(args.model)
     out = Path(args.output)
     if out.suffix.lower() not in STACK_SUFFIXES:
         raise FPMInputError(f"render writes a stack: use -o with {', '.join(STACK_SUFFIXES)}", out)
+    if args.all_in_focus and (args.patch < 2 or args.stride < 1):
+        raise FPMInputError(f"--patch must be >= 2 and --stride >= 1 px, got {args.patch} and {args.stride}")
+    inputs = [path] + (input_files(args.raw) if args.raw else [])
+    with _output_guard(out, inputs):
+        return _render(args, path, out)
+
+
+def _render(args, path: Path, out: Path) -> int:
     from .device import resolve_device
+    from .io import budget
+    from .io.model_file import load_model
+    from .io.stack_files import StackArrays, write_stack
 
     model = load_model(path, device=resolve_device(args.device))
-    if args.z:
-        planes = np.asarray(sorted(args.z), float)
-    else:
-        lo = model.z_min_um if args.z_min is None else args.z_min
-        hi = model.z_max_um if args.z_max is None else args.z_max
-        planes = z_planes(lo, hi, args.z_step or DEFAULT_Z_STEP_UM)
+    planes = _requested_planes(args, (model.z_min_um, model.z_max_um))
     outside = planes[(planes < model.z_min_um - 1e-6) | (planes > model.z_max_um + 1e-6)]
     if outside.size:
         raise FPMInputError(f"z = {outside[0]:g} um is outside the model's range "
                             f"[{model.z_min_um:g}, {model.z_max_um:g}] um", path)
+    hr = tuple(model.hr_shape)
+    if args.all_in_focus and args.patch > min(hr):
+        raise FPMInputError(f"--patch {args.patch} is larger than the {hr[0]}x{hr[1]} px image", path)
+    channels = 2 if (args.phase or (args.all_in_focus and args.focus_measure != "nv")) else 1
+    budget.check_memory(budget.render_bytes(hr, len(planes), channels, all_in_focus=args.all_in_focus),
+                        f"rendering {len(planes)} planes of {hr[0]}x{hr[1]} px", out,
+                        hint="use fewer planes (--z-step, --z-min/--z-max)")
+    if not args.all_in_focus:
+        _check_output_size(out, len(planes), hr, channels)
     if args.raw and not args.all_in_focus:
         raise FPMInputError("--raw is used by --all-in-focus (depth from the measurements) only", Path(args.raw))
     if args.all_in_focus:
@@ -243,7 +369,7 @@ def _training_raw(args, model):
     raw_path = Path(args.raw)
     raw = _read_raw(args, raw_path)
     if args.crop:
-        raw = raw.crop(*args.crop)
+        raw = _crop(raw, args.crop, raw_path)
     if not model.trained_on(raw):
         raise FPMInputError("these raw data are not the ones the model was trained on (size or content hash "
                             "differs); pass the same file, --crop and optics options as to 'fpminr reconstruct'",
@@ -269,6 +395,12 @@ def _add_optics_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--upsample", type=int, default=0, help="hr/raw pixel ratio (default: smallest that fits)")
 
 
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("limits (refused up front when an estimate exceeds them)")
+    g.add_argument("--max-memory", metavar="SIZE", help="peak memory allowed, e.g. 4G (default: what is available)")
+    g.add_argument("--max-output", metavar="SIZE", help="output size allowed, e.g. 500M (default: free disk space)")
+
+
 def _add_z_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("z planes (µm)")
     g.add_argument("--z-min", type=float)
@@ -284,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a raw-data file, a model or a stack")
     p.add_argument("path")
     _add_optics_overrides(p)
+    _add_limits(p)
     p.set_defaults(func=cmd_info)
 
     from .optics.simulate import PRESETS
@@ -311,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_limits(p)
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("render", help="render planes, or an all-in-focus image, from a model")
@@ -331,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", action="store_true", help="also write the phase")
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
+    _add_limits(p)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("gui", help="open napari with the plugin (and optionally a file)")
@@ -339,17 +474,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"fpminr: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _run(args) -> int:
+    from .io.budget import limits, parse_size
+
+    max_memory = None if getattr(args, "max_memory", None) is None else parse_size(args.max_memory)
+    max_output = None if getattr(args, "max_output", None) is None else parse_size(args.max_output)
+    with limits(max_memory, max_output):
+        return int(args.func(args) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
-        return int(args.func(args) or 0)
+        return _run(args)
     except FPMInputError as exc:
         print(f"fpminr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fpminr: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("fpminr: error: out of memory; use --crop, fewer planes or a smaller --max-memory estimate",
+              file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("fpminr: error: input nested too deeply to read", file=sys.stderr)
+        return 2
+    except OSError as exc:  # last resort: the writers and readers name their file themselves
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"fpminr: error: {where}{exc.strerror or ' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,20 @@ import numpy as np
 from ..errors import FPMInputError
 from ..optics.system import Optics
 from ..rawdata import RawData
+from .budget import check_memory
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file"
+#: plausibility limits for parameters read from files or given on the command line
+MAX_WAVELENGTH_UM = 10.0
+MAX_UPSAMPLE = 32
+MAX_HR_SIDE = 65536
+#: datasets other than the image stack hold a few numbers (LED tables, scalars, a pupil);
+#: anything declared larger is refused before it is read
+MAX_SMALL_ELEMENTS = 1 << 24
+#: bytes per element of MATLAB v5 classes (whosmat's class names)
+_MAT_CLASS_BYTES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4,
+                    "uint32": 4, "int64": 8, "uint64": 8, "logical": 1, "char": 2}
 
 
 def one_line(exc: BaseException, limit: int = 160) -> str:
@@ -44,6 +57,19 @@ def is_mat_v5(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 128 and head.startswith(b"MATLAB 5.0 MAT-file")
+
+
+def mat_header_truncated(path: Path) -> int | None:
+    """Bytes present when a file starts like a MATLAB v5 header but ends inside its 128 bytes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(128)
+    except OSError:
+        return None
+    if len(head) < 128 and head.startswith(MAT_HEADER_TEXT[: max(1, min(len(head), len(MAT_HEADER_TEXT)))]) \
+            and len(head) >= 6:
+        return len(head)
+    return None
 
 
 def mat_v5_truncated(path: Path) -> bool:
@@ -96,30 +122,91 @@ def _h5_value(dataset) -> np.ndarray:
     return arr
 
 
-def load_mat(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+def h5_dataset(group, name: str, path: Path):
+    """The dataset ``name`` of an open HDF5 group, or ``None`` when absent.
+
+    Links are inspected before anything is resolved: an external link (to another file, possibly
+    outside the data folder) is never followed and is refused; a soft link must point inside the
+    file at a dataset. Unrelated entries of the file, broken links included, are never touched.
+    """
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise FPMInputError(f"'{name}' is an external link to {link.filename}:{link.path}; external links "
+                            "are not followed (copy the data into the file)", path)
+    obj = group.get(name)
+    if obj is None:
+        raise FPMInputError(f"'{name}' is a broken link (to {getattr(link, 'path', '?')})", path)
+    if not isinstance(obj, h5py.Dataset):
+        raise FPMInputError(f"'{name}' must be a dataset, got a {type(obj).__name__.lower()}", path)
+    return obj
+
+
+def read_h5_datasets(group, names, path: Path, *, large: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read only the named datasets; sizes are checked from their headers before any data is read.
+
+    Names in ``large`` (image stacks) may be as big as the memory budget allows (twice: the file's
+    values and a float32 copy); the others must hold at most ``MAX_SMALL_ELEMENTS`` numbers.
+    """
+    out = {}
+    for name in names:
+        ds = h5_dataset(group, name, path)
+        if ds is None:
+            continue
+        n = int(np.prod(ds.shape, dtype=np.float64)) if ds.shape is not None else 0
+        if name in large:
+            check_memory(n * (ds.dtype.itemsize + 4), f"reading '{name}' (shape {ds.shape})", path)
+        elif n > MAX_SMALL_ELEMENTS:
+            raise FPMInputError(f"'{name}' declares {n} values (shape {ds.shape}); expected a few numbers", path)
+        out[name] = _h5_value(ds)
+    return out
+
+
+def _check_mat_v5_sizes(path: Path, names: list[str], large: tuple[str, ...]) -> None:
+    """Refuse variables whose declared (decompressed) size exceeds the budget, before decoding them."""
+    import scipy.io
+
+    for name, shape, cls in scipy.io.whosmat(path):
+        if name not in names:
+            continue
+        n = int(np.prod(shape, dtype=np.float64))
+        if name in large:
+            nbytes = n * (_MAT_CLASS_BYTES.get(cls, 8) + 4)
+            check_memory(nbytes, f"reading '{name}' ({cls} {'x'.join(map(str, shape))}, compressed in the file)"
+                         if n else f"reading '{name}'", path)
+        elif n > MAX_SMALL_ELEMENTS:
+            raise FPMInputError(f"'{name}' declares {n} values ({'x'.join(map(str, shape))}); "
+                                "expected a few numbers", path)
+
+
+def load_mat(path: Path, names: list[str], large: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Load the named variables of a MATLAB v5 or v7.3 file, in MATLAB's axis order.
 
     v7.3 files are HDF5 and store arrays with reversed axes (a MATLAB ``H×W×N`` array reads as
     ``N×W×H`` in h5py); they are transposed back here, so both versions give identical arrays
     (row-major, rows = MATLAB's first index). Missing variables are simply absent from the result.
-    Raises ``FPMInputError`` for a truncated or corrupt file.
+    Declared sizes are checked first (``large``: the image stack, against the memory budget; any
+    other variable must be small), so a compressed variable that would expand beyond memory is
+    refused before it is decompressed. Raises ``FPMInputError`` for a truncated or corrupt file.
     """
     try:
         if is_hdf5(path):
             import h5py
 
-            out = {}
             with h5py.File(path, "r") as f:
-                for name in names:
-                    if name in f and isinstance(f[name], h5py.Dataset):
-                        out[name] = _h5_value(f[name]).T
-            return out
+                return {k: v.T for k, v in read_h5_datasets(f, names, path, large=large).items()}
         import scipy.io
 
+        _check_mat_v5_sizes(path, names, large)
         data = scipy.io.loadmat(path, variable_names=names, squeeze_me=False, mat_dtype=False)
         return {k: np.asarray(v) for k, v in data.items() if not k.startswith("__")}
     except FPMInputError:
         raise
+    except MemoryError:
+        raise FPMInputError("not enough memory to decode this MATLAB file", path) from None
     except Exception as exc:  # scipy/h5py raise many types for damaged files
         raise FPMInputError(f"cannot read MATLAB file (truncated or corrupt?): {one_line(exc)}", path) from None
 
@@ -172,12 +259,44 @@ def stack_from_matlab(arr: np.ndarray, key: str, path: Path) -> np.ndarray:
         raise FPMInputError(
             f"{key} must be a real H x W x N image stack, got shape {arr.shape} dtype {arr.dtype}", path
         )
+    check_image_dtype(arr, key, path)
     return np.moveaxis(arr, -1, 0)
+
+
+def check_image_dtype(arr: np.ndarray, key: str, path: Path) -> None:
+    """Refuse image types no camera writes: booleans (a mask?) and signed 8-bit integers."""
+    if arr.dtype == np.bool_ or arr.dtype == np.int8:
+        raise FPMInputError(f"{key} has data type {arr.dtype}, which holds no camera intensities "
+                            "(expected unsigned integers or floats)", path)
 
 
 def check_led_count(n_images: int, n_leds: int, images_key: str, leds_key: str, path: Path) -> None:
     if n_images != n_leds:
         raise FPMInputError(f"{images_key} has {n_images} images but {leds_key} lists {n_leds} LEDs", path)
+
+
+def check_plausible(opt: Optics, n_images: int, lr_shape: tuple[int, int], path: Path) -> None:
+    """Refuse parameters no FPM data set has; warn about duplicated LEDs.
+
+    Wavelengths of 10 µm or more (a value in nm or m read as µm), fewer than two images, an
+    ``upsample`` beyond ``MAX_UPSAMPLE`` or a reconstruction grid wider than ``MAX_HR_SIDE`` px.
+    """
+    if opt.wavelength_um >= MAX_WAVELENGTH_UM:
+        raise FPMInputError(f"wavelength {opt.wavelength_um:g} um is implausible (must be < {MAX_WAVELENGTH_UM:g} "
+                            "um; visible light is 0.4-0.8 um): is it stored in nm or m?", path)
+    if n_images < 2:
+        raise FPMInputError(f"only {n_images} image: Fourier ptychography needs several illumination angles", path)
+    if opt.upsample > MAX_UPSAMPLE:
+        raise FPMInputError(f"upsample {opt.upsample} is implausible (at most {MAX_UPSAMPLE}; these optics need "
+                            f"{opt.required_upsample()})", path)
+    hr = max(lr_shape) * opt.upsample
+    if hr > MAX_HR_SIDE:
+        raise FPMInputError(f"the reconstruction would be {hr} px wide (images {lr_shape[0]}x{lr_shape[1]} x upsample "
+                            f"{opt.upsample}), more than {MAX_HR_SIDE}; crop the data", path)
+    _, counts = np.unique(np.round(opt.na_illum, 9), axis=0, return_counts=True)
+    if np.any(counts > 1):
+        warnings.warn(f"{path}: {int(np.sum(counts[counts > 1]))} images share {int(np.sum(counts > 1))} "
+                      "illumination NA(s) (duplicated LEDs); they are used as given", stacklevel=3)
 
 
 def build_raw(path: Path, intensities: np.ndarray, *, fmt: str, z_um: float | None = None,
@@ -189,9 +308,13 @@ def build_raw(path: Path, intensities: np.ndarray, *, fmt: str, z_um: float | No
                             "NaN or infinite values", path)
     if na.size and np.hypot(na[:, 0], na[:, 1]).max() >= 1.0:
         raise FPMInputError(f"illumination NA up to {np.hypot(na[:, 0], na[:, 1]).max():.3f} (must be < 1)", path)
+    images = np.asarray(intensities)
+    check_image_dtype(images, "intensities", path)
     try:
         opt = Optics(**optics)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise FPMInputError(one_line(exc), path) from None
-    return RawData(intensities=intensities, optics=opt, source=path, z_um=z_um,
+    if images.ndim == 3:
+        check_plausible(opt, images.shape[0], images.shape[1:], path)
+    return RawData(intensities=images, optics=opt, source=path, z_um=z_um,
                    meta={"format": fmt, **(meta or {})})

@@ -128,3 +128,59 @@ def check_output(nbytes: float, what: str, path: str | Path, hint: str = "") -> 
         tail = f"; {hint}" if hint else ""
         raise FPMInputError(f"{what} would write about {format_bytes(nbytes)}, more than the "
                             f"{format_bytes(budget)} allowed ({source}){tail}", path)
+
+
+# ---- estimates of peak memory and output size ----------------------------------------------
+# Measured on CPU (peak RSS above the interpreter with torch loaded, 2026-12, paper optics, 69
+# LEDs): INR training at 64²/128²/256² raw px (2x upsampling) 0.14/0.28/0.58 GB with all LEDs per
+# chunk, 0.43 GB at 256² with one LED per chunk; the issue's 1024² x 100-LED run peaked at 9.4 GB.
+# The constants below reproduce these within about +25 % (estimates err on the large side).
+PROCESS_OVERHEAD = 200 << 20
+INR_BYTES_PER_HR_PIXEL = 1400  # features, activations and gradients of both networks, q = 32
+INR_BYTES_PER_LED_PIXEL = 48  # per LED of a forward chunk, per raw pixel (windows, fields, grads)
+RAW_COPIES = 3  # intensities as float32: the file's array, the normalised copy, the device tensor
+FPM_CHUNK_BYTES = 64 << 20  # conventional solver's working set on CPU (recon.conventional._auto_chunk)
+STACK_COPIES = 3  # rendered planes: the per-batch pieces, their concatenation, the writer's copy
+
+
+def raw_bytes(n_leds: int, lr_shape: tuple[int, int]) -> int:
+    """Memory held by the raw intensities and their working copies (float32)."""
+    return RAW_COPIES * 4 * n_leds * lr_shape[0] * lr_shape[1]
+
+
+def inr_training_bytes(n_leds: int, lr_shape: tuple[int, int], hr_shape: tuple[int, int], *,
+                       q: int = 32, led_batch: int | None = None) -> int:
+    """Estimated peak memory of INR training (:func:`napari_fpminr.recon.train.iter_train`)."""
+    batch = min(n_leds, led_batch or n_leds)
+    hr_px = hr_shape[0] * hr_shape[1]
+    lr_px = lr_shape[0] * lr_shape[1]
+    return int(PROCESS_OVERHEAD + raw_bytes(n_leds, lr_shape) + INR_BYTES_PER_HR_PIXEL * hr_px * q / 32
+               + INR_BYTES_PER_LED_PIXEL * lr_px * batch)
+
+
+def led_batch_for(budget: int, n_leds: int, lr_shape: tuple[int, int], hr_shape: tuple[int, int], *,
+                  q: int = 32) -> int | None:
+    """Largest LED chunk whose training estimate fits ``budget``: ``None`` = all LEDs, 0 = none fits."""
+    if inr_training_bytes(n_leds, lr_shape, hr_shape, q=q) <= budget:
+        return None
+    fixed = inr_training_bytes(n_leds, lr_shape, hr_shape, q=q, led_batch=1) - \
+        INR_BYTES_PER_LED_PIXEL * lr_shape[0] * lr_shape[1]
+    per_led = INR_BYTES_PER_LED_PIXEL * lr_shape[0] * lr_shape[1]
+    return max(0, min(n_leds, int((budget - fixed) // per_led)))
+
+
+def stack_bytes(n_planes: int, hr_shape: tuple[int, int], channels: int) -> int:
+    """Uncompressed size of a float32 stack of ``n_planes`` x ``channels`` planes (the output size)."""
+    return 4 * n_planes * channels * hr_shape[0] * hr_shape[1]
+
+
+def fpm_bytes(n_leds: int, lr_shape: tuple[int, int], hr_shape: tuple[int, int], n_planes: int) -> int:
+    """Estimated peak memory of a conventional reconstruction written as a stack (amplitude + phase)."""
+    return int(PROCESS_OVERHEAD + raw_bytes(n_leds, lr_shape) + FPM_CHUNK_BYTES
+               + STACK_COPIES * stack_bytes(n_planes, hr_shape, 2))
+
+
+def render_bytes(hr_shape: tuple[int, int], n_planes: int, channels: int, *, all_in_focus: bool = False) -> int:
+    """Estimated peak memory of rendering ``n_planes`` planes (and fusing them, for all-in-focus)."""
+    copies = STACK_COPIES + (3 if all_in_focus else 0)  # focus measures work on tensors of the stack's size
+    return int(PROCESS_OVERHEAD + copies * stack_bytes(n_planes, hr_shape, channels))

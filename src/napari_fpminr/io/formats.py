@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import FPMInputError
 from . import fpminr_mat, native, ptylab, uconn
-from ._common import check_readable, is_hdf5, is_mat_v5, mat_variable_names
+from ._common import check_readable, is_hdf5, is_mat_v5, mat_header_truncated, mat_variable_names
 from ..rawdata import RawData
 
 FORMATS = ("fpminr_mat", "uconn", "ptylab", "native")
@@ -69,6 +69,10 @@ def read_raw(path, *, wavelength_um: float | None = None, na_obj: float | None =
     path = check_readable(path)
     fmt = detect_format(path)
     if fmt is None:
+        head = mat_header_truncated(path)
+        if head is not None:
+            raise FPMInputError(f"truncated or corrupt MATLAB file: it ends after {head} bytes, inside the "
+                                "128-byte header", path)
         if native.is_tiff(path):
             native.load_sidecar(path)  # raises when the sidecar is missing or invalid
             raise FPMInputError("cannot read TIFF (truncated or corrupt?)", path)

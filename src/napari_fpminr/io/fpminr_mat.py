@@ -38,7 +38,7 @@ def read_fpminr_mat(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pi
                     upsample: int = 0) -> RawData:
     """Read an FPM-INR ``.mat`` file (v5 or v7.3); keyword arguments fill or replace parameters."""
     path = Path(path)
-    data = load_mat(path, list(KEYS + OPTIONAL))
+    data = load_mat(path, list(KEYS + OPTIONAL), large=("I_low",))
     require_keys(data, KEYS, "variable", "FPM-INR layout", path)
     images = stack_from_matlab(data["I_low"], "I_low", path)
     na = np.asarray(data["na_calib"])

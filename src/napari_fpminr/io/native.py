@@ -29,10 +29,14 @@ import numpy as np
 from ..errors import FPMInputError, MissingParameterError
 from ..optics.geometry import led_grid_na
 from ._common import build_raw, one_line
+from .budget import check_memory
 from ..rawdata import RawData
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 GRID_KEYS = ("grid_size", "pitch_mm", "distance_mm")
+#: an LED board side longer than this, or a sidecar larger than this, is not an FPM data set
+MAX_GRID_SIDE = 1024
+MAX_SIDECAR_BYTES = 64 << 20
 _ARG_FOR = {"wavelength_um": "wavelength_um", "na_obj": "na_obj", "mag": "mag", "pixel_um": "pixel_um"}
 
 
@@ -92,7 +96,16 @@ def load_sidecar(tif_path: Path) -> dict[str, Any]:
         raise FPMInputError(f"JSON sidecar {side.name} not found next to the TIFF (native format needs "
                             "wavelength_um, na_obj, mag, pixel_um and na_x/na_y or led_grid)", tif_path)
     try:
+        size = side.stat().st_size
+    except OSError as exc:
+        raise FPMInputError(f"cannot read the JSON sidecar: {one_line(exc)}", side) from None
+    if size > MAX_SIDECAR_BYTES:
+        raise FPMInputError(f"JSON sidecar is {size} bytes; a sidecar holds a few parameters (at most "
+                            f"{MAX_SIDECAR_BYTES >> 20} MiB)", side)
+    try:
         meta = json.loads(side.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise FPMInputError("invalid JSON: nested too deeply", side) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise FPMInputError(f"invalid JSON: {one_line(exc)}", side) from None
     if not isinstance(meta, dict):
@@ -105,6 +118,20 @@ def _number(meta: dict, key: str, side: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise FPMInputError(f"'{key}' must be a finite number, got {value!r}", side)
     return float(value)
+
+
+def _grid_size(value: Any, side: Path) -> int | tuple[int, int]:
+    """``grid_size``: a whole number ``k`` or ``[rows, cols]``, each 1..``MAX_GRID_SIDE``."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if len(items) not in (1, 2) or (isinstance(value, (list, tuple)) and len(items) != 2):
+        raise FPMInputError(f"'grid_size' must be a number k or [rows, cols], got {value!r}", side)
+    sides = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) \
+                or not 1 <= v <= MAX_GRID_SIDE:
+            raise FPMInputError(f"'grid_size' must hold whole numbers from 1 to {MAX_GRID_SIDE}, got {value!r}", side)
+        sides.append(int(v))
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def sidecar_na(meta: dict[str, Any], side: Path) -> np.ndarray:
@@ -131,14 +158,14 @@ def sidecar_na(meta: dict[str, Any], side: Path) -> np.ndarray:
                             "grid_size, pitch_mm, distance_mm", side)
     try:
         return led_grid_na(
-            grid["grid_size"], _number(grid, "pitch_mm", side), _number(grid, "distance_mm", side),
+            _grid_size(grid["grid_size"], side), _number(grid, "pitch_mm", side), _number(grid, "distance_mm", side),
             centre_mm=tuple(float(v) for v in grid.get("centre_mm", (0.0, 0.0))),
             order=str(grid.get("order", "raster")),
             rotation_deg=float(grid.get("rotation_deg", 0.0)),
             slab_thickness_mm=float(grid.get("slab_thickness_mm", 0.0)),
             slab_index=float(grid.get("slab_index", 1.0)),
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise FPMInputError(f"invalid led_grid: {one_line(exc)}", side) from None
 
 
@@ -161,7 +188,15 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
             raise MissingParameterError(f"'{key}'", f"add it to {side.name} or pass {_ARG_FOR[key]}=...", path)
     na = sidecar_na(meta, side)
     try:
-        images = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            check_memory(int(np.prod(series.shape, dtype=np.float64)) * (series.dtype.itemsize + 4),
+                         f"reading the TIFF stack (shape {tuple(series.shape)})", path)
+            images = series.asarray()
+    except FPMInputError:
+        raise
+    except MemoryError:
+        raise FPMInputError("not enough memory to read the TIFF stack", path) from None
     except Exception as exc:
         raise FPMInputError(f"cannot read TIFF (truncated or corrupt?): {one_line(exc)}", path) from None
     images = np.asarray(images)

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FPMInputError, MissingParameterError
-from ._common import build_raw, one_line, require_keys, scalar
+from ._common import build_raw, one_line, read_h5_datasets, require_keys, scalar
 from ..rawdata import RawData
 
 KEYS = ("ptychogram", "encoder")
 REQUIRED_SCALARS = ("zled", "dxd", "magnification", "wavelength")
+OPTIONAL = ("NA", "orientation", "upsample", "z_um", "pupil")
 
 
 def _orient(images: np.ndarray, orientation: int, path: Path) -> np.ndarray:
@@ -50,9 +51,13 @@ def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
     import h5py
 
     path = Path(path)
-    try:
+    try:  # only the datasets we use, sizes checked first; external links never followed
         with h5py.File(path, "r") as f:
-            data = {k: np.asarray(f[k][()]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+            data = read_h5_datasets(f, KEYS + REQUIRED_SCALARS + OPTIONAL, path, large=("ptychogram",))
+    except FPMInputError:
+        raise
+    except MemoryError:
+        raise FPMInputError("not enough memory to read the ptychogram", path) from None
     except Exception as exc:
         raise FPMInputError(f"cannot read HDF5 file (truncated or corrupt?): {one_line(exc)}", path) from None
     require_keys(data, KEYS, "dataset", "PtyLab FPM layout", path)

@@ -49,7 +49,7 @@ def read_uconn(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_u
                upsample: int = 0) -> RawData:
     """Read a UConn ``.mat`` file; keyword arguments replace the set-up's constants."""
     path = Path(path)
-    data = load_mat(path, list(KEYS + OPTIONAL))
+    data = load_mat(path, list(KEYS + OPTIONAL), large=("imlow_HDR",))
     require_keys(data, KEYS, "variable", "UConn layout", path)
     amplitudes = stack_from_matlab(data["imlow_HDR"], "imlow_HDR", path).astype(np.float32)
     if not np.all(np.isfinite(amplitudes)):
