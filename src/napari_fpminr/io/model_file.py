@@ -1,23 +1,33 @@
 """``.fpminr`` model files: safetensors tensors + JSON metadata (never pickle).
 
-Layout (safetensors): every network parameter under ``amplitude.<name>`` / ``phase.<name>``
-(float32, except the two feature planes ``*.plane``, the bulk of the model, stored as float16:
-:data:`~napari_fpminr.recon.inr.PLANE_STORAGE_DTYPE`), the pupil as ``optics.pupil`` float32 ``(2, h, w)`` (real, imaginary; only when
-the optics carry one), and one metadata entry ``"fpminr"`` holding JSON:
+Layout (safetensors), format version 2: the representation's tensors, one metadata entry
+``"fpminr"`` holding JSON, and the pupil as ``optics.pupil`` float32 ``(2, h, w)`` (real,
+imaginary; only when the optics carry one):
 
-    {"format": "fpminr-model", "format_version": 1, "optics": Optics.to_dict(),
-     "lr_shape": [h, w], "architecture": INRArchitecture.to_dict(),
+    {"format": "fpminr-model", "format_version": 2, "representation": "lowrank" | "mlp",
+     "optics": Optics.to_dict(), "lr_shape": [h, w], "architecture": <arch>.to_dict(),
      "z_min_um": ..., "z_max_um": ..., "meta": {training summary, source_hash, ...}}
 
-Loading parses the safetensors header and JSON only: no code is ever executed. Writes go to
-a temporary sibling file renamed over the target (atomic). Every defect of a file (not
-safetensors, truncated, foreign, wrong version, missing or mis-shaped tensor) raises
+* ``lowrank`` (:class:`~napari_fpminr.recon.lowrank.LowRankField`): ``lowrank.coefficients``
+  float16 ``(2, R, K)`` relative to each term's peak, ``lowrank.coefficient_scale`` float32
+  ``(R,)``, ``lowrank.z_line`` float32 ``(2, n_z, R)``.
+* ``mlp`` (:class:`~napari_fpminr.recon.inr.FPMINR`): every parameter under ``amplitude.<name>`` /
+  ``phase.<name>``, float32 except the feature planes ``*.plane`` (float16).
+
+Version 1 files (the MLP before the seeded pipeline: same tensors, no ``representation``) still
+load. Loading parses the safetensors header and JSON only: no code is ever executed. Before
+anything is allocated, the architecture in the JSON is checked against the shapes and dtypes
+of the stored tensors (read from the safetensors header), so a hostile header cannot make the
+loader allocate more than the tensors it carries. Writes go to a temporary sibling file renamed
+over the target (atomic). Every defect of a file (not safetensors, truncated, foreign, wrong
+version, missing, mis-shaped or mis-typed tensor, inconsistent metadata) raises
 :class:`FPMInputError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +37,16 @@ from safetensors.torch import save_file
 
 from ..errors import FPMInputError
 from ..optics.system import Optics
-from ..recon.inr import FPMINR, PLANE_STORAGE_DTYPE, INRArchitecture
+from ..recon.inr import FPMINR, INRArchitecture
+from ..recon.lowrank import LowRankArchitecture, LowRankField, expected_aperture_bins
 from ..recon.model import Model
 from .atomic import atomic_write
 
 FORMAT = "fpminr-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+LOWRANK_PREFIX = "lowrank."
+_DTYPE_NAMES = {torch.float16: "F16", torch.float32: "F32"}
 PUPIL_KEY = "optics.pupil"
 STACK_PLANES = 161  # the paper's ±20 µm at 0.25 µm, the reference for the compression ratio
 
@@ -40,8 +54,8 @@ STACK_PLANES = 161  # the paper's ±20 µm at 0.25 µm, the reference for the co
 def save_model(model: Model, path: str | Path) -> Path:
     """Write ``model`` to ``path`` (``.fpminr``) atomically; returns the path."""
     path = Path(path)
-    tensors = {k: v.detach().to("cpu", PLANE_STORAGE_DTYPE if k.endswith(".plane") else torch.float32).contiguous()
-               for k, v in model.net.state_dict().items()}
+    prefix = LOWRANK_PREFIX if model.representation == "lowrank" else ""
+    tensors = {prefix + k: v for k, v in model.net.storage_tensors().items()}
     overflow = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if overflow:
         raise FPMInputError(f"cannot save: tensor {overflow[0]} is not finite at its storage precision", path)
@@ -49,7 +63,7 @@ def save_model(model: Model, path: str | Path) -> Path:
         p = np.asarray(model.optics.pupil)
         tensors[PUPIL_KEY] = torch.as_tensor(np.stack([p.real, p.imag]).astype(np.float32))
     header = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "representation": model.representation,
         "optics": model.optics.to_dict(), "lr_shape": list(model.lr_shape),
         "architecture": model.arch.to_dict(), "z_min_um": model.z_min_um, "z_max_um": model.z_max_um,
         "meta": model.meta,
@@ -94,9 +108,13 @@ def read_header(path: str | Path) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FPMInputError("not an FPM-INR model (wrong format tag)", path)
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise FPMInputError(f"unsupported model format version {version!r} (this program reads "
-                            f"version {FORMAT_VERSION}); re-train or update napari-fpminr", path)
+    if version not in READABLE_VERSIONS:
+        raise FPMInputError(f"unsupported model format version {version!r} (this program reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}); re-train or update napari-fpminr", path)
+    if version == 1:
+        header = dict(header, representation="mlp")
+    if header.get("representation") not in ("lowrank", "mlp"):
+        raise FPMInputError(f"unknown representation {header.get('representation')!r} in model metadata", path)
     return header
 
 
@@ -108,70 +126,116 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
     """Read a ``.fpminr`` file into a :class:`Model` on ``device`` (safetensors + JSON only)."""
     path = Path(path)
     header = read_header(path)
+    kind = header["representation"]
     try:
-        arch = INRArchitecture.from_dict(header["architecture"])
+        arch_cls = LowRankArchitecture if kind == "lowrank" else INRArchitecture
+        arch = arch_cls.from_dict(header["architecture"])
         lr_shape = tuple(int(v) for v in header["lr_shape"])
-    except (KeyError, TypeError, ValueError) as exc:
+        optics = Optics.from_dict(header["optics"])
+        if len(lr_shape) != 2 or (lr_shape[0] * optics.upsample, lr_shape[1] * optics.upsample) != arch.hr_shape:
+            raise ValueError(f"hr grid {arch.hr_shape} is not the raw size {lr_shape} x upsample {optics.upsample}")
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise FPMInputError(f"bad model metadata: {_first_line(exc)}", path) from None
-    net = FPMINR(arch)
-    expected = net.state_dict()
-    tensors = {}
+    prefix = LOWRANK_PREFIX if kind == "lowrank" else ""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            keys = set(f.keys())
-            missing = sorted(set(expected) - keys)
-            if missing:
-                raise FPMInputError(f"model file lacks tensor(s) {', '.join(missing[:4])}", path)
-            for k in expected:
-                tensors[k] = f.get_tensor(k)
-            pupil_t = f.get_tensor(PUPIL_KEY) if PUPIL_KEY in keys else None
+            stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+            layout = _expected_layout(kind, arch, stored, prefix, path)
+            _check_layout(stored, layout, path)
+            tensors = {k[len(prefix):]: f.get_tensor(k) for k in layout}
+            pupil_t = f.get_tensor(PUPIL_KEY) if PUPIL_KEY in stored else None
     except FPMInputError:
         raise
     except Exception as exc:  # truncated data section, bad offsets, ...
         raise FPMInputError(f"corrupt or truncated model file ({_first_line(exc)})", path) from None
     for k, t in tensors.items():
-        if tuple(t.shape) != tuple(expected[k].shape):
-            raise FPMInputError(f"tensor {k} has shape {tuple(t.shape)}, expected {tuple(expected[k].shape)}", path)
         if not torch.isfinite(t).all():
-            raise FPMInputError(f"tensor {k} contains NaN or infinite values", path)
-    net.load_state_dict(tensors)
+            raise FPMInputError(f"tensor {prefix}{k} contains NaN or infinite values", path)
+    net = LowRankField(arch) if kind == "lowrank" else FPMINR(arch)
+    if kind == "lowrank" and net.index.numel() != tensors["coefficients"].shape[-1]:
+        raise FPMInputError(f"tensor lowrank.coefficients has {tensors['coefficients'].shape[-1]} coefficients; "
+                            f"the architecture's aperture has {net.index.numel()}", path)
+    net.load_storage_tensors(tensors)
     pupil = None
     if pupil_t is not None:
-        if pupil_t.ndim != 3 or tuple(pupil_t.shape) != (2, *lr_shape):
-            raise FPMInputError(f"pupil tensor has shape {tuple(pupil_t.shape)}, expected (2, {lr_shape[0]}, "
-                                f"{lr_shape[1]})", path)
+        if pupil_t.ndim != 3 or tuple(pupil_t.shape) != (2, *lr_shape) or pupil_t.dtype != torch.float32:
+            raise FPMInputError(f"pupil tensor has shape {tuple(pupil_t.shape)} ({pupil_t.dtype}), expected "
+                                f"(2, {lr_shape[0]}, {lr_shape[1]}) float32", path)
+        if not torch.isfinite(pupil_t).all():
+            raise FPMInputError("pupil tensor contains NaN or infinite values", path)
         p = pupil_t.numpy()
         pupil = (p[0] + 1j * p[1]).astype(np.complex64)
+    meta = header.get("meta")
     try:
-        optics = Optics.from_dict(header["optics"], pupil=pupil)
-        model = Model(net, optics, lr_shape, header.get("meta") or {})
+        model = Model(net, optics.replace(pupil=pupil), lr_shape, meta if isinstance(meta, dict) else {})
     except (KeyError, TypeError, ValueError) as exc:
         raise FPMInputError(f"inconsistent model metadata: {_first_line(exc)}", path) from None
     model.meta.setdefault("file", str(path))
     return model.to(device)
 
 
+def _expected_layout(kind: str, arch, stored: dict, prefix: str, path: Path) -> dict:
+    """Stored key -> (shape, dtype name) the architecture implies, computed without allocating."""
+    if kind == "mlp":
+        return {k: (shape, _DTYPE_NAMES[dt]) for k, (shape, dt) in FPMINR.layout_for(arch).items()}
+    key = prefix + "coefficients"
+    if key not in stored or len(stored[key][0]) != 3:
+        raise FPMInputError(f"model file lacks tensor {key} (2, rank, coefficients)", path)
+    n_coef = int(stored[key][0][2])
+    expect = expected_aperture_bins(arch.hr_shape, arch.dx_hr_um, arch.aperture_cycles_per_um)
+    # the disk's area estimate is within its perimeter in bins of the exact count
+    slack = 8.0 * math.sqrt(max(expect, 1.0)) + 16.0
+    if abs(n_coef - expect) > slack:
+        raise FPMInputError(f"tensor {key} holds {n_coef} coefficients per term, but the architecture's "
+                            f"aperture has about {expect:.0f}", path)
+    return {prefix + k: (shape, _DTYPE_NAMES[dt]) for k, (shape, dt) in LowRankField.layout_for(arch, n_coef).items()}
+
+
+def _check_layout(stored: dict, layout: dict, path: Path) -> None:
+    missing = sorted(set(layout) - set(stored))
+    if missing:
+        raise FPMInputError(f"model file lacks tensor(s) {', '.join(missing[:4])}", path)
+    for k, (shape, dtype) in layout.items():
+        if stored[k][0] != tuple(shape):
+            raise FPMInputError(f"tensor {k} has shape {stored[k][0]}, expected {tuple(shape)}", path)
+        if stored[k][1] != dtype:
+            raise FPMInputError(f"tensor {k} is {stored[k][1]}, expected {dtype}", path)
+
+
 def model_info(path: str | Path) -> str:
-    """Text for ``fpminr info MODEL``: optics, z range, parameters, size, compression ratio."""
+    """Text for ``fpminr info MODEL``: optics, z range, representation, size, compression ratio.
+
+    Odd but harmless metadata (a non-numeric loss, a non-string hash) is shown as it is, never
+    an error: ``info`` accepts whatever ``render`` accepts.
+    """
     path = Path(path)
+    header = read_header(path)
     model = load_model(path)
     size = path.stat().st_size
     H, W = model.hr_shape
     stack_bytes = STACK_PLANES * 2 * H * W * 4
-    training = model.meta.get("training") or {}
+    training = model.meta.get("training")
+    training = training if isinstance(training, dict) else {}
     lines = [
-        f"FPM-INR model {path.name} (format version {FORMAT_VERSION})",
+        f"FPM-INR model {path.name} (format version {header.get('format_version')}, {model.representation})",
         model.optics.summary(),
         model.summary(),
         f"file size      {size / 1e6:.3f} MB; a {STACK_PLANES}-plane float32 amplitude+phase stack of the "
         f"same grid is {stack_bytes / 1e6:.1f} MB: compression {stack_bytes / size:.1f}x",
     ]
     if training:
-        lines.append(f"training       {training.get('epochs_done')} epochs, {training.get('steps')} steps, "
-                     f"{training.get('elapsed_s')} s on {training.get('device')}, final loss "
-                     f"{training.get('final_loss') if training.get('final_loss') is None else format(training['final_loss'], '.4g')}"
+        how = training.get("init") or "random"
+        work = (f"seeded pipeline ({training.get('seed_nodes')} seed planes)" if how == "seeded"
+                else f"random init, {training.get('epochs_done')} epochs")
+        lines.append(f"training       {work}, {training.get('steps')} steps, {training.get('elapsed_s')} s on "
+                     f"{training.get('device')}, final loss {_fmt(training.get('final_loss'))}"
                      + (" (stopped early)" if training.get("stopped") else ""))
-    if model.meta.get("source_hash"):
-        lines.append(f"source data    sha256 {model.meta['source_hash'][:16]}…"
+    source_hash = model.meta.get("source_hash")
+    if source_hash:
+        lines.append(f"source data    sha256 {str(source_hash)[:16]}…"
                      + (f" ({model.meta['source']})" if model.meta.get("source") else ""))
     return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return format(value, ".4g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)

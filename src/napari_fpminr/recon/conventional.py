@@ -177,7 +177,8 @@ class _Solver:
         pupils = None
         if pupil_update:
             pupils = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
-            pupils[:, r0:r1, c0:c1] = transfer
+            # the recovered pupil proper: the plane's transfer without its own defocus
+            pupils[:, r0:r1, c0:c1] = transfer * self.fwd.defocus(z_um)[:, r0:r1, c0:c1].conj()
         self.result = (FPMForward.inverse_spectrum(spec), pupils, done)
 
 

@@ -279,6 +279,38 @@ class FPMINR(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # ---- the representation interface shared with recon.lowrank.LowRankField ---------------
+    @torch.no_grad()
+    def decode(self, z_um: torch.Tensor, parts: tuple[str, ...], region=None, step: int = 1
+               ) -> tuple[torch.Tensor, ...]:
+        """``parts`` ("amplitude", "phase") as ``(Z, h, w)`` tensors over ``region``/``step`` (no autograd)."""
+        rows, cols = self.grid(region, step)
+        # CPU: small row chunks stay in cache; GPU: big chunks, few kernel launches
+        chunk = 32 if rows.device.type == "cpu" else 512
+        return self(z_um, rows, cols, parts=tuple(parts), row_chunk=chunk)
+
+    def storage_tensors(self) -> dict[str, torch.Tensor]:
+        """What a model file holds: every parameter, the feature planes at :data:`PLANE_STORAGE_DTYPE`."""
+        return {k: v.detach().to("cpu", PLANE_STORAGE_DTYPE if k.endswith(".plane") else torch.float32).contiguous()
+                for k, v in self.state_dict().items()}
+
+    @staticmethod
+    def layout_for(a: INRArchitecture) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of every stored tensor, from the architecture alone (no allocation)."""
+        hc, wc = a.plane_shape
+        q = a.q
+        net = {"plane": (hc, wc, q), "zline": (a.n_z, q), "w1": (q, q), "b1": (q,), "w2": (q, q), "b2": (q,),
+               "w3": (1, q), "b3": (1,)}
+        return {f"{part}.{k}": (shape, PLANE_STORAGE_DTYPE if k == "plane" else torch.float32)
+                for part in ("amplitude", "phase") for k, shape in net.items()}
+
+    @torch.no_grad()
+    def load_storage_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict({k: v.float() for k, v in tensors.items()})
+
+    def round_to_storage_(self) -> "FPMINR":
+        return self.round_planes_to_storage_()
+
     @torch.no_grad()
     def round_planes_to_storage_(self) -> "FPMINR":
         """Round both feature planes to :data:`PLANE_STORAGE_DTYPE` values, in place.

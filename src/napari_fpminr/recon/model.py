@@ -1,6 +1,8 @@
-"""``Model``: a trained FPM-INR z-stack — the networks plus the optics and z range they describe.
+"""``Model``: a reconstructed FPM-INR z-stack — its representation plus the optics and z range.
 
-A model is continuous: :meth:`Model.render` decodes any depth ``z`` (µm, DESIGN.md sign: a thin
+The representation is either the band-limited low-rank field (:class:`recon.lowrank.LowRankField`,
+the default) or the paper's feature-plane networks (:class:`recon.inr.FPMINR`); both decode
+through the same ``decode``/``storage_*`` interface. A model is continuous: :meth:`Model.render` decodes any depth ``z`` (µm, DESIGN.md sign: a thin
 sample at depth ``z0`` is in focus at ``z = z0``), any hr region and any xy step, on demand,
 without retraining. Amplitudes are relative to the bright-field background (transparent ≈ 1);
 phases are in radians.
@@ -15,7 +17,8 @@ import numpy as np
 import torch
 
 from ..optics.system import Optics
-from .inr import FPMINR, INRArchitecture
+from .inr import FPMINR
+from .lowrank import LowRankField
 from .schedule import default_z_planes
 
 PARTS = ("amplitude", "phase")
@@ -25,13 +28,13 @@ class Model:
     """A continuous reconstruction.
 
     Args:
-        net: the two networks (amplitude, phase).
+        net: the representation: a :class:`LowRankField` or an :class:`FPMINR`.
         optics: the microscope (with the recovered pupil when pupil recovery ran).
         lr_shape: ``(h, w)`` of the raw images it was trained on.
         meta: JSON-safe facts (training summary, source data hash, ...).
     """
 
-    def __init__(self, net: FPMINR, optics: Optics, lr_shape: tuple[int, int], meta: dict[str, Any] | None = None):
+    def __init__(self, net: LowRankField | FPMINR, optics: Optics, lr_shape: tuple[int, int], meta: dict[str, Any] | None = None):
         self.net = net.eval()
         self.optics = optics
         self.lr_shape = (int(lr_shape[0]), int(lr_shape[1]))
@@ -43,8 +46,14 @@ class Model:
 
     # ---- facts ---------------------------------------------------------------------------
     @property
-    def arch(self) -> INRArchitecture:
+    def arch(self):
+        """The representation's architecture (``LowRankArchitecture`` or ``INRArchitecture``)."""
         return self.net.arch
+
+    @property
+    def representation(self) -> str:
+        """"lowrank" or "mlp"."""
+        return "lowrank" if isinstance(self.net, LowRankField) else "mlp"
 
     @property
     def hr_shape(self) -> tuple[int, int]:
@@ -64,7 +73,7 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return self.net.amplitude.plane.device
+        return next(self.net.parameters()).device
 
     @property
     def n_parameters(self) -> int:
@@ -114,10 +123,11 @@ class Model:
         if bad:
             raise ValueError(f"unknown part(s) {bad}; use {PARTS}")
         z = torch.as_tensor(np.atleast_1d(np.asarray(z_um, dtype=np.float32)), device=self.device).reshape(-1)
-        rows, cols = self.net.grid(region, step)
-        # CPU: small row chunks stay in cache; GPU: big chunks, few kernel launches
-        chunk = 32 if self.device.type == "cpu" else 512
-        out = self.net(z, rows, cols, parts=tuple(parts), row_chunk=chunk)
+        H, W = self.hr_shape
+        top, left, height, width = (0, 0, H, W) if region is None else (int(v) for v in region)
+        if step < 1 or height < 1 or width < 1 or top < 0 or left < 0 or top + height > H or left + width > W:
+            raise ValueError(f"region {region} with step {step} is outside the {H}x{W} hr grid")
+        out = self.net.decode(z, tuple(parts), (top, left, height, width), int(step))
         return tuple(o.float().cpu().numpy() for o in out)
 
     def render(self, z_um, region: tuple[int, int, int, int] | None = None, step: int = 1
@@ -133,11 +143,16 @@ class Model:
 
     def summary(self) -> str:
         a = self.arch
-        hc, wc = a.plane_shape
+        if self.representation == "lowrank":
+            kind = (f"low-rank field, rank {a.rank}: {self.net.index.numel():,} spectral coefficients per term "
+                    f"(synthetic aperture {a.aperture_cycles_per_um:.3f} cycles/um)")
+        else:
+            hc, wc = a.plane_shape
+            kind = f"amplitude + phase MLPs: feature plane {hc}x{wc}x{a.q}, MLP {a.q}-{a.q}-{a.q}-1"
         return "\n".join([
             f"z range        {self.z_min_um:g} .. {self.z_max_um:g} um ({a.n_z} z-line nodes)",
             f"hr grid        {self.hr_shape[0]} x {self.hr_shape[1]} px of {self.dx_hr_um:.4f} um",
-            f"networks       amplitude + phase: feature plane {hc}x{wc}x{a.q}, MLP {a.q}-{a.q}-{a.q}-1",
+            f"representation {kind}",
             f"parameters     {self.n_parameters:,}",
         ])
 

@@ -1,22 +1,21 @@
-"""FPM-INR training as a generator of progress events (shared/DESIGN.md §1).
+"""FPM-INR reconstruction as a generator of progress events (shared/DESIGN.md §1).
 
-Each step renders the hr field ``o_z = A·exp(i·φ)`` at one (or a few) depths ``z``, predicts
-every LED's raw amplitude through the physical forward model
-``sqrt(I_i) = |F^-1{W_i[F{o_z}] · P · exp(i·kz·z)}|`` (one hr FFT, all LED windows batched,
-``FPMForward``), and takes an Adam step on the smooth-L1 distance to the measured amplitudes
-``sqrt(I / background)`` (``RawData.normalized``). Every step uses every LED (optionally in LED
-mini-batches whose gradients are accumulated, to bound memory).
+Two ways to get the representation, chosen by ``TrainConfig.init``:
 
-Optional physically seeded warm start (``TrainConfig.warm_start_iterations``): a few
-conventional qNewton passes at the z-line nodes, then a supervised fit of the networks to those
-refocused complex fields before the self-supervised epochs (details and measurements in
-:class:`TrainConfig`).
+* ``"seeded"`` (default): the physics-seeded pipeline of :mod:`recon.seeded` — conventional
+  seed at z-Nyquist nodes, closed-form low-rank initialisation, self-supervised polish on the raw
+  data (and, for ``representation="mlp"``, distillation into the paper's networks).
+* ``"random"``: the paper's training from a random initialisation. Each step renders the hr
+  field ``o_z = A·exp(i·φ)`` at one (or a few) depths ``z``, predicts every LED's raw amplitude
+  through the physical forward model ``sqrt(I_i) = |F^-1{W_i[F{o_z}] · P · exp(i·kz·z)}|`` (one
+  hr FFT, all LED windows batched) and takes an Adam step on the smooth-L1 distance to the
+  measured amplitudes ``sqrt(I / background)`` (``RawData.normalized``).
 
-The caller drives training by iterating :func:`iter_train`; ``stop`` (a callable returning
-True, or a ``threading.Event``) ends it cooperatively after the current step, and the final
-event (``done=True``) always carries the model trained so far. Divergence (a non-finite or
-exploding loss) raises :class:`TrainingDiverged`, an :class:`FPMInputError` with a one-line
-reason.
+The caller drives either by iterating :func:`iter_train`; every event names its ``phase`` and
+carries an honest ``progress`` fraction and ETA. ``stop`` (a callable returning True, or a
+``threading.Event``) ends it cooperatively, and the final event (``done=True``) always carries
+the model so far. Divergence (a non-finite or exploding loss) raises :class:`TrainingDiverged`,
+an :class:`FPMInputError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -33,78 +32,78 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..errors import FPMInputError
-from ..rawdata import RawData
 from ..optics.forward import FPMForward, frequency_grid
+from ..rawdata import RawData
 from .inr import FPMINR, INRArchitecture, PupilPhase
+from .lowrank import LowRankField
 from .model import Model
 from .schedule import epoch_depths, step_decay_lr
+from .seeded import iter_seeded
 from .stop import should_stop
 from .train_forward import (PreconditionGradient, coverage_preconditioner, led_amplitudes, spectrum_and_transfer,
                             window_indices)
-from .warm_start import iter_warm_start
 
 
 class TrainingDiverged(FPMInputError):
     """Training produced a non-finite or exploding loss."""
 
 
+INITS = ("seeded", "random")
+REPRESENTATIONS = ("lowrank", "mlp")
+
+
 @dataclass
 class TrainConfig:
-    """Training settings.
+    """Reconstruction settings. Units: µm for depths; learning rates are Adam's.
 
-    Defaults (measured on simulated 48²–64² raw patches, paper optics, ±20 µm): lr 1e-2 (not
-    the reference's 1e-3: with one all-LED step per depth there are ~500 steps, and 1e-2
-    reaches the same loss floor in fewer of them), a 33-node z line (1.25 µm spacing over ±20 µm;
-    17 nodes gave ~1.5 dB less per layer), 15 epochs of 33 steps, ×0.1 every 6 epochs.
+    Pipeline (``init="seeded"``, the default; :mod:`recon.seeded`, measurements in
+    docs/benchmarks.md):
+        representation: "lowrank" (default: band-limited low-rank field, exact and tiny) or "mlp"
+            (the paper's feature plane + MLP, distilled from the polished low-rank field).
+        rank: separable terms of the low-rank field (8 reproduces a 41-plane stack).
+        seed_iterations: quasi-Newton passes of the seed (10: converged at the layer depths).
+        seed_spacing: seed node spacing as a fraction of the synthetic-NA depth of field
+            ``λ/NA_syn²`` (0.5: z-Nyquist, ~1 µm for the paper's optics).
+        polish_steps, polish_lr, polish_z_per_step, polish_beta: self-supervised polish (Adam with
+            a cosine decay to 0, random continuous depths per step, smooth-L1 β).
+        guard_every, invariance_tolerance: the polish stops, keeping the last accepted state, when
+            the z-invariance index (mean correlation of distant slices) rises more than this above
+            the seed's; checked every ``guard_every`` steps.
+        distill_steps, distill_lr, distill_z_per_step, distill_stride: MLP distillation (supervised,
+            complex-field loss on a random ``stride``-strided pixel subgrid).
 
-    Attributes:
-        epochs: number of epochs (odd: the z-line nodes, even: random continuous z).
-        lr: Adam learning rate of the networks at epoch 1.
-        lr_decay, lr_decay_every: step decay: ``lr · lr_decay ** ((epoch-1) // lr_decay_every)``.
-        n_z: nodes of the z feature line; q: feature channels; plane_downsample: hr px per node.
-        steps_repeat: each epoch visits its ``n_z`` depths this many times.
-        z_per_step: depths rendered and fitted together in one step.
-        led_batch: LEDs per forward chunk (None: all at once); a step always uses every LED.
-        seed: initialisation and z sampling (training is deterministic on CPU).
-        device: "auto", "cpu" or "cuda".
-        mixed_precision: on CUDA, run the MLP under bf16 autocast (FFTs stay complex64).
-        recover_pupil: also fit the pupil phase as Zernike coefficients (``zernike_modes``, Noll).
-        pupil_lr: Adam learning rate of the Zernike coefficients (rad).
-        preview_every: attach an amplitude preview slice every this many steps (0: never).
-        preview_z_um: depth of the preview (None: middle of the range); preview_step: xy step.
-        precondition: spectral preconditioning of the field gradient (0: off, the default). The gradient
-            that reaches the networks is filtered in Fourier space by ``c̄ / (c(κ) + ε·c̄)``,
-            ``c(κ) = Σ_i |P(κ + k_i)|²`` the LED coverage of object frequency ``κ`` (how many
-            LED windows see it, weighted by the pupil), ``c̄`` its mean over the synthetic
-            aperture and ``ε`` this value; frequencies no LED sees get no gradient. This is the
-            normalisation of the quasi-Newton object step applied to all LEDs at once: the plain
-            gradient is dominated by the low frequencies every LED sees, so the fine detail
-            seen by few LEDs converges slowly. Measured with the default training at 64²
-            (mean per-layer PSNR, ε 0.05 vs off): layers seed 0 19.9 vs 19.5 dB, seed 23 19.1
-            vs 18.9; tilted seed 0 21.3 vs 19.9, seed 23 25.2 vs 24.6; single layer 22.8 vs
-            21.1; a weak layered sample 30.5 vs 30.1 (ε 0.2: 20.7 on tilted; ε 0.01: 22.2 on single).
-            Not the default: on the real green blood-smear crop (the acceptance test's setup) the
-            INR slice at the stated depth correlates 0.89 with the conventional one instead of
-            0.91, and on a small 5×5-LED toy the loss becomes noisier (the rarely seen
-            frequencies get larger effective steps).
-        warm_start_iterations: physically seeded warm start (0: off, the default). Before the
-            self-supervised epochs, a conventional qNewton reconstruction with this many passes
-            (:func:`~napari_fpminr.recon.conventional.iter_conventional`) at the ``n_z`` z-line
-            nodes gives refocused complex fields ``o_z``; the networks are then fitted to them
-            (supervised, no FFT) for ``warm_start_steps`` Adam steps (lr ``warm_start_lr``,
-            cosine decay to 0), each step on ``warm_start_z_per_step`` random nodes and one
-            random ``warm_start_stride``-strided pixel subgrid, loss ``mean |A·e^{iφ} − o_z|²``
-            (complex, so phase wraps do not matter). Progress events stream throughout
-            (``epoch=0``; one event per conventional pass with ``loss=nan``, then one per fit
-            step) and ``stop`` is honoured in both parts. ``epochs`` may then be 0.
-            Measured (64² layers / tilted, seed 0, 1 CPU thread, same process): 3 passes + 300
-            fit steps and no epochs gives 23.4 / 21.1 dB mean per layer in ~10 / ~8 s, vs the
-            default training's 19.5 / 20.3 dB in ~22 / ~21 s and the conventional 161-plane
-            stack's 25.8 / 23.7 dB in ~22–24 s. Self-supervised epochs after the warm start
-            lower it again (1 epoch lr 1e-3: 21.4 dB; 2 epochs lr 1e-2: 21.3 dB on layers), so
-            it is not on by default: the INR does not yet reach the conventional stack.
+    Paper's training (``init="random"``, always ``representation="mlp"``): ``epochs`` (odd: the
+    z-line nodes, even: random continuous z), ``lr`` (1e-2 here, not the reference's 1e-3: one
+    all-LED step per depth gives ~500 steps, and 1e-2 reaches the same floor in fewer),
+    ``lr_decay`` every ``lr_decay_every`` epochs, ``steps_repeat`` visits of the depths per epoch,
+    ``z_per_step`` depths per step, ``recover_pupil`` with Zernike modes ``zernike_modes`` (Noll)
+    at ``pupil_lr``, ``precondition`` (spectral preconditioning of the field gradient by LED
+    coverage ``c̄/(c(κ) + ε·c̄)``, 0 = off; +0.2 to +1.7 dB on six simulated cases, but the
+    real green-file correlation drops from 0.91 to 0.89, so off by default).
+
+    Shared: ``n_z``, ``q``, ``plane_downsample`` (MLP architecture: z-line nodes, feature channels,
+    hr px per plane node), ``led_batch`` (LEDs per forward chunk; every step uses every LED),
+    ``seed`` (initialisation and z sampling; deterministic on CPU), ``device``, ``mixed_precision``
+    (bf16 autocast of the MLP on CUDA), ``recover_pupil`` (seeded: the seed's per-plane pupil
+    update, then the best-fitting plane's pupil for all z), ``preview_every``/``preview_z_um``/
+    ``preview_step`` (an amplitude preview slice every so many steps).
     """
 
+    init: str = "seeded"
+    representation: str = "lowrank"
+    rank: int = 8
+    seed_iterations: int = 10
+    seed_spacing: float = 0.5
+    polish_steps: int = 100
+    polish_lr: float = 3e-3
+    polish_z_per_step: int = 2
+    polish_beta: float = 0.01
+    guard_every: int = 10
+    invariance_tolerance: float = 0.05
+    distill_steps: int = 600
+    distill_lr: float = 1e-2
+    distill_z_per_step: int = 8
+    distill_stride: int = 2
     epochs: int = 15
     lr: float = 1e-2
     lr_decay: float = 0.1
@@ -125,20 +124,23 @@ class TrainConfig:
     preview_z_um: float | None = None
     preview_step: int = 2
     precondition: float = 0.0
-    warm_start_iterations: int = 0
-    warm_start_steps: int = 300
-    warm_start_lr: float = 1e-2
-    warm_start_z_per_step: int = 16
-    warm_start_stride: int = 8
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.lr <= 0 or self.z_per_step < 1 or self.steps_repeat < 1:
-            raise FPMInputError("lr, z_per_step and steps_repeat must be positive, epochs >= 0")
-        if self.epochs == 0 and self.warm_start_iterations <= 0:
-            raise FPMInputError("epochs must be positive (0 only with a warm start)")
-        if self.warm_start_iterations < 0 or self.warm_start_steps < 0 or self.warm_start_lr <= 0 \
-                or self.warm_start_z_per_step < 1 or self.warm_start_stride < 1:
-            raise FPMInputError("warm start: iterations and steps must be >= 0, lr, z_per_step and stride positive")
+        if self.init not in INITS:
+            raise FPMInputError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.representation not in REPRESENTATIONS:
+            raise FPMInputError(f"representation must be one of {', '.join(REPRESENTATIONS)}, got {self.representation!r}")
+        if self.init == "random" and self.representation != "mlp":
+            raise FPMInputError("random initialisation trains the paper's MLP representation: use representation='mlp'")
+        if self.epochs < 1 or self.lr <= 0 or self.z_per_step < 1 or self.steps_repeat < 1:
+            raise FPMInputError("epochs, lr, z_per_step and steps_repeat must be positive")
+        if self.rank < 1 or self.seed_iterations < 1 or not self.seed_spacing > 0 or self.polish_steps < 0 \
+                or not self.polish_lr > 0 or self.polish_z_per_step < 1 or not self.polish_beta >= 0 \
+                or self.guard_every < 1 or not self.invariance_tolerance >= 0:
+            raise FPMInputError("seeded pipeline: rank, seed_iterations, seed_spacing, polish_lr, polish_z_per_step and "
+                                "guard_every must be positive; polish_steps, polish_beta and invariance_tolerance >= 0")
+        if self.distill_steps < 1 or not self.distill_lr > 0 or self.distill_z_per_step < 1 or self.distill_stride < 1:
+            raise FPMInputError("distillation: steps, lr, z_per_step and stride must be positive")
         if not self.precondition >= 0:
             raise FPMInputError(f"precondition must be >= 0, got {self.precondition}")
         if self.led_batch is not None and self.led_batch < 1:
@@ -152,7 +154,13 @@ class TrainConfig:
 
 @dataclass
 class TrainEvent:
-    """One progress report. The last event has ``done=True`` and carries ``model``."""
+    """One progress report. The last event has ``done=True`` and carries ``model``.
+
+    ``phase``: "seed", "init", "polish", "distill" (seeded pipeline) or "train" (random init);
+    ``loss`` is NaN where a phase has none (seed, init); ``progress`` is the share of the whole
+    run's estimated work done (what progress bars show; ``fraction`` falls back to steps).
+    ``epoch``/``n_epochs`` count the paper's epochs (0 in the seeded pipeline).
+    """
 
     epoch: int
     n_epochs: int
@@ -168,19 +176,119 @@ class TrainEvent:
     done: bool = False
     stopped: bool = False
     model: Model | None = field(default=None, repr=False)
+    phase: str = "train"
+    progress: float | None = None
 
     @property
     def fraction(self) -> float:
+        if self.progress is not None:
+            return self.progress
         return self.step / max(1, self.n_steps)
 
 
 def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConfig | None = None,
                stop: Callable[[], bool] | Any | None = None) -> Iterator[TrainEvent]:
-    """Train an FPM-INR on ``raw`` over ``[z_min_um, z_max_um]``; yield a :class:`TrainEvent` per step."""
+    """Reconstruct an FPM-INR of ``raw`` over ``[z_min_um, z_max_um]``; yield a :class:`TrainEvent` per step."""
     cfg = config or TrainConfig()
-    if not float(z_max_um) > float(z_min_um):
-        raise FPMInputError(f"z range must be increasing, got [{z_min_um}, {z_max_um}] um", raw.source)
+    if not (math.isfinite(float(z_min_um)) and math.isfinite(float(z_max_um)) and float(z_max_um) > float(z_min_um)):
+        raise FPMInputError(f"z range must be finite and increasing, got [{z_min_um}, {z_max_um}] um", raw.source)
     device = resolve_device(cfg.device)
+    if cfg.init == "seeded":
+        yield from _iter_seeded_events(raw, float(z_min_um), float(z_max_um), cfg, device, stop)
+    else:
+        yield from _iter_random(raw, float(z_min_um), float(z_max_um), cfg, device, stop)
+
+
+def _summary(cfg: TrainConfig, device, t0: float, steps: int, stopped: bool, final_loss, **extra) -> dict:
+    return {"init": cfg.init, "representation": cfg.representation, "steps": steps, "stopped": stopped,
+            "final_loss": None if final_loss is None or not math.isfinite(final_loss) else float(final_loss),
+            "elapsed_s": round(time.perf_counter() - t0, 3), "device": str(device), "config": cfg.to_dict(),
+            **extra}
+
+
+def _model_meta(raw: RawData, summary: dict) -> dict:
+    return {"training": summary, "source_hash": raw.content_hash(),
+            "source": None if raw.source is None else str(raw.source),
+            "intensity_scale": raw.normalized().meta.get("intensity_scale")}
+
+
+def _iter_seeded_events(raw: RawData, z_min_um: float, z_max_um: float, cfg: TrainConfig, device,
+                        stop) -> Iterator[TrainEvent]:
+    """The seeded pipeline (:func:`recon.seeded.iter_seeded`) as :class:`TrainEvent`\\ s."""
+    try:
+        FPMForward(raw.optics, raw.lr_shape, "cpu")  # validates the optics against the raw size
+    except ValueError as exc:
+        raise FPMInputError(str(exc), raw.source) from exc
+    holder: dict = {}
+    t0 = time.perf_counter()
+    gen = iter_seeded(raw, z_min_um, z_max_um, cfg, device, stop, holder)
+    step, done_work, losses = 0, 0.0, []
+    preview_z = float(cfg.preview_z_um) if cfg.preview_z_um is not None else 0.5 * (z_min_um + z_max_um)
+    last: TrainEvent | None = None
+    while True:
+        try:
+            ps = next(gen)
+        except StopIteration as finished:
+            completed = bool(finished.value)
+            break
+        step += 1
+        done_work += ps.work
+        total = holder["cost"].total
+        progress = min(done_work / total, 1.0)
+        elapsed = time.perf_counter() - t0
+        if math.isfinite(ps.loss):
+            losses.append(ps.loss)
+        preview = None
+        if cfg.preview_every and step % cfg.preview_every == 0 and holder.get("net") is not None:
+            preview = _preview(holder["net"], preview_z, cfg.preview_step, device)
+        n_steps = _seeded_n_steps(cfg, holder)
+        last = TrainEvent(0, 0, step, max(n_steps, step + 1), ps.loss, ps.lr,
+                          preview_z if math.isnan(ps.z_um) else ps.z_um, elapsed,
+                          elapsed / max(progress, 1e-9) * (1 - progress), preview,
+                          preview_z if preview is not None else None, phase=ps.phase, progress=progress)
+        yield last
+    if holder.get("net") is None:  # stopped during the seed: nothing to keep yet
+        raise TrainingStopped("stopped before the seed finished: no model yet", raw.source)
+    net = holder["net"]
+    net.round_to_storage_()
+    optics = raw.optics if holder.get("pupil") is None else raw.optics.replace(pupil=holder["pupil"])
+    guard = holder.get("guard") or {}
+    summary = _summary(cfg, device, t0, step, not completed, losses[-1] if losses else None,
+                       seed_nodes=int(holder["seed_nodes"]), invariance_seed=guard.get("seed"),
+                       invariance_checks=guard.get("checked"), polish_stopped_by_guard_at=guard.get("stopped_at"))
+    model = Model(net, optics, raw.lr_shape, _model_meta(raw, summary))
+    elapsed = time.perf_counter() - t0
+    phase = last.phase if last is not None else "seed"
+    yield TrainEvent(0, 0, step, step, last.loss if last else float("nan"), last.lr if last else float("nan"),
+                     last.z_um if last else preview_z, elapsed, 0.0, last.preview if last else None,
+                     last.preview_z_um if last else None, done=True, stopped=not completed, model=model,
+                     phase=phase, progress=1.0 if completed else (last.progress if last else 0.0))
+
+
+def _seeded_n_steps(cfg: TrainConfig, holder: dict) -> int:
+    """Events the seeded pipeline yields at most (the polish guard may end it early)."""
+    distill = cfg.distill_steps if cfg.representation == "mlp" else 0
+    return cfg.seed_iterations + 1 + cfg.polish_steps + distill
+
+
+def _preview(net, z_um: float, step: int, device) -> np.ndarray:
+    with torch.no_grad():
+        z = torch.tensor([z_um], device=device)
+        if isinstance(net, LowRankField):
+            (img,) = net.decode(z, ("amplitude",), step=step)
+        else:
+            net.eval()
+            (img,) = net(z, *net.grid(step=step), parts=("amplitude",))
+    return img[0].float().cpu().numpy()
+
+
+class TrainingStopped(FPMInputError):
+    """Stopped before any representation existed (during the seed's first passes)."""
+
+
+def _iter_random(raw: RawData, z_min_um: float, z_max_um: float, cfg: TrainConfig, device, stop
+                 ) -> Iterator[TrainEvent]:
+    """The paper's training from a random initialisation (``init="random"``)."""
     try:
         arch = INRArchitecture(raw.hr_shape, float(z_min_um), float(z_max_um), cfg.n_z, cfg.q, cfg.plane_downsample)
         fwd = FPMForward(raw.optics, raw.lr_shape, device)
@@ -212,8 +320,7 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
 
     steps_per_epoch = math.ceil(cfg.n_z * cfg.steps_repeat / cfg.z_per_step)
-    n_warm = cfg.warm_start_iterations + cfg.warm_start_steps if cfg.warm_start_iterations > 0 else 0
-    n_steps = n_warm + steps_per_epoch * cfg.epochs
+    n_steps = steps_per_epoch * cfg.epochs
     preview_z = float(cfg.preview_z_um) if cfg.preview_z_um is not None else 0.5 * (z_min_um + z_max_um)
     t0 = time.perf_counter()
     step = 0
@@ -222,7 +329,7 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
     last = None
 
     def make_model(stopped: bool) -> Model:
-        net.round_planes_to_storage_()  # what a saved file holds: file and memory decode alike
+        net.round_to_storage_()  # what a saved file holds: file and memory decode alike
         optics = raw.optics
         meta_pupil = {}
         if pupil_model is not None:
@@ -231,42 +338,11 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
             optics = optics.replace(pupil=pupil)
             meta_pupil = {"zernike_modes": list(pupil_model.modes),
                           "zernike_coefficients_rad": pupil_model.coefficients.detach().cpu().tolist()}
-        summary = {
-            "epochs_done": epoch if step else 0, "steps": step, "stopped": stopped,
-            "final_loss": float(np.mean(history[-steps_per_epoch:])) if history else None,
-            "elapsed_s": round(time.perf_counter() - t0, 3), "device": str(device),
-            "config": cfg.to_dict(), **meta_pupil,
-        }
-        meta = {"training": summary, "source_hash": raw.content_hash(),
-                "source": None if raw.source is None else str(raw.source),
-                "intensity_scale": data.meta.get("intensity_scale")}
-        return Model(net, optics, raw.lr_shape, meta)
+        final = float(np.mean(history[-steps_per_epoch:])) if history else None
+        summary = _summary(cfg, device, t0, step, stopped, final, epochs_done=epoch if step else 0, **meta_pupil)
+        return Model(net, optics, raw.lr_shape, _model_meta(raw, summary))
 
     epoch = 0
-    if n_warm:
-        warm = iter_warm_start(raw, net, z_min_um, z_max_um, n_z=cfg.n_z, iterations=cfg.warm_start_iterations,
-                               steps=cfg.warm_start_steps, lr=cfg.warm_start_lr,
-                               z_per_step=cfg.warm_start_z_per_step, stride=cfg.warm_start_stride,
-                               rng=rng, device=device, stop=stop)
-        while True:
-            try:
-                ws = next(warm)
-            except StopIteration as finished:
-                completed = finished.value
-                break
-            if not math.isnan(ws.loss) and not math.isfinite(ws.loss):
-                raise TrainingDiverged(f"warm start diverged at step {step + 1}; try a lower warm_start_lr "
-                                       f"(now {cfg.warm_start_lr:g})", raw.source)
-            step += 1
-            elapsed = time.perf_counter() - t0
-            last = TrainEvent(0, cfg.epochs, step, n_steps, ws.loss, ws.lr,
-                              preview_z if math.isnan(ws.z_um) else ws.z_um, elapsed,
-                              elapsed / step * (n_steps - step))
-            if step < n_steps:
-                yield last
-        if not completed:
-            yield _final(last, epoch, cfg, step, n_steps, t0, make_model(True), True)
-            return
     for epoch in range(1, cfg.epochs + 1):
         lr_factor = step_decay_lr(epoch, 1.0, cfg.lr_decay, cfg.lr_decay_every)
         for g in optimizer.param_groups:

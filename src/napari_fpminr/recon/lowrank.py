@@ -1,0 +1,273 @@
+"""Band-limited low-rank representation of a refocusing z-stack (the default FPM-INR field).
+
+The complex hr field "seen at depth z" (shared/DESIGN.md §1) is written as a sum of ``R``
+separable terms, a spatial factor times a z factor, the FPM-INR factorisation ``M(x, y) ⊙ u(z)``
+with the MLP decoder replaced by the identity (exact and linear):
+
+    o_z(x, y) = Σ_c u_c(z) · S_c(x, y),        S_c = F^-1{ Ŝ_c }
+
+* ``Ŝ_c`` is the spectrum of the spatial factor, kept only on the hr frequencies inside the
+  **synthetic aperture** ``|k| <= (NA_obj + NA_ill,max)/λ`` (plus a margin of
+  :data:`APERTURE_MARGIN_BINS` bins for the snapping of the LED windows): no measurement sees
+  anything beyond it, so nothing is lost, and it is ~8 % of the hr spectrum at 2× upsampling.
+  Coefficients use the unitary DFT (``norm="ortho"``), so one unit of a coefficient is one unit
+  of field energy, the same scale as a pixel value.
+* ``u_c(z)`` is a complex z line of ``n_z`` nodes uniformly spaced over ``[z_min_um, z_max_um]``,
+  linearly interpolated for any continuous ``z`` (clamped outside the range).
+
+Why this shape: a refocused FPM stack is very low-rank in z (a truncated SVD of a 41-plane
+stack keeps 99.5 % of its energy at rank 1 and reproduces it at rank 8), so the factors can be
+initialised in closed form from a conventional seed stack (:func:`from_stack`), and a slice at
+any z decodes as one hr inverse FFT of ``Σ_c u_c(z)·Ŝ_c``. The uncentred forward-normalised
+spectrum that the forward model needs is ``Σ_c u_c(z)·Ŝ_c / sqrt(H·W)`` on those bins, so
+training never computes an hr FFT at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["APERTURE_MARGIN_BINS", "COEFFICIENT_STORAGE_DTYPE", "LowRankArchitecture", "LowRankField",
+           "aperture_index"]
+
+APERTURE_MARGIN_BINS = 1.5  # LED windows are snapped to the nearest hr bin: up to 0.5 bin per axis
+COEFFICIENT_STORAGE_DTYPE = torch.float16  # coefficients are stored per component relative to its peak
+MAX_HR_PIXELS = 1 << 30  # 32768² hr: beyond any single field this program reconstructs
+
+
+def aperture_index(hr_shape: tuple[int, int], dx_hr_um: float, radius_cycles_per_um: float) -> np.ndarray:
+    """Flat indices (row-major, *uncentred* DFT order) of the hr bins with ``|k| <= radius``.
+
+    Bin ``(m, n)`` has frequency ``(m'/(H·dx), n'/(W·dx))`` with ``m'`` the signed index
+    (``m' = m`` for ``m < H - H//2``, else ``m - H``). Computed in float64 from the integers,
+    so the same architecture always yields the same bins (file and memory agree).
+    """
+    H, W = int(hr_shape[0]), int(hr_shape[1])
+    fy = np.fft.fftfreq(H, d=float(dx_hr_um))
+    fx = np.fft.fftfreq(W, d=float(dx_hr_um))
+    r2 = float(radius_cycles_per_um) ** 2
+    rows = np.flatnonzero(fy * fy <= r2)
+    cols = np.flatnonzero(fx * fx <= r2)  # the disk's bounding box: no H×W temporary
+    inside = fy[rows, None] ** 2 + fx[None, cols] ** 2 <= r2
+    r, c = np.nonzero(inside)
+    return (rows[r] * W + cols[c]).astype(np.int64)
+
+
+def expected_aperture_bins(hr_shape: tuple[int, int], dx_hr_um: float, radius_cycles_per_um: float) -> float:
+    """Area estimate of the number of bins :func:`aperture_index` returns (no allocation)."""
+    H, W = hr_shape
+    df_y, df_x = 1.0 / (H * dx_hr_um), 1.0 / (W * dx_hr_um)
+    r = radius_cycles_per_um
+    disk = math.pi * r * r / (df_y * df_x)
+    return min(float(H) * float(W), disk)
+
+
+@dataclass(frozen=True)
+class LowRankArchitecture:
+    """Shape of a :class:`LowRankField` (stored in model files).
+
+    Attributes:
+        hr_shape: ``(H, W)`` hr grid (pixels).
+        z_min_um, z_max_um: z range of the z line (µm).
+        n_z: nodes of the z line (≥ 2).
+        rank: number of separable terms ``R``.
+        dx_hr_um: hr pixel (µm).
+        aperture_cycles_per_um: radius of the kept disk of frequencies (cycles/µm).
+    """
+
+    hr_shape: tuple[int, int]
+    z_min_um: float
+    z_max_um: float
+    n_z: int
+    rank: int
+    dx_hr_um: float
+    aperture_cycles_per_um: float
+
+    kind = "lowrank"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hr_shape", (int(self.hr_shape[0]), int(self.hr_shape[1])))
+        H, W = self.hr_shape
+        if min(H, W) < 2 or H * W > MAX_HR_PIXELS:
+            raise ValueError(f"hr_shape must be between 2x2 and {MAX_HR_PIXELS} pixels, got {self.hr_shape}")
+        if not (math.isfinite(self.z_min_um) and math.isfinite(self.z_max_um) and self.z_max_um > self.z_min_um):
+            raise ValueError(f"z range must be finite and increasing, got [{self.z_min_um}, {self.z_max_um}] um")
+        if not (2 <= int(self.n_z) <= 100_000 and 1 <= int(self.rank) <= 1024):
+            raise ValueError(f"n_z must be 2..100000 and rank 1..1024, got {self.n_z}, {self.rank}")
+        if not (self.dx_hr_um > 0 and math.isfinite(self.dx_hr_um)
+                and self.aperture_cycles_per_um > 0 and math.isfinite(self.aperture_cycles_per_um)):
+            raise ValueError("dx_hr_um and aperture_cycles_per_um must be positive and finite")
+        object.__setattr__(self, "n_z", int(self.n_z))
+        object.__setattr__(self, "rank", int(self.rank))
+
+    @classmethod
+    def for_optics(cls, optics, lr_shape: tuple[int, int], z_min_um: float, z_max_um: float, n_z: int,
+                   rank: int) -> "LowRankArchitecture":
+        """The architecture covering the synthetic aperture of ``optics`` for raw images of ``lr_shape``."""
+        hr = (int(lr_shape[0]) * optics.upsample, int(lr_shape[1]) * optics.upsample)
+        dx = optics.dx_hr_um
+        bin_size = 1.0 / (min(hr) * dx)
+        radius = optics.na_synthetic / optics.wavelength_um + APERTURE_MARGIN_BINS * bin_size
+        return cls(hr, float(z_min_um), float(z_max_um), int(n_z), int(rank), float(dx), float(radius))
+
+    @property
+    def n_coefficients(self) -> int:
+        return int(aperture_index(self.hr_shape, self.dx_hr_um, self.aperture_cycles_per_um).size)
+
+    def node_depths(self) -> np.ndarray:
+        return np.linspace(self.z_min_um, self.z_max_um, self.n_z)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hr_shape"] = list(self.hr_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LowRankArchitecture":
+        return cls(hr_shape=tuple(int(v) for v in d["hr_shape"]), z_min_um=float(d["z_min_um"]),
+                   z_max_um=float(d["z_max_um"]), n_z=int(d["n_z"]), rank=int(d["rank"]),
+                   dx_hr_um=float(d["dx_hr_um"]), aperture_cycles_per_um=float(d["aperture_cycles_per_um"]))
+
+
+class LowRankField(nn.Module):
+    """``o_z = Σ_c u_c(z)·F^-1{Ŝ_c}``: parameters ``coefficients`` (2, R, K) and ``z_line`` (2, n_z, R).
+
+    Both are real tensors holding (real, imaginary) parts, so any optimizer treats them as
+    ordinary parameters. ``index`` (a non-persistent buffer, rebuilt from the architecture)
+    maps coefficient ``k`` to its flat bin in the uncentred hr spectrum.
+    """
+
+    def __init__(self, arch: LowRankArchitecture):
+        super().__init__()
+        self.arch = arch
+        index = torch.as_tensor(aperture_index(arch.hr_shape, arch.dx_hr_um, arch.aperture_cycles_per_um))
+        self.register_buffer("index", index, persistent=False)
+        self.coefficients = nn.Parameter(torch.zeros(2, arch.rank, index.numel()))
+        self.z_line = nn.Parameter(torch.zeros(2, arch.n_z, arch.rank))
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_stack(cls, arch: LowRankArchitecture, fields: torch.Tensor, z_um: np.ndarray) -> "LowRankField":
+        """Closed-form initialisation: truncated SVD of a complex stack ``fields`` (Z, H, W) at ``z_um``.
+
+        The stack's band-limited spectra (planes × aperture bins) are factorised as
+        ``U·Σ·Vᴴ``; ``Ŝ_c = σ_c·V_c^* / sqrt(n)`` and the z line holds ``sqrt(n)·U_c`` linearly
+        interpolated from the stack's depths onto the nodes (the scaling makes ``u_0(z) ≈ 1`` and
+        ``S_0`` the stack's mean field). Keeps the ``rank`` largest singular values.
+        """
+        net = cls(arch).to(fields.device)
+        H, W = arch.hr_shape
+        if tuple(fields.shape[-2:]) != (H, W):
+            raise ValueError(f"stack fields are {tuple(fields.shape[-2:])}, architecture is {arch.hr_shape}")
+        spectra = torch.fft.fft2(fields.to(torch.complex64), norm="ortho").flatten(1)[:, net.index]  # (n, K)
+        u, s, vh = torch.linalg.svd(spectra, full_matrices=False)
+        r = min(arch.rank, s.numel())
+        n = spectra.shape[0]
+        coef = torch.zeros(arch.rank, net.index.numel(), dtype=torch.complex64, device=fields.device)
+        coef[:r] = (s[:r, None] * vh[:r]) / math.sqrt(n)
+        line_at_stack = u[:, :r] * math.sqrt(n)  # (n, r) at the stack depths
+        nodes = torch.as_tensor(arch.node_depths(), dtype=torch.float32, device=fields.device)
+        zs = torch.as_tensor(np.asarray(z_um, dtype=np.float64), dtype=torch.float32, device=fields.device)
+        line = torch.zeros(arch.n_z, arch.rank, dtype=torch.complex64, device=fields.device)
+        line[:, :r] = _interp_rows(line_at_stack, zs, nodes)
+        with torch.no_grad():
+            net.coefficients.copy_(torch.view_as_real(coef).permute(2, 0, 1))
+            net.z_line.copy_(torch.view_as_real(line).permute(2, 0, 1))
+        return net
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.parameters()))
+
+    def z_weights(self, z_um: torch.Tensor) -> torch.Tensor:
+        """Complex ``u(z)``, shape ``(Z, R)``, linearly interpolated between nodes (clamped)."""
+        line = torch.complex(self.z_line[0], self.z_line[1])  # (n_z, R)
+        a = self.arch
+        t = (z_um.to(torch.float32) - a.z_min_um) / (a.z_max_um - a.z_min_um) * (a.n_z - 1)
+        t = t.clamp(0, a.n_z - 1)
+        i0 = t.floor().long().clamp(max=a.n_z - 2)
+        frac = (t - i0.to(t.dtype))[:, None]
+        return line[i0] * (1 - frac) + line[i0 + 1] * frac
+
+    def spectra(self, z_um: torch.Tensor) -> torch.Tensor:
+        """In-aperture ortho spectra ``Σ_c u_c(z)·Ŝ_c``, complex ``(Z, K)``."""
+        coef = torch.complex(self.coefficients[0], self.coefficients[1])  # (R, K)
+        return self.z_weights(z_um) @ coef
+
+    def full_spectrum(self, z_um: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
+        """Uncentred hr spectra ``(Z, H·W)`` (zero outside the aperture); ``norm`` "ortho" or "forward"."""
+        H, W = self.arch.hr_shape
+        vals = self.spectra(z_um)
+        if norm == "forward":
+            vals = vals / math.sqrt(H * W)
+        out = vals.new_zeros(vals.shape[0], H * W)
+        return out.index_copy(1, self.index, vals)
+
+    def field(self, z_um: torch.Tensor) -> torch.Tensor:
+        """Complex hr fields ``(Z, H, W)`` at depths ``z_um`` (differentiable)."""
+        H, W = self.arch.hr_shape
+        return torch.fft.ifft2(self.full_spectrum(z_um).reshape(-1, H, W), norm="ortho")
+
+    @torch.no_grad()
+    def decode(self, z_um: torch.Tensor, parts: tuple[str, ...], region=None, step: int = 1,
+               ) -> tuple[torch.Tensor, ...]:
+        """``parts`` ("amplitude", "phase") as ``(Z, h, w)`` float tensors over ``region``/``step``.
+
+        One hr inverse FFT per depth (the whole grid), then the region is cut out; depths are
+        decoded one at a time so the working set is one hr slice.
+        """
+        H, W = self.arch.hr_shape
+        top, left, h, w = region if region is not None else (0, 0, H, W)
+        step = int(step)
+        outs: list[list[torch.Tensor]] = [[] for _ in parts]
+        for z in z_um.reshape(-1):
+            f = self.field(z.reshape(1))[0, top:top + h:step, left:left + w:step]
+            for k, part in enumerate(parts):
+                outs[k].append(f.abs() if part == "amplitude" else f.angle())
+        return tuple(torch.stack(o) for o in outs)
+
+    # ---- storage -------------------------------------------------------------------------------
+    def storage_tensors(self) -> dict[str, torch.Tensor]:
+        """What a model file holds: coefficients as float16 relative to each component's peak
+        (``coefficient_scale``, float32), the z line as float32."""
+        coef = self.coefficients.detach().float().cpu()
+        scale = coef.abs().amax(dim=(0, 2)).clamp_min(1e-30)  # (R,)
+        return {"coefficients": (coef / scale[None, :, None]).to(COEFFICIENT_STORAGE_DTYPE).contiguous(),
+                "coefficient_scale": scale.contiguous(),
+                "z_line": self.z_line.detach().float().cpu().contiguous()}
+
+    @staticmethod
+    def layout_for(a: LowRankArchitecture, n_coefficients: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of every stored tensor (checked before anything is allocated)."""
+        return {"coefficients": ((2, a.rank, int(n_coefficients)), COEFFICIENT_STORAGE_DTYPE),
+                "coefficient_scale": ((a.rank,), torch.float32),
+                "z_line": ((2, a.n_z, a.rank), torch.float32)}
+
+    @torch.no_grad()
+    def load_storage_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        scale = tensors["coefficient_scale"].float()
+        self.coefficients.copy_(tensors["coefficients"].float() * scale[None, :, None])
+        self.z_line.copy_(tensors["z_line"].float())
+
+    @torch.no_grad()
+    def round_to_storage_(self) -> "LowRankField":
+        """Round the parameters to what a saved file holds, so file and memory decode alike."""
+        self.load_storage_tensors({k: v.to(self.coefficients.device) for k, v in self.storage_tensors().items()})
+        return self
+
+
+def _interp_rows(values: torch.Tensor, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of the rows of ``values`` (n, r) given at increasing ``x`` onto ``x_new``."""
+    if x.numel() == 1:
+        return values.expand(x_new.numel(), -1).clone()
+    order = torch.argsort(x)
+    x, values = x[order], values[order]
+    j = torch.searchsorted(x, x_new).clamp(1, x.numel() - 1)
+    x0, x1 = x[j - 1], x[j]
+    frac = ((x_new - x0) / (x1 - x0)).clamp(0, 1)[:, None]
+    return values[j - 1] * (1 - frac) + values[j] * frac
