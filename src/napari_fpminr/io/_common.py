@@ -12,6 +12,7 @@ from ..errors import FPMInputError
 from ..optics.system import Optics
 from ..rawdata import RawData
 from .budget import check_memory
+from .mat_headers import mat_v5_variables
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file"
@@ -22,9 +23,6 @@ MAX_HR_SIDE = 65536
 #: datasets other than the image stack hold a few numbers (LED tables, scalars, a pupil);
 #: anything declared larger is refused before it is read
 MAX_SMALL_ELEMENTS = 1 << 24
-#: bytes per element of MATLAB v5 classes (whosmat's class names)
-_MAT_CLASS_BYTES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4,
-                    "uint32": 4, "int64": 8, "uint64": 8, "logical": 1, "char": 2}
 
 
 def one_line(exc: BaseException, limit: int = 160) -> str:
@@ -158,6 +156,9 @@ def read_h5_datasets(group, names, path: Path, *, large: tuple[str, ...] = ()) -
             continue
         n = int(np.prod(ds.shape, dtype=np.float64)) if ds.shape is not None else 0
         if name in large:
+            if ds.attrs.get("MATLAB_class") in (b"logical", "logical"):
+                raise FPMInputError(f"{name} has data type logical, which holds no camera intensities "
+                                    "(expected unsigned integers or floats)", path)
             check_memory(n * (ds.dtype.itemsize + 4), f"reading '{name}' (shape {ds.shape})", path)
         elif n > MAX_SMALL_ELEMENTS:
             raise FPMInputError(f"'{name}' declares {n} values (shape {ds.shape}); expected a few numbers", path)
@@ -167,19 +168,18 @@ def read_h5_datasets(group, names, path: Path, *, large: tuple[str, ...] = ()) -
 
 def _check_mat_v5_sizes(path: Path, names: list[str], large: tuple[str, ...]) -> None:
     """Refuse variables whose declared (decompressed) size exceeds the budget, before decoding them."""
-    import scipy.io
-
-    for name, shape, cls in scipy.io.whosmat(path):
-        if name not in names:
+    for var in mat_v5_variables(path):
+        if var.name not in names:
             continue
-        n = int(np.prod(shape, dtype=np.float64))
-        if name in large:
-            nbytes = n * (_MAT_CLASS_BYTES.get(cls, 8) + 4)
-            check_memory(nbytes, f"reading '{name}' ({cls} {'x'.join(map(str, shape))}, compressed in the file)"
-                         if n else f"reading '{name}'", path)
+        n = int(np.prod(var.shape, dtype=np.float64))
+        dims = "x".join(map(str, var.shape))
+        if var.name in large:
+            if var.logical:
+                raise FPMInputError(f"{var.name} has data type logical, which holds no camera intensities "
+                                    "(expected unsigned integers or floats)", path)
+            check_memory(var.nbytes + 4 * n, f"reading '{var.name}' ({var.class_name} {dims})", path)
         elif n > MAX_SMALL_ELEMENTS:
-            raise FPMInputError(f"'{name}' declares {n} values ({'x'.join(map(str, shape))}); "
-                                "expected a few numbers", path)
+            raise FPMInputError(f"'{var.name}' declares {n} values ({dims}); expected a few numbers", path)
 
 
 def load_mat(path: Path, names: list[str], large: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -220,11 +220,7 @@ def mat_variable_names(path: Path) -> list[str] | None:
             with h5py.File(path, "r") as f:
                 return list(f.keys())
         if is_mat_v5(path):
-            import scipy.io
-
-            if mat_v5_truncated(path):
-                return None
-            return [name for name, _, _ in scipy.io.whosmat(path)]
+            return [var.name for var in mat_v5_variables(path)]  # headers only, nothing decompressed
     except Exception:
         return None
     return None
