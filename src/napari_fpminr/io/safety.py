@@ -105,8 +105,10 @@ def _reason(exc: OSError) -> str:
     reasons = {errno.ENOSPC: "disk full (no space left on device)", errno.EFBIG: "file too large for this disk or limit",
                errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
                errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a part of the path is not a folder"}
-    text = reasons.get(exc.errno or -1) or exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    return text
+    if exc.errno in reasons:
+        return reasons[exc.errno]
+    detail = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return detail if exc.errno else f"write failed, disk full? ({detail})"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -100,7 +100,7 @@ def write_stack(path: str | Path, stack: StackArrays) -> Path:
     """Write ``stack`` to ``path``; the format follows the suffix (.npz, .tif/.tiff, .zarr).
 
     Atomic: a failure (including a full disk) leaves no partial output and keeps an existing one.
-    Write errors become one-line :class:`FPMInputError`\ s naming ``path``.
+    Write errors become one-line :class:`FPMInputError` naming ``path``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
