@@ -30,3 +30,66 @@ def test_decimation_preserves_log_trend(qtbot):
     assert len(steps) == 100
     assert np.all(np.diff(losses) < 0)
     assert 0.9 < losses[0] <= 1.0
+
+
+# ---- issue 9, point 10: step axis, smoothed line, phases -----------------------------------
+def _lightness(img, x0, y0, x1, y1):
+    from qtpy.QtGui import QColor
+
+    return np.array([[QColor(img.pixel(x, y)).lightness() for x in range(x0, x1)] for y in range(y0, y1)])
+
+
+def test_step_axis_has_round_tick_labels(qtbot):
+    from napari_fpminr._napari._loss_plot import nice_ticks
+
+    assert nice_ticks(0, 500, 6) == [0, 100, 200, 300, 400, 500]
+    assert nice_ticks(13, 97, 5) == [20, 40, 60, 80]
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 170)
+    for step in range(300):
+        plot.append(step, 10.0 ** (-step / 150))
+    img = plot.grab().toImage()
+    rect = plot._plot_rect()
+    # tick labels are drawn under the plot area (a row of text pixels below its bottom edge)
+    below = _lightness(img, int(rect.left()), int(rect.bottom()) + 4, int(rect.right()), int(rect.bottom()) + 15)
+    assert (below > 150).sum() > 30
+
+
+def test_smoothed_line_follows_the_trend_through_the_zigzag(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    steps = np.arange(400)
+    trend = 1e-1 * np.exp(-steps / 200)
+    zigzag = trend * np.where(steps % 2 == 0, 3.0, 1 / 3.0)     # odd/even epochs alternate
+    for s, v in zip(steps, zigzag):
+        plot.append(int(s), float(v))
+    _, smooth = plot.smoothed()
+    raw_tv = np.abs(np.diff(np.log(zigzag))).sum()
+    smooth_tv = np.abs(np.diff(np.log(smooth))).sum()
+    assert smooth_tv < 0.1 * raw_tv                              # the zigzag is gone ...
+    inner = slice(20, -20)
+    np.testing.assert_allclose(np.log(smooth[inner]), np.log(trend[inner]), atol=0.25)  # ... the trend kept
+
+
+def test_phases_are_labelled_and_nan_losses_skipped(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 170)
+    blank = plot.grab().toImage()
+    for step in range(1, 11):
+        plot.append(step, float("nan"), "seed")                 # the seed has no loss
+    plot.append(11, float("nan"), "init")
+    for step in range(12, 112):
+        plot.append(step, 1e-2 * np.exp(-step / 60), "polish")
+    assert plot.phases() == [(1.0, "seed"), (11.0, "init"), (12.0, "polish")]
+    steps, losses = plot.data()
+    assert len(steps) == 100 and np.all(np.isfinite(losses))
+    img = plot.grab().toImage()
+    rect = plot._plot_rect()
+    # the seed band is shaded: its background differs from the empty plot's
+    x_seed = int(rect.left() + 0.04 * rect.width())
+    y_mid = int(rect.top() + 0.8 * rect.height())
+    assert img.pixel(x_seed, y_mid) != blank.pixel(x_seed, y_mid)
+    plot.clear()
+    assert plot.phases() == [] and plot.data()[0].size == 0

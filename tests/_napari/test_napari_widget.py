@@ -94,7 +94,7 @@ def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napar
     assert amp.data.shape == (len(z), *widget.model.hr_shape) and phase.data.shape == amp.data.shape
     assert amp.scale[0] == pytest.approx(z[1] - z[0]) and amp.translate[0] == pytest.approx(z[0])
     assert amp.scale[1] == pytest.approx(widget.model.dx_hr_um)
-    assert amp.axis_labels == ("z", "y", "x") and str(amp.units[0]) == "micrometer"
+    assert amp.axis_labels == ("z (µm)", "y", "x") and str(amp.units[0]) == "micrometer"
     t0 = time.perf_counter()
     first = np.asarray(amp.data[0])
     decode_ms = 1e3 * (time.perf_counter() - t0)
@@ -110,8 +110,9 @@ def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napar
     before = len(viewer.layers)
     added = viewer.open(str(path), plugin=PLUGIN)
     assert len(viewer.layers) == before + 2 and all(isinstance(ly.data, da.Array) for ly in added)
-    assert added[0].metadata[MODEL_KEY].model_id == widget.model.model_id
+    assert added[-1].metadata[MODEL_KEY].model_id == widget.model.model_id
     # selecting the reopened layer puts its z sampling into the z-stack view controls
+    widget.view_z_min.setValue(0.0)
     viewer.layers.selection.active = added[0]
     z_opened = added[0].metadata["fpminr_z_um"]
     assert widget.view_z_min.value() == pytest.approx(z_opened[0], abs=1e-3)

@@ -4,7 +4,7 @@ Model layers are views of :class:`napari_fpminr.volume.Volume`: dask arrays whos
 single z-slices decoded by ``Model.render`` only when napari asks for them. Nothing is decoded
 when a layer is created except one small, subsampled slice used to set ``contrast_limits``
 (without them napari would compute the whole volume to find its range). The z axis is in µm:
-``scale[0]`` is the z step, ``translate[0]`` the first plane, axis labels ``("z", "y", "x")``.
+``scale[0]`` is the z step, ``translate[0]`` the first plane, axis labels ``("z (µm)", "y", "x")``.
 Large fields get an xy pyramid (rendering with ``step`` 2, 4, ...), so zoomed-out views decode
 few pixels. Volume names its dask graphs from ``model_id``, so a retrained model never hits a
 stale cache entry.
@@ -20,6 +20,10 @@ RAW_KEY = "fpminr_raw"        # layer.metadata key -> RawData
 MODEL_KEY = "fpminr_model"    # layer.metadata key -> Model
 Z_KEY = "fpminr_z_um"         # layer.metadata key -> z planes (µm) of a model layer
 KIND_KEY = "fpminr_kind"      # "amplitude" | "phase" | "all_in_focus" | "depth"
+LED_KEY = "fpminr_show_led"   # layer.metadata key -> LED index the raw stack opens on
+#: label of the depth axis (raw and model layers share it, so napari aligns them): the viewer's
+#: z slider is labelled in µm (it counts planes; the canvas overlay shows the depth itself)
+Z_LABEL = "z (µm)"
 
 #: fields larger than this (hr pixels, either axis) get an xy pyramid
 MULTISCALE_MIN_PX = 1024
@@ -29,24 +33,41 @@ PREVIEW_PX = 256
 LayerData = tuple[Any, dict[str, Any], str]
 
 
+def brightest_led(raw) -> int:
+    """Index of the brightest bright-field LED (mean intensity), or of the brightest LED when
+    the optics flag none as bright-field: the image a user should see first."""
+    means = raw.intensities.reshape(raw.n_leds, -1).mean(axis=1)
+    bright = np.asarray(raw.optics.bright_field, dtype=bool)
+    if bright.shape == means.shape and bright.any():
+        means = np.where(bright, means, -np.inf)
+    return int(np.argmax(means))
+
+
 def raw_layer_data(raw) -> LayerData:
     """The raw intensity stack as (LED, z, y, x) with a single z plane at the focal plane (0 µm).
 
     The singleton z axis (a view, no copy) keeps the LED index and the model's depth on
     separate viewer sliders when raw data and a z-stack are open together; y and x are in
-    object-side µm (``pixel_um / mag``).
+    object-side µm (``pixel_um / mag``). The contrast limits come from the brightest
+    bright-field image, and ``metadata[LED_KEY]`` names it: the viewer opens the LED slider
+    there (:func:`napari_fpminr._napari._viewer.watch`), not on napari's middle index, which for
+    a spiral or NA-ordered acquisition is a dark-field image that looks black.
     """
     dx_um = raw.optics.dx_lr_um
     name = f"{raw.source.stem} (raw)" if raw.source is not None else "FPM raw"
-    hi = float(np.percentile(raw.intensities[0], 99.9)) or float(raw.intensities.max()) or 1.0
+    led = brightest_led(raw)
+    img = raw.intensities[led]
+    lo, hi = (float(v) for v in np.percentile(img, (0.1, 99.9)))
+    if not hi > lo:
+        hi = lo + (abs(lo) or 1.0)
     meta = {
         "name": name,
         "scale": (1.0, 1.0, dx_um, dx_um),
         "units": ("pixel", "µm", "µm", "µm"),
-        "axis_labels": ("LED", "z", "y", "x"),
+        "axis_labels": ("LED", Z_LABEL, "y", "x"),
         "colormap": "gray",
-        "contrast_limits": (0.0, hi),
-        "metadata": {RAW_KEY: raw},
+        "contrast_limits": (min(lo, 0.0), hi),
+        "metadata": {RAW_KEY: raw, LED_KEY: led},
     }
     return (raw.intensities[:, None], meta, "image")
 
@@ -108,7 +129,14 @@ def _z_scale_translate(z_um: np.ndarray) -> tuple[float, float]:
 
 
 def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = None) -> list[LayerData]:
-    """Lazy amplitude and phase layers of ``model`` sampled at the uniform planes ``z_um``."""
+    """Lazy phase and amplitude layers of ``model`` sampled at the uniform planes ``z_um``.
+
+    Order and visibility are a deliberate choice, the same wherever model layers appear
+    (training, a dropped ``.fpminr``, ``fpminr gui model.fpminr``, the sample model): the
+    **phase comes first and hidden**, the **amplitude last, i.e. on top and visible**. For
+    stained samples (blood smears) the amplitude is the image a user looks for; an opaque phase
+    layer on top would hide it. The phase is one eye-click away in the layer list.
+    """
     from ..volume import Volume
 
     if z_um is None:
@@ -126,19 +154,20 @@ def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = N
         "scale": (z_step, dx, dx),
         "translate": (z0, 0.0, 0.0),
         "units": ("µm", "µm", "µm"),
-        "axis_labels": ("z", "y", "x"),
+        "axis_labels": (Z_LABEL, "y", "x"),
         "multiscale": len(steps) > 1,
     }
     layers = []
     for kind, levels, limits, cmap in (
-        ("amplitude", amp_levels, amp_limits, "gray"),
         ("phase", phase_levels, phase_limits, "twilight_shifted"),
+        ("amplitude", amp_levels, amp_limits, "gray"),
     ):
         meta = dict(
             common,
             name=f"{base} {kind}",
             colormap=cmap,
             contrast_limits=limits,
+            visible=kind == "amplitude",
             metadata={MODEL_KEY: model, Z_KEY: z_um, KIND_KEY: kind},
         )
         layers.append((levels if len(levels) > 1 else levels[0], meta, "image"))

@@ -1,11 +1,26 @@
 """npe2 reader: FPM raw data (every format ``io.read_raw`` knows) and ``.fpminr`` models.
 
-``get_reader`` is called by napari for every file dropped on the viewer whose name matches the
-manifest's patterns. It answers ``None`` (never raises) for files that are not ours, so napari
-falls through to other readers: raw files are recognised by content with ``io.detect_format``,
-models by the ``.fpminr`` suffix. For a file that *is* ours but is
-damaged, the returned reader shows one notification carrying the core's ``FPMInputError``
-message and returns napari's null-layer sentinel ``[(None,)]`` so that no second error follows.
+Which files reach us is decided first by the manifest's filename patterns (napari asks the
+user to choose whenever two plugins' patterns match a name), then by ``get_reader``:
+
+* ``*.fpminr`` and ``*.mat``: only we claim them. A model is ours by name; a ``.mat`` that is not
+  FPM raw data still gets a reader, which shows the core's one-line reason ("not a recognised
+  FPM raw-data file (expected ...); it holds: ...") instead of napari's generic plugin error.
+* ``*.json``: the sidecar of a native raw set (a ``.tif``/``.tiff`` stack of the same name
+  beside it): dropping it opens the stack as FPM raw data. Any other ``.json`` gets a one-line
+  reason too.
+* ``*.hdf5``/``*.h5`` (PtyLab): shared with napari's builtin reader; ``None`` unless the content
+  is ours, so napari falls through.
+* ``*.tif``/``*.tiff`` are **not** in the manifest: napari's builtin reader also claims every
+  TIFF, and listing them made napari ask which reader to use for every dropped TIFF. Ordinary
+  TIFFs therefore open in napari as usual. A native FPM set opens by dropping its ``.json``
+  sidecar, or with ``fpminr gui data.tif`` (the launcher calls this reader directly):
+  ``get_reader`` accepts a TIFF that has our sidecar and answers ``None`` for any other TIFF.
+
+For a file that *is* ours but is damaged, the reader shows one notification carrying the
+core's ``FPMInputError`` message and returns napari's null-layer sentinel ``[(None,)]`` so that
+no second error follows. The reader also installs the viewer decorations
+(:mod:`._viewer`: the raw stack opens on its brightest bright-field LED).
 """
 
 from __future__ import annotations
@@ -20,6 +35,10 @@ from ..errors import FPMInputError
 from ._layers import model_layer_data, raw_layer_data
 
 MODEL_SUFFIX = ".fpminr"
+SIDECAR_SUFFIX = ".json"
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: suffixes no other napari reader claims: we answer for them, with a reason when not ours
+EXCLUSIVE_SUFFIXES = (".mat", SIDECAR_SUFFIX)
 _NULL_LAYER: list[tuple[Any, ...]] = [(None,)]
 # what a damaged file of ours may raise through the core's readers besides FPMInputError
 _READ_ERRORS = (FPMInputError, OSError, ValueError, KeyError, TypeError, EOFError)
@@ -46,15 +65,36 @@ def _raw_format(path: str | os.PathLike) -> str | None:
         return None
 
 
+def sidecar_stack(path: str | os.PathLike) -> Path | None:
+    """The native TIFF stack whose JSON sidecar ``path`` is (same stem), or None."""
+    p = Path(path)
+    if p.suffix.lower() != SIDECAR_SUFFIX:
+        return None
+    for suffix in TIFF_SUFFIXES:
+        for candidate in (p.with_suffix(suffix), p.with_suffix(suffix.upper())):
+            if candidate.is_file() and _raw_format(candidate) == "native":
+                return candidate
+    return None
+
+
+def is_ours(path: str | os.PathLike) -> bool:
+    """Model, raw data of a known format, or the sidecar of a native stack. Never raises."""
+    return looks_like_model(path) or sidecar_stack(path) is not None or _raw_format(path) is not None
+
+
 def get_reader(path: str | list[str]) -> ReaderFunction | None:
-    """Return a reader for our files, ``None`` for anything else."""
+    """Return a reader for our files, ``None`` for anything else (napari then tries the others).
+
+    Files with a suffix only this plugin claims (``.mat``, ``.json``) always get the reader:
+    for foreign content it explains in one notification what it expected.
+    """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         return None
     for p in paths:
         if not Path(p).is_file():
             return None
-        if not (looks_like_model(p) or _raw_format(p) is not None):
+        if not (is_ours(p) or Path(p).suffix.lower() in EXCLUSIVE_SUFFIXES):
             return None
     return read_paths
 
@@ -66,7 +106,10 @@ def _error_message(path: str, exc: BaseException) -> str:
 
 
 def read_paths(path: str | list[str], **_: Any) -> list[LayerData]:
-    """Read every path into layer data; damaged files produce one notification each."""
+    """Read every path into layer data; damaged or foreign files produce one notification each."""
+    from ._viewer import watch
+
+    watch()  # the current viewer: decorations apply when napari inserts the layers
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
     for p in map(os.fspath, paths):
@@ -85,4 +128,11 @@ def read_one(path: str) -> list[LayerData]:
         return model_layer_data(load_model(path, device="cpu"))
     from ..io import read_raw
 
+    if Path(path).suffix.lower() == SIDECAR_SUFFIX:
+        stack = sidecar_stack(path)
+        if stack is None:
+            raise FPMInputError("not the JSON sidecar of an FPM raw stack (expected a .tif/.tiff stack "
+                                "of the same name beside it, with wavelength_um, na_obj, mag, pixel_um "
+                                "and the LED geometry in this file)", path)
+        return [raw_layer_data(read_raw(stack))]
     return [raw_layer_data(read_raw(path))]

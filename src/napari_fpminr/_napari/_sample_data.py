@@ -25,8 +25,11 @@ def simulated_raw(size: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED):
 
 
 def sample_raw():
+    from ._viewer import watch
+
+    watch()  # the raw stack opens on its brightest bright-field LED
     data, meta, kind = raw_layer_data(simulated_raw())
-    meta["name"] = "tilted smear (simulated raw)"
+    meta["name"] = "tilted smear (raw)"
     return [(data, meta, kind)]
 
 
@@ -37,7 +40,9 @@ def sample_model_path():
 
 def sample_model():
     from ..io.model_file import load_model
+    from ._viewer import watch
 
+    watch()  # z overlay in µm
     with as_file(sample_model_path()) as path:
         model = load_model(path, device="cpu")
-    return model_layer_data(model, name="tilted smear (pretrained)")
+    return model_layer_data(model, name="pretrained")

@@ -1,6 +1,6 @@
 """The training state machine that drives the widget's buttons (no Qt here).
 
-States: ``idle`` (nothing trained yet), ``training`` (worker running), ``stopping`` (Stop
+States: ``idle`` (nothing trained on the selected data yet), ``training`` (worker running), ``stopping`` (Stop
 pressed, waiting for the trainer to hand back the model trained so far), ``done`` (finished
 all epochs), ``stopped`` (ended early by the user, model kept), ``failed`` (the trainer raised).
 """
@@ -28,9 +28,10 @@ TRANSITIONS: dict[TrainState, set[TrainState]] = {
     TrainState.IDLE: {TrainState.TRAINING},
     TrainState.TRAINING: {TrainState.STOPPING, TrainState.DONE, TrainState.STOPPED, TrainState.FAILED},
     TrainState.STOPPING: {TrainState.STOPPED, TrainState.DONE, TrainState.FAILED},
-    TrainState.DONE: {TrainState.TRAINING},
-    TrainState.STOPPED: {TrainState.TRAINING},
-    TrainState.FAILED: {TrainState.TRAINING},
+    # back to idle: other raw data were selected (the last model stays available to save)
+    TrainState.DONE: {TrainState.TRAINING, TrainState.IDLE},
+    TrainState.STOPPED: {TrainState.TRAINING, TrainState.IDLE},
+    TrainState.FAILED: {TrainState.TRAINING, TrainState.IDLE},
 }
 
 

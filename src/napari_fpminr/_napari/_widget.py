@@ -53,11 +53,14 @@ from ._loss_plot import LossPlot
 from ._params import ParameterForm, TrainingParameters
 from ._state import StateMachine, TrainState, buttons_for
 from ._training import default_parameters, train_events, warm_up
+from ._viewer import watch
 
 if TYPE_CHECKING:
     import napari
 
 PREVIEW_INTERVAL_S = 0.5
+#: the dock title's buttons, margins and a safety margin beyond the title text (px)
+DOCK_TITLE_EXTRA_PX = 120
 PREVIEW_PX = 192
 
 
@@ -84,6 +87,9 @@ class ReconstructionWidget(QWidget):
         self._last_preview = 0.0
         self._layer_prefix = "FPM-INR"
         self.backend_ready = False
+        self._run_raw = None               # the raw data the status, loss plot and preview refer to
+        self._model_raw_name = ""          # raw layer the current model was trained on
+        self._run_raw_name = ""
 
         self.raw_combo = QComboBox()
         self.raw_combo.setToolTip("image layer opened from FPM raw data (File > Open or drag-and-drop)")
@@ -115,6 +121,10 @@ class ReconstructionWidget(QWidget):
         self.aif_btn = QPushButton("All-in-focus + depth")
 
         self._build_layout()
+        # wide enough for napari's dock title "FPM-INR reconstruction (napari-fpminr)" next to
+        # its three buttons, with room to spare (it was clipped at the default width)
+        title = "FPM-INR reconstruction (napari-fpminr)"
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance(title) + DOCK_TITLE_EXTRA_PX)
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
         self.save_btn.clicked.connect(self._save_dialog)
@@ -125,7 +135,9 @@ class ReconstructionWidget(QWidget):
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_layers)
         self.viewer.layers.selection.events.active.connect(self._active_changed)
+        watch(self.viewer)
         self._refresh_layers()
+        self._active_changed()   # a model opened before the widget (fpminr gui model.fpminr)
         self._on_state(self.machine.state)
         self.status.setText("loading the compute backend…")
         self._warm_worker = create_worker(warm_up, _start_thread=False)
@@ -194,7 +206,34 @@ class ReconstructionWidget(QWidget):
         raw = self.selected_raw()
         if raw is not None and self.form.isEnabled():
             self.form.fill_from_raw(raw)
+        if raw is not self._run_raw and self._run_raw is not None and self.form.isEnabled():
+            self._reset_run_display()
+        self._relabel_save()
         self._refresh_buttons()
+
+    def _reset_run_display(self) -> None:
+        """Other raw data selected: the status, loss plot, progress and preview of the previous
+        run are cleared; the last model stays available to Save (its button names its data)."""
+        self._run_raw = None
+        self.last_event = None
+        self.loss_plot.clear()
+        self.progress.setValue(0)
+        self.preview.clear()
+        if self.machine.can(TrainState.IDLE):
+            self.machine.to(TrainState.IDLE)
+        name = self.raw_combo.currentText()
+        text = f"idle: {name} selected, press Start"
+        if self.model is not None:
+            text += f" (the last model, trained on {self._model_raw_name}, can still be saved)"
+        self.status.setText(text)
+
+    def _relabel_save(self) -> None:
+        """"Save model…" when the model belongs to the selected data, else name its data."""
+        other = self.model is not None and self._model_raw_name and \
+            self._model_raw_name != self.raw_combo.currentText()
+        self.save_btn.setText(f"Save model ({self._model_raw_name})…" if other else "Save model…")
+        self.save_btn.setToolTip(f"save the model trained on {self._model_raw_name} as .fpminr"
+                                 if self.model is not None else "no model trained yet")
 
     def _active_changed(self, *_: Any) -> None:
         """Selecting a model layer shows its z sampling in the z-stack view controls."""
@@ -247,6 +286,8 @@ class ReconstructionWidget(QWidget):
         if raw is None or not self.backend_ready or not self.machine.can(TrainState.TRAINING):
             return
         params = self.parameters()
+        self._run_raw = raw
+        self._run_raw_name = self.raw_combo.currentText()
         self._stop = StopFlag()
         self._stop_requested_at = None
         self.last_event = None
@@ -286,6 +327,8 @@ class ReconstructionWidget(QWidget):
             self._show_preview(np.asarray(batch.preview))
         if event.model is not None:
             self.model = event.model
+            self._model_raw_name = self._run_raw_name
+            self._relabel_save()
 
     def _show_preview(self, image: np.ndarray) -> None:
         """Show a training preview in the widget (a QLabel: far cheaper than a new layer)."""
@@ -340,6 +383,8 @@ class ReconstructionWidget(QWidget):
         for data, meta, _kind in model_layer_data(model, z_um, name=self._layer_prefix):
             name = meta["name"]
             if name in self.viewer.layers:
+                # resampling keeps what the user chose to see (e.g. a phase layer shown on purpose)
+                meta["visible"] = self.viewer.layers[name].visible
                 self.viewer.layers.remove(name)
             layers.append(self.viewer.add_image(data, **meta))
         if len(z_um) > 1:

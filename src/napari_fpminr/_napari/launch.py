@@ -14,18 +14,27 @@ PLUGIN = "napari-fpminr"
 WIDGET = "FPM-INR reconstruction"
 
 
-def open_viewer(path: str | None = None, show: bool = True):
-    """Create the viewer, open ``path`` (or the sample raw set) and dock the widget.
-
-    Returns ``(viewer, widget)``.
+def open_viewer(path: str | None = None, show: bool = True, viewer=None):
+    """Create the viewer (or use ``viewer``), open ``path`` (or the sample raw set) and dock
+    the widget. Returns ``(viewer, widget)``.
     """
     import napari
 
-    viewer = napari.Viewer(title="FPM-INR", show=show)
+    from ._reader import read_paths
+    from ._viewer import watch
+
+    if viewer is None:
+        viewer = napari.Viewer(title="FPM-INR", show=show)
+    watch(viewer)
     if path is None:
         viewer.open_sample(PLUGIN, "tilted_raw")
     else:
-        viewer.open(path, plugin=PLUGIN)
+        # our reader directly, not viewer.open: a native .tif stack is not in the manifest's
+        # patterns (they leave TIFFs to napari), and a foreign file gets our one-line reason
+        for data, *rest in read_paths(str(path)):
+            if data is not None:
+                meta, kind = rest
+                getattr(viewer, f"add_{kind}")(data, **meta)
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     return viewer, widget
 

@@ -1,0 +1,115 @@
+"""What the viewer shows around our layers, however they arrive (reader, drop, sample, widget,
+``fpminr gui``): one place, installed once per viewer by :func:`watch`.
+
+* A raw stack opens on its brightest bright-field LED (``metadata[LED_KEY]``), not on napari's
+  middle index (a dark-field image that looks black).
+* While a model z-stack is open, the canvas shows the current depth in µm in a text overlay
+  (napari's slider shows a plane index; the slider's label reads ``z (µm)``).
+* A depth map (``KIND_KEY == "depth"``) shows its colour bar (values in µm).
+
+Readers and sample functions run before napari adds their layers, so they call ``watch()``
+(current viewer) and the decorations are applied when the layers are inserted.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+from ._layers import KIND_KEY, LED_KEY, MODEL_KEY, RAW_KEY
+
+_WATCHED: dict[int, weakref.ref] = {}
+_SHOWN_KEY = "fpminr_led_shown"     # set once the raw stack's LED slider was moved
+
+
+def _current_viewer():
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # noqa: BLE001 - no Qt app / no window: nothing to decorate
+        return None
+
+
+def watch(viewer=None):
+    """Install the decorations on ``viewer`` (default: napari's current viewer); idempotent.
+
+    Returns the viewer, or None when there is none (e.g. a reader called outside napari).
+    """
+    viewer = viewer if viewer is not None else _current_viewer()
+    if viewer is None:
+        return None
+    ref = _WATCHED.get(id(viewer))
+    if ref is not None and ref() is viewer:
+        return viewer
+    _WATCHED[id(viewer)] = weakref.ref(viewer)
+    vref = weakref.ref(viewer)
+
+    def on_inserted(event) -> None:
+        v = vref()
+        if v is not None:
+            decorate(v, event.value)
+            update_z_overlay(v)
+
+    def on_change(event=None) -> None:
+        v = vref()
+        if v is not None:
+            update_z_overlay(v)
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer.layers.events.removed.connect(on_change)
+    viewer.dims.events.point.connect(on_change)
+    for layer in list(viewer.layers):
+        decorate(viewer, layer)
+    update_z_overlay(viewer)
+    return viewer
+
+
+def decorate(viewer, layer) -> None:
+    meta = getattr(layer, "metadata", None) or {}
+    if RAW_KEY in meta and LED_KEY in meta and not meta.get(_SHOWN_KEY):
+        show_led(viewer, layer, int(meta[LED_KEY]))
+        meta[_SHOWN_KEY] = True
+    if meta.get(KIND_KEY) == "depth":
+        layer.colorbar.visible = True
+
+
+def show_led(viewer, layer, led: int) -> None:
+    """Move the viewer's LED slider (the raw layer's first axis) to ``led``."""
+    axis = viewer.dims.ndim - layer.ndim
+    if axis < 0:
+        return
+    world = float(layer.translate[0]) + led * float(layer.scale[0])
+    viewer.dims.set_point(axis, world)
+
+
+def model_layers(viewer) -> list[Any]:
+    return [ly for ly in viewer.layers
+            if MODEL_KEY in getattr(ly, "metadata", {}) and ly.metadata.get(KIND_KEY) in ("amplitude", "phase")]
+
+
+def current_z_um(viewer) -> float | None:
+    """Depth (µm) the model layers are shown at, or None without a model z-stack."""
+    if not model_layers(viewer) or viewer.dims.ndim < 3:
+        return None
+    z = float(viewer.dims.point[viewer.dims.ndim - 3])
+    return z if math.isfinite(z) else None
+
+
+def z_text(z_um: float) -> str:
+    return f"z = {z_um:+.2f} µm"
+
+
+def update_z_overlay(viewer) -> None:
+    z = current_z_um(viewer)
+    overlay = viewer.text_overlay
+    if z is None:
+        if overlay.text.startswith("z = "):
+            overlay.visible = False
+            overlay.text = ""
+        return
+    overlay.text = z_text(z)
+    overlay.position = "top_left"
+    overlay.font_size = 14
+    overlay.visible = True
