@@ -79,7 +79,7 @@ def test_interrupted_write_removes_its_temp_file(tmp_path, stack, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(sf, "_write_npz", explode)
-    with pytest.raises(FPMInputError, match="s.npz: cannot write: disk full"):  # one line, names the file
+    with pytest.raises(FPMInputError, match="s.npz: cannot write: .*disk full"):  # one line, names the file
         write_stack(tmp_path / "s.npz", stack)
     assert not list(tmp_path.iterdir())
 

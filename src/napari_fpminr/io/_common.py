@@ -12,7 +12,7 @@ from ..errors import FPMInputError
 from ..optics.system import Optics
 from ..rawdata import RawData
 from .budget import check_memory
-from .mat_headers import mat_v5_variables
+from .mat_headers import mat_v5_variables, read_mat_v5
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file"
@@ -198,11 +198,8 @@ def load_mat(path: Path, names: list[str], large: tuple[str, ...] = ()) -> dict[
 
             with h5py.File(path, "r") as f:
                 return {k: v.T for k, v in read_h5_datasets(f, names, path, large=large).items()}
-        import scipy.io
-
         _check_mat_v5_sizes(path, names, large)
-        data = scipy.io.loadmat(path, variable_names=names, squeeze_me=False, mat_dtype=False)
-        return {k: np.asarray(v) for k, v in data.items() if not k.startswith("__")}
+        return read_mat_v5(path, names)  # our decoder: every size checked (scipy's can crash)
     except FPMInputError:
         raise
     except MemoryError:
@@ -217,8 +214,8 @@ def mat_variable_names(path: Path) -> list[str] | None:
         if is_hdf5(path):
             import h5py
 
-            with h5py.File(path, "r") as f:
-                return list(f.keys())
+            with h5py.File(path, "r") as f:  # names that are not valid UTF-8 come back as bytes
+                return [k if isinstance(k, str) else k.decode("utf-8", "replace") for k in f.keys()]
         if is_mat_v5(path):
             return [var.name for var in mat_v5_variables(path)]  # headers only, nothing decompressed
     except Exception:

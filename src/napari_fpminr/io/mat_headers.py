@@ -1,4 +1,4 @@
-"""Names, shapes and classes of a MATLAB level-5 file's variables, without decoding their data.
+"""MATLAB level-5 files: variable headers without decoding data, and numeric arrays decoded safely.
 
 ``scipy.io.whosmat`` decompresses every compressed variable in full to list it, so a 3 MB file
 can cost gigabytes before anything checks its size. Here only the first few hundred bytes of
@@ -136,3 +136,94 @@ def mat_v5_variables(path: Path) -> list[MatVariable]:
             else:
                 offset += 8 + nbytes + (-nbytes) % 8
     return out
+
+
+# ---- numeric arrays, decoded here rather than by scipy ---------------------------------------
+# scipy's compiled level-5 decoder trusts the headers: a flipped "complex" flag or a wrong byte
+# count makes it read past its buffer and crash the interpreter (found by tests/io/test_fuzz_readers).
+# The readers need numeric arrays only, so they are decoded here with every size checked.
+_MI_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
+_NUMERIC = {"double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
+
+
+def _numeric_part(buf: bytes, pos: int, order: str, n: int, what: str) -> tuple[np.ndarray, int]:
+    dtype, data, pos = _subelement(buf, pos, order)
+    if dtype not in _MI_TYPES:
+        raise ValueError(f"{what}: unsupported data type {dtype}")
+    dt = np.dtype(_MI_TYPES[dtype]).newbyteorder(order)
+    if len(data) != n * dt.itemsize:
+        raise ValueError(f"{what}: {len(data)} bytes of data for {n} values of {dt.itemsize} bytes")
+    return np.frombuffer(data, dtype=dt), pos
+
+
+def decode_matrix(buf: bytes, order: str) -> tuple[str, np.ndarray]:
+    """Decode a whole ``miMATRIX`` element of a numeric class into ``(name, array)`` (MATLAB axes)."""
+    var = _parse_matrix(buf, order)
+    if var.class_name not in _NUMERIC:
+        raise ValueError(f"'{var.name}' is a MATLAB {var.class_name}, not a numeric array")
+    pos = 8
+    for _ in range(3):  # flags, dims, name
+        _, _, pos = _subelement(buf, pos, order)
+    n = int(np.prod(var.shape, dtype=np.int64))
+    real, pos = _numeric_part(buf, pos, order, n, var.name)
+    arr = real
+    if var.complex:
+        imag, _ = _numeric_part(buf, pos, order, n, var.name)
+        arr = real.astype(np.result_type(real.dtype, np.float32)) + 1j * imag
+    if var.logical:
+        arr = arr != 0
+    return var.name, np.asarray(arr).reshape(var.shape, order="F")
+
+
+def read_mat_v5(path: Path, names) -> dict[str, np.ndarray]:
+    """The named numeric variables of a level-5 file (others are skipped without decoding).
+
+    Call after checking the declared sizes (:func:`mat_v5_variables`): a compressed element is
+    inflated only up to the size its header declares, never further.
+    """
+    names = set(names)
+    out: dict[str, np.ndarray] = {}
+    path = Path(path)
+    size = path.stat().st_size
+    variables = {v.name: v for v in mat_v5_variables(path)}
+    with open(path, "rb") as fh:
+        head = fh.read(128)
+        order = {b"IM": "<", b"MI": ">"}[head[126:128]]
+        offset = 128
+        while offset < size:
+            fh.seek(offset)
+            dtype, nbytes = (int(v) for v in np.frombuffer(fh.read(8), dtype=f"{order}u4"))
+            step = 8 + nbytes + (0 if dtype == MI_COMPRESSED else (-nbytes) % 8)
+            if dtype in (MI_MATRIX, MI_COMPRESSED):
+                head_buf = _inflate_head(fh, nbytes) if dtype == MI_COMPRESSED else \
+                    np.array([dtype, nbytes], f"{order}u4").tobytes() + fh.read(min(nbytes, _HEADER_BYTES))
+                name = _parse_matrix(head_buf, order).name
+                if name in names and name not in out:
+                    fh.seek(offset + 8)
+                    if dtype == MI_COMPRESSED:
+                        buf = _inflate_all(fh, nbytes, variables[name].nbytes + _HEADER_BYTES + 64)
+                    else:
+                        buf = np.array([dtype, nbytes], f"{order}u4").tobytes() + fh.read(nbytes)
+                    key, arr = decode_matrix(buf, order)
+                    out[key] = arr
+            offset += step
+    return out
+
+
+def _inflate_all(fh, nbytes: int, limit: int) -> bytes:
+    """Inflate a compressed element of ``nbytes``, refusing output beyond ``limit`` bytes."""
+    z = zlib.decompressobj()
+    parts, total, left = [], 0, nbytes
+    while left > 0:
+        chunk = fh.read(min(1 << 20, left))
+        if not chunk:
+            raise ValueError("compressed element cut short")
+        left -= len(chunk)
+        part = z.decompress(chunk, limit + 1 - total)
+        total += len(part)
+        parts.append(part)
+        if total > limit or z.unconsumed_tail:
+            raise ValueError("compressed element expands beyond its declared size")
+        if z.eof:
+            break
+    return b"".join(parts)

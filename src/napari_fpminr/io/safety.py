@@ -108,7 +108,7 @@ def _reason(exc: OSError) -> str:
     if exc.errno in reasons:
         return reasons[exc.errno]
     detail = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    return detail if exc.errno else f"write failed, disk full? ({detail})"
+    return detail if exc.errno else f"write failed ({detail})"
 
 
 def _pid_alive(pid: int) -> bool:
