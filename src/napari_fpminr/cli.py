@@ -216,26 +216,34 @@ def fpm_progress_text(event) -> str:
             f" elapsed {format_seconds(event.elapsed_s)} eta {format_seconds(event.eta_s)}")
 
 
+def inr_progress_text(event) -> str:
+    """One progress line of an INR run: the phase, its loss (none while seeding) and the ETA."""
+    where = f"epoch {event.epoch}/{event.n_epochs}" if event.phase == "train" else event.phase
+    loss = f" loss {event.loss:.3e}" if np.isfinite(event.loss) else ""
+    return f"{where}{loss} eta {format_seconds(event.eta_s)}"
+
+
 def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     from .io.model_file import save_model
     from .recon.train import TrainConfig, iter_train
 
-    config_kwargs = {"device": args.device, "seed": args.seed, "recover_pupil": args.recover_pupil}
-    if args.epochs is not None:
-        config_kwargs["epochs"] = args.epochs
+    config_kwargs = {"device": args.device, "seed": args.seed, "recover_pupil": args.recover_pupil,
+                     "init": args.init, "representation": "mlp" if args.init == "random" else args.representation}
+    for flag, field in (("epochs", "epochs"), ("rank", "rank")):
+        if getattr(args, flag, None) is not None:
+            config_kwargs[field] = getattr(args, flag)
     config = TrainConfig(**config_kwargs)
     config = _fit_memory(config, raw, out)
     z_min, z_max = float(planes.min()), float(planes.max())
     from .device import resolve_device
 
-    print(f"FPM-INR: z {z_min:.2f}..{z_max:.2f} um, {config.epochs} epochs, "
-          f"device {resolve_device(config.device)}", file=sys.stderr)
+    how = (f"{config.init} init, {config.representation}" + (f", {config.epochs} epochs" if config.init == "random" else ""))
+    print(f"FPM-INR: z {z_min:.2f}..{z_max:.2f} um, {how}, device {resolve_device(config.device)}", file=sys.stderr)
     bar = ProgressLine("inr", enabled=not args.quiet)
     model = None
     t0 = time.monotonic()
     for event in iter_train(raw, z_min, z_max, config):
-        bar.update(event.fraction, f"epoch {event.epoch}/{event.n_epochs} loss {event.loss:.3e} "
-                                   f"eta {format_seconds(event.eta_s)}")
+        bar.update(event.fraction, inr_progress_text(event))
         model = event.model if event.model is not None else model
     bar.close(f"trained in {format_seconds(time.monotonic() - t0)}")
     assert model is not None
@@ -435,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("inr", "fpm"), default="inr")
     _add_z_options(p)
     _add_optics_overrides(p)
-    p.add_argument("--epochs", type=int, help="INR training epochs")
+    p.add_argument("--representation", choices=("lowrank", "mlp"), default="lowrank",
+                   help="INR representation: band-limited low-rank field (default) or the paper's feature plane + MLP")
+    p.add_argument("--init", choices=("seeded", "random"), default="seeded",
+                   help="seeded: conventional seed + closed-form init + polish (default); random: the paper's training")
+    p.add_argument("--rank", type=int, help="terms of the low-rank field (default 8)")
+    p.add_argument("--epochs", type=int, help="epochs of the paper's training (--init random)")
     p.add_argument("--iterations", type=int, default=25, help="FPM iterations per plane")
     p.add_argument("--mode", choices=("batched", "per_plane"), default="batched", help="FPM plane scheduling")
     p.add_argument("--recover-pupil", action="store_true", help="jointly recover the pupil aberration")

@@ -43,7 +43,7 @@ def layer_raw(size=16, z0_um=2.0, seed=0, pupil=None):
     return RawData(intens, optics), field
 
 
-FAST = dict(device="cpu", epochs=2, n_z=5, steps_repeat=2)
+FAST = dict(device="cpu", init="random", representation="mlp", epochs=2, n_z=5, steps_repeat=2)  # the paper's training
 
 
 def test_events_carry_progress_and_the_last_one_the_model():
@@ -137,8 +137,8 @@ def test_joint_pupil_recovery_finds_a_known_astigmatism_and_coma():
         pupil = pp().numpy()
     raw, _ = layer_raw(size=16, z0_um=1.0, pupil=pupil)
     ideal = raw.with_optics(pupil=None)
-    cfg = TrainConfig(device="cpu", epochs=6, lr=1e-2, n_z=3, steps_repeat=12, lr_decay_every=4,
-                      recover_pupil=True, zernike_modes=modes, pupil_lr=3e-2)
+    cfg = TrainConfig(device="cpu", init="random", representation="mlp", epochs=6, lr=1e-2, n_z=3,
+                      steps_repeat=12, lr_decay_every=4, recover_pupil=True, zernike_modes=modes, pupil_lr=3e-2)
     model = train(ideal, 0.0, 2.0, cfg)
     got = dict(zip(model.meta["training"]["zernike_modes"], model.meta["training"]["zernike_coefficients_rad"]))
     for j in modes:
@@ -149,55 +149,91 @@ def test_joint_pupil_recovery_finds_a_known_astigmatism_and_coma():
     assert np.sqrt(np.mean(err ** 2)) < 0.2
 
 
-WARM = dict(device="cpu", n_z=5, warm_start_iterations=2, warm_start_steps=6, warm_start_z_per_step=3,
-            warm_start_stride=2)
+SEEDED = dict(device="cpu", seed_iterations=3, polish_steps=12, guard_every=4)
 
 
-def test_warm_start_streams_events_before_the_epochs():
+def test_seeded_pipeline_streams_its_phases_with_honest_progress():
     raw, _ = layer_raw()
-    events = list(iter_train(raw, -4, 4, TrainConfig(**WARM, epochs=1)))
-    n = len(events)
-    assert n == events[0].n_steps == 2 + 6 + 5
-    assert [e.step for e in events] == list(range(1, n + 1))
-    assert [e.epoch for e in events] == [0] * 8 + [1] * 5
-    assert all(np.isnan(e.loss) for e in events[:2])  # conventional passes: no loss
-    assert all(np.isfinite(e.loss) and e.loss >= 0 for e in events[2:])
-    assert {round(e.z_um, 6) for e in events[2:8]} <= {-4.0, -2.0, 0.0, 2.0, 4.0}  # fit on the nodes
-    assert events[-1].done and events[-1].model.meta["training"]["steps"] == n
-    with pytest.raises(FPMInputError):
-        TrainConfig(device="cpu", epochs=0)  # nothing to do without a warm start
+    events = list(iter_train(raw, -4, 4, TrainConfig(**SEEDED)))
+    phases = [e.phase for e in events[:-1]]
+    assert phases == ["seed"] * 3 + ["init"] + ["polish"] * (len(phases) - 4) and len(phases) >= 5
+    assert all(np.isnan(e.loss) for e in events[:4]) and all(np.isfinite(e.loss) for e in events[4:-1])
+    progress = [e.fraction for e in events]
+    assert all(b >= a for a, b in zip(progress, progress[1:])) and progress[-1] == 1.0
+    assert 0 < progress[0] < 0.5  # a seed pass is a real share of the work, not 1/n_events
+    assert all(e.eta_s >= 0 for e in events) and events[-1].eta_s == 0
+    model = events[-1].model
+    assert events[-1].done and not events[-1].stopped and model.representation == "lowrank"
+    assert model.meta["training"]["init"] == "seeded" and model.meta["source_hash"] == raw.content_hash()
 
 
-@pytest.mark.parametrize("stop_after", [1, 4])  # during the conventional passes, during the fit
-def test_stop_during_the_warm_start_keeps_the_model_so_far(stop_after):
+@pytest.mark.parametrize("stop_at", ["seed", "init", "polish"])
+def test_stop_in_every_phase_of_the_seeded_pipeline_keeps_a_model(stop_at):
     raw, _ = layer_raw()
-    seen = []
     events = []
-    for e in iter_train(raw, -4, 4, TrainConfig(**WARM, epochs=1), stop=lambda: len(seen) >= stop_after):
-        seen.append(e)
+    for e in iter_train(raw, -4, 4, TrainConfig(**SEEDED), stop=lambda: bool(events) and events[-1].phase == stop_at):
         events.append(e)
-    assert events[-1].done and events[-1].stopped and len(events) == stop_after + 1
-    assert all(e.epoch == 0 for e in events)
-    amp, _ = events[-1].model.render(0.0)
-    assert np.isfinite(amp).all()
+    final = events[-1]
+    assert final.done and final.stopped and final.model is not None
+    # a stop during the seed still initialises from the seed's current estimate (instant), nothing more
+    assert events[-2].phase == ("init" if stop_at == "seed" else stop_at) and final.model.meta["training"]["stopped"]
+    assert stop_at == "polish" or "polish" not in [e.phase for e in events]
+    amp, phase = final.model.render([0.0, 2.0])
+    assert amp.shape == (2, 32, 32) and np.isfinite(amp).all() and np.isfinite(phase).all()
 
 
-def test_warm_start_alone_reproduces_the_conventional_refocused_fields():
-    """With epochs=0 the networks hold the seed: at a node the INR amplitude matches the
-    conventional plane there (and a network that was not fitted does not)."""
+def test_seeded_init_reproduces_the_conventional_seed_and_polish_lowers_the_misfit():
+    """The closed-form init holds the seed (full rank: exactly, at the nodes); polishing on the raw
+    data then fits the measurements better at the sample's depth without flattening the stack."""
     from napari_fpminr.recon.conventional import reconstruct_stack
+    from napari_fpminr.recon.metrics import measurement_misfit
+    from napari_fpminr.recon.seeded import seed_node_depths
 
     raw, _ = layer_raw(size=16, z0_um=2.0)
-    conv = reconstruct_stack(raw, [2.0, -4.0], iterations=3, device="cpu").amplitude
-    cfg = dict(device="cpu", n_z=5, warm_start_iterations=3, warm_start_steps=200, warm_start_z_per_step=5,
-               warm_start_stride=1)
-    model = train(raw, -4, 4, TrainConfig(**cfg, epochs=0))
-    fresh = train(raw, -4, 4, TrainConfig(**dict(cfg, warm_start_steps=0), epochs=0))  # seed only, no fit
-    amp = model.render([2.0, -4.0])[0]
-    for k in range(2):
-        corr = np.corrcoef(amp[k].ravel(), conv[k].ravel())[0, 1]
-        assert corr >= 0.9, (k, corr)
-    assert np.corrcoef(fresh.render([2.0])[0][0].ravel(), conv[0].ravel())[0, 1] < 0.5
+    nodes = seed_node_depths(raw.optics, -4, 4)
+    seed = reconstruct_stack(raw, nodes, iterations=3, device="cpu")
+    init = train(raw, -4, 4, TrainConfig(device="cpu", seed_iterations=3, polish_steps=0, rank=nodes.size))
+    np.testing.assert_allclose(init.field(nodes), seed.complex_field(), atol=2e-3)
+    polished = train(raw, -4, 4, TrainConfig(device="cpu", seed_iterations=3, polish_steps=60, polish_lr=3e-3,
+                                             rank=nodes.size, invariance_tolerance=1.0))
+    data = raw.normalized()
+    before, after = (measurement_misfit(data, m.field([2.0]), [2.0], device="cpu")[0] for m in (init, polished))
+    assert after < 0.9 * before, (before, after)
+    far = polished.render([-4.0, 4.0])[0]
+    assert np.corrcoef(far[0].ravel(), far[1].ravel())[0, 1] < 0.99  # still a z-stack
+
+
+def test_polish_guard_stops_before_the_slices_become_z_invariant():
+    """On the layered sample an aggressive polish makes distant slices alike (measured); the guard
+    stops it and keeps the last state within the tolerance."""
+    from napari_fpminr.optics.simulate import simulate
+
+    raw = simulate("layers", size=32, seed=0).raw
+    model = train(raw, -20, 20, TrainConfig(device="cpu", seed_iterations=3, polish_steps=40, polish_lr=3e-2,
+                                            guard_every=2, invariance_tolerance=0.01))
+    t = model.meta["training"]
+    assert t["polish_stopped_by_guard_at"] is not None
+    checks = dict(t["invariance_checks"])
+    stop = t["polish_stopped_by_guard_at"]
+    assert checks[stop] > t["invariance_seed"] + 0.01
+    assert all(i <= t["invariance_seed"] + 0.01 for k, i in checks.items() if k < stop)
+
+
+def test_seeded_mlp_option_distills_the_low_rank_field():
+    raw, _ = layer_raw()
+    cfg = TrainConfig(**SEEDED, representation="mlp", distill_steps=150, n_z=5, q=8)
+    model = train(raw, -4, 4, cfg)
+    lowrank = train(raw, -4, 4, TrainConfig(**SEEDED))
+    assert model.representation == "mlp"
+    a, b = model.render([0.0, 2.0])[0], lowrank.render([0.0, 2.0])[0]
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+
+
+def test_config_refuses_random_init_of_the_low_rank_field():
+    with pytest.raises(FPMInputError, match="random initialisation"):
+        TrainConfig(init="random", representation="lowrank")
+    with pytest.raises(FPMInputError, match="representation"):
+        TrainConfig(representation="voxels")
 
 
 # ---- quality against the conventional per-plane baseline (simulated truth, real data) ----------
@@ -212,15 +248,10 @@ def _layer_psnrs(stack_amp, zs, truth):
             for l, z in enumerate(truth.z_um)]
 
 
-# Known shortfall (measured, 64² layers seed 0, same process, 1 thread): default INR ~19.5 dB mean
-# per layer vs ~25.8 dB for the conventional qNewton planes. The INR fits the measurements as well
-# as the conventional planes (relative misfit 0.10-0.18 at every z for both), but its planes barely
-# change with z, so the off-centre layers are never brought into focus. Strict xfail: this test
-# turns into a failure (XPASS) as soon as training is fixed, and must then lose the marker.
-# The optional physically seeded warm start (TrainConfig.warm_start_iterations) raises the INR to
-# 23.4 dB (layers) / 21.1 dB (tilted) in ~10 / ~8 s, still below the stack's 25.8 / 23.7 dB.
+# Acceptance (issue 8): the default reconstruction (seeded low-rank field) is at least as good as
+# the conventional stack at every layer depth and in the all-in-focus image. Measured at seed 23
+# when this was written: see docs/benchmarks.md for the benchmark figures.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="FPM-INR below the conventional stack per layer on multi-layer samples")
 @pytest.mark.parametrize("preset", ["layers", "tilted"])
 def test_inr_beats_the_conventional_stack_per_layer_and_all_in_focus(preset):
     from napari_fpminr.optics.simulate import simulate
@@ -232,7 +263,7 @@ def test_inr_beats_the_conventional_stack_per_layer_and_all_in_focus(preset):
     truth = sim.truth
     zs = np.linspace(-20, 20, 21)  # includes the layer depths -12, 0, +12 and the tilted centre 0
     conv = reconstruct_stack(sim.raw, zs, device="cpu").amplitude
-    model = train(sim.raw, -20, 20, TrainConfig(device="cpu", seed=1))  # default training
+    model = train(sim.raw, -20, 20, TrainConfig(device="cpu", seed=1))  # the default pipeline
     inr = model.render(zs)[0]
     inr_layers, conv_layers = _layer_psnrs(inr, zs, truth), _layer_psnrs(conv, zs, truth)
     assert all(a >= b for a, b in zip(inr_layers, conv_layers)), (inr_layers, conv_layers)
@@ -242,19 +273,24 @@ def test_inr_beats_the_conventional_stack_per_layer_and_all_in_focus(preset):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not GREEN.exists(), reason="shared/data (UConn files) not available")
-def test_real_green_blood_smear_agrees_with_conventional_at_the_stated_depth():
+@pytest.mark.parametrize("name", ["bloodsmear_green.mat", "bloodsmear_red.mat"])
+def test_real_blood_smear_agrees_with_conventional_at_the_stated_depth(name):
+    """Acceptance (issue 8): with pupil recovery, the default INR and the conventional stack agree
+    (correlation >= 0.95) at the depth the file states (green +10 µm, red -55 µm)."""
     from napari_fpminr.io import read_raw
     from napari_fpminr.recon.conventional import reconstruct_stack
 
-    raw = read_raw(GREEN).crop(32, 32, 48, 48)
-    assert raw.z_um == pytest.approx(10.0)
-    conv = reconstruct_stack(raw, [10.0], device="cpu").amplitude[0]
-    model = train(raw, 0.0, 20.0, TrainConfig(device="cpu", n_z=5, epochs=8, steps_repeat=4))
-    inr = model.render([10.0])[0][0]
+    path = GREEN.parent / name
+    if not path.exists():
+        pytest.skip("shared/data (UConn files) not available")
+    raw = read_raw(path).crop(32, 32, 48, 48)
+    z0 = float(raw.z_um)
+    conv = reconstruct_stack(raw, [z0], pupil_update=True, device="cpu").amplitude[0]
+    model = train(raw, z0 - 10.0, z0 + 10.0, TrainConfig(device="cpu", recover_pupil=True))
+    inr = model.render([z0])[0][0]
     b = inr.shape[0] // 8  # periodic-boundary artefacts differ between the methods at the crop edge
     corr = np.corrcoef(inr[b:-b, b:-b].ravel(), conv[b:-b, b:-b].ravel())[0, 1]
-    assert corr >= 0.9, corr
+    assert corr >= 0.95, corr
 
 
 @pytest.mark.parametrize("led_batch", [None, 10])

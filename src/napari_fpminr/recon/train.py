@@ -95,11 +95,11 @@ class TrainConfig:
     seed_iterations: int = 10
     seed_spacing: float = 0.5
     polish_steps: int = 100
-    polish_lr: float = 3e-3
+    polish_lr: float = 1e-3
     polish_z_per_step: int = 2
     polish_beta: float = 0.01
     guard_every: int = 10
-    invariance_tolerance: float = 0.05
+    invariance_tolerance: float = 0.08
     distill_steps: int = 600
     distill_lr: float = 1e-2
     distill_z_per_step: int = 8
