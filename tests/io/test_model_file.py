@@ -50,7 +50,7 @@ def test_round_trip_renders_identically_and_keeps_everything(tmp_path):
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
-    assert json.loads(header["__metadata__"]["fpminr"])["format_version"] == 1
+    assert json.loads(header["__metadata__"]["fpminr"])["format_version"] == 2
     assert "amplitude.plane" in header and "optics.pupil" in header
 
 
@@ -131,3 +131,83 @@ def test_bad_files_raise_input_errors_naming_the_file(tmp_path):
             load_model(bad)
         assert bad.name in str(err.value) and words in str(err.value), str(err.value)
         assert "\n" not in str(err.value)
+
+
+# ---- format version 2: the low-rank field, version 1 files, hostile headers ------------------
+def make_lowrank_model(seed=0):
+    from napari_fpminr.recon.lowrank import LowRankArchitecture, LowRankField
+
+    base = make_model(seed=seed)
+    arch = LowRankArchitecture.for_optics(base.optics, base.lr_shape, -6.0, 4.0, n_z=6, rank=3)
+    net = LowRankField(arch)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        net.coefficients.copy_(torch.randn(net.coefficients.shape, generator=g))
+        net.z_line.copy_(torch.randn(net.z_line.shape, generator=g))
+    net.round_to_storage_()
+    return Model(net, base.optics, base.lr_shape, base.meta)
+
+
+def test_low_rank_model_round_trips_exactly_and_is_small(tmp_path):
+    model = make_lowrank_model()
+    path = save_model(model, tmp_path / "lr.fpminr")
+    loaded = load_model(path)
+    assert loaded.representation == "lowrank" and loaded.model_id == model.model_id
+    z = [-6.0, -1.3, 0.7, 4.0]
+    for a, b in zip(model.render(z), loaded.render(z)):
+        np.testing.assert_array_equal(a, b)
+    assert "low-rank field, rank 3" in model_info(path) and "format version 2" in model_info(path)
+
+
+def test_low_rank_slices_are_band_limited_to_the_synthetic_aperture():
+    model = make_lowrank_model()
+    field = model.field([0.5])[0]
+    spec = np.fft.fft2(field)
+    fy = np.fft.fftfreq(field.shape[0], model.dx_hr_um)[:, None]
+    fx = np.fft.fftfreq(field.shape[1], model.dx_hr_um)[None, :]
+    outside = np.hypot(fy, fx) > model.arch.aperture_cycles_per_um + 1e-9
+    assert outside.any() and np.abs(spec[outside]).max() < 1e-4 * np.abs(spec).max()
+
+
+def test_version_1_files_still_load(tmp_path):
+    """Files written before the seeded pipeline (format 1: MLP tensors, no 'representation') load."""
+    model = make_model()
+    model.net.round_planes_to_storage_()
+    path = save_model(model, tmp_path / "new.fpminr")
+    header = read_header(path)
+    old = tmp_path / "v1.fpminr"
+    v1 = {k: v for k, v in header.items() if k != "representation"}
+    save_file(model.net.storage_tensors(), str(old), metadata={"fpminr": json.dumps(dict(v1, format_version=1))})
+    loaded = load_model(old)
+    assert loaded.representation == "mlp"
+    np.testing.assert_array_equal(loaded.render([0.0])[0], model.render([0.0])[0])
+
+
+@pytest.mark.parametrize("change", ["huge_grid", "huge_nz", "huge_rank", "wrong_dtype"])
+def test_hostile_header_is_refused_before_anything_is_allocated(tmp_path, change):
+    """A small file whose JSON claims a huge architecture (or mislabelled tensors) is refused from
+    the shapes in the safetensors header: one line, no allocation beyond the tensors."""
+    import resource
+
+    model = make_lowrank_model()
+    path = save_model(model, tmp_path / "m.fpminr")
+    header = read_header(path)
+    tensors = {f"lowrank.{k}": v for k, v in model.net.storage_tensors().items()}
+    arch = dict(header["architecture"])
+    if change == "huge_grid":
+        arch["hr_shape"] = [20000, 20000]
+        header["lr_shape"] = [10000, 10000]
+    elif change == "huge_nz":
+        arch["n_z"] = 10 ** 9
+    elif change == "huge_rank":
+        arch["rank"] = 10 ** 6
+    else:
+        tensors["lowrank.z_line"] = tensors["lowrank.z_line"].to(torch.float16)
+    bad = tmp_path / "bad.fpminr"
+    save_file(tensors, str(bad), metadata={"fpminr": json.dumps(dict(header, architecture=arch))})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FPMInputError) as err:
+        load_model(bad)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert bad.name in str(err.value) and "\n" not in str(err.value)
+    assert grown_mb < 200, grown_mb
