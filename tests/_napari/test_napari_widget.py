@@ -7,6 +7,7 @@ Measured figures (event-loop latency, Stop delay, slice decode time) are printed
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -56,33 +57,64 @@ class LatencyProbe:
         return 1e3 * float(np.diff(self.stamps).max())
 
 
-def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napari_viewer, qtbot, small_raw, tmp_path):
+#: the responsiveness test measures over at least this many training steps AND this long
+MIN_STEPS, MIN_SECONDS = 40, 1.0
+#: the worst gap between 10 ms timer ticks while training runs (a frozen GUI gives seconds)
+WORST_GAP_MS = 250
+
+
+def _small_mlp_form(widget, epochs: int) -> None:
+    widget.form.init.setCurrentText("random")        # the paper's training: a fixed step count
+    widget.form.epochs.setValue(epochs)
+    widget.form.n_z.setValue(5)
+    widget.form.q.setValue(8)
+    widget.form.z_min.setValue(-10.0)
+    widget.form.z_max.setValue(10.0)
+
+
+def test_viewer_stays_responsive_while_training(make_napari_viewer, qtbot, small_raw):
+    """Issue 9, point 1: the measurement window is a training that cannot end before it is
+    over (500 epochs, stopped by the test once MIN_STEPS steps *and* MIN_SECONDS have passed),
+    and the assertion is the worst gap between timer ticks, never a tick count."""
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, small_raw, qtbot)
+    _small_mlp_form(widget, epochs=500)
+    probe = LatencyProbe()
+    widget.machine.connect(lambda state: probe.timer.stop() if state is not TrainState.TRAINING else None)
+    with probe:
+        t0 = time.perf_counter()
+        widget.start_btn.click()
+        assert widget.machine.state is TrainState.TRAINING
+        qtbot.waitUntil(lambda: len(widget.loss_plot.data()[0]) >= MIN_STEPS
+                        and time.perf_counter() - t0 >= MIN_SECONDS, timeout=300_000)
+        assert widget.machine.state is TrainState.TRAINING       # still training: the window is full
+        widget.stop_btn.click()
+        qtbot.waitUntil(lambda: widget.machine.state is TrainState.STOPPED, timeout=30_000)
+    n_steps = len(widget.loss_plot.data()[0])
+    print(f"\nevent-loop worst gap while training: {probe.worst_ms:.1f} ms over {n_steps} steps, "
+          f"{probe.stamps[-1] - probe.stamps[0]:.1f} s")
+    assert widget.last_event.n_steps == 500 * 5 and n_steps >= MIN_STEPS
+    assert probe.worst_ms < WORST_GAP_MS
+
+
+def test_train_in_widget_adds_lazy_layers(make_napari_viewer, qtbot, small_raw, tmp_path):
     viewer = make_napari_viewer()
     widget = _dock(viewer, small_raw, qtbot)
     assert widget.selected_raw() is small_raw
     assert widget.start_btn.isEnabled() and not widget.stop_btn.isEnabled() and not widget.save_btn.isEnabled()
     assert widget.form.upsample.value() == small_raw.optics.upsample        # pre-filled from RawData
-    widget.form.epochs.setValue(6)
-    widget.form.n_z.setValue(5)
-    widget.form.q.setValue(8)
+    assert widget.form.init.currentText() == "seeded"                        # the default pipeline
     widget.form.z_min.setValue(-10.0)
     widget.form.z_max.setValue(10.0)
-    probe = LatencyProbe()
-    # measure while training runs: the probe stops the moment training ends (layer creation
-    # afterwards is napari's own cost, reported separately below)
-    widget.machine.connect(lambda state: probe.timer.stop() if state is not TrainState.TRAINING else None)
-    with probe:
-        widget.start_btn.click()
-        assert widget.machine.state is TrainState.TRAINING
-        assert widget.stop_btn.isEnabled() and not widget.start_btn.isEnabled() and not widget.form.isEnabled()
-        qtbot.waitUntil(lambda: widget.machine.state is TrainState.DONE, timeout=90_000)
-    print(f"\nevent-loop worst gap while training: {probe.worst_ms:.1f} ms over {len(probe.stamps)} ticks")
-    assert len(probe.stamps) > 20
-    assert probe.worst_ms < 200
+    widget.start_btn.click()
+    assert widget.machine.state is TrainState.TRAINING
+    assert widget.stop_btn.isEnabled() and not widget.start_btn.isEnabled() and not widget.form.isEnabled()
+    qtbot.waitUntil(lambda: widget.machine.state is TrainState.DONE, timeout=300_000)
     last = widget.last_event
     assert last.done and widget.model is last.model
     steps, losses = widget.loss_plot.data()
-    assert len(steps) == last.n_steps and np.all(np.isfinite(losses))
+    assert len(steps) > 0 and np.all(np.isfinite(losses))                  # seed/init have no loss
+    assert [name for _, name in widget.loss_plot.phases()][:3] == ["seed", "init", "polish"]
     assert widget.progress.value() == widget.progress.maximum()
     assert widget.preview.pixmap() is not None and not widget.preview.pixmap().isNull()
     assert widget.save_btn.isEnabled() and widget.start_btn.isEnabled()
@@ -90,6 +122,7 @@ def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napar
     amp = viewer.layers["FPM-INR amplitude"]
     phase = viewer.layers["FPM-INR phase"]
     assert isinstance(amp.data, da.Array) and amp.metadata[MODEL_KEY] is widget.model
+    assert amp.visible and not phase.visible and list(viewer.layers).index(amp) > list(viewer.layers).index(phase)
     z = widget.view_planes()
     assert amp.data.shape == (len(z), *widget.model.hr_shape) and phase.data.shape == amp.data.shape
     assert amp.scale[0] == pytest.approx(z[1] - z[0]) and amp.translate[0] == pytest.approx(z[0])
@@ -122,9 +155,7 @@ def test_train_in_widget_keeps_viewer_responsive_and_adds_lazy_layers(make_napar
 def test_stop_mid_run_keeps_the_model(make_napari_viewer, qtbot, small_raw):
     viewer = make_napari_viewer()
     widget = _dock(viewer, small_raw, qtbot)
-    widget.form.epochs.setValue(500)
-    widget.form.n_z.setValue(5)
-    widget.form.q.setValue(8)
+    _small_mlp_form(widget, epochs=500)
     widget.start_btn.click()
     qtbot.waitUntil(lambda: len(widget.loss_plot.data()[0]) >= 3, timeout=60_000)
     stopped_at: list[float] = []
@@ -132,15 +163,81 @@ def test_stop_mid_run_keeps_the_model(make_napari_viewer, qtbot, small_raw):
     t0 = time.perf_counter()
     widget.stop_btn.click()
     assert widget.machine.state is TrainState.STOPPING and not widget.stop_btn.isEnabled()
-    qtbot.waitUntil(lambda: widget.machine.state is TrainState.STOPPED, timeout=5_000)
+    qtbot.waitUntil(lambda: widget.machine.state is TrainState.STOPPED, timeout=30_000)
     stop_s = stopped_at[0] - t0
     shown_s = time.perf_counter() - t0
     print(f"\nStop -> stopped with the model: {1e3 * stop_s:.0f} ms; -> layers shown: {1e3 * shown_s:.0f} ms")
-    assert stop_s < 1.0
     model = widget.model
     assert model is not None and model.meta["training"]["stopped"] is True
-    assert 3 <= model.meta["training"]["steps"] < widget.last_event.n_steps
+    assert 3 <= model.meta["training"]["steps"] < 500 * 5
     assert "FPM-INR amplitude" in viewer.layers and widget.save_btn.isEnabled()
+
+
+def test_stop_works_in_the_seed_and_in_the_polish(make_napari_viewer, qtbot, small_raw):
+    """The seeded pipeline: Stop during the seed ends without an error (with the seed's estimate
+    when the core has one, else without a model); Stop during the polish keeps the model
+    polished so far."""
+    from napari_fpminr._napari import _widget
+
+    errors: list[str] = []
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, small_raw, qtbot)
+    widget.form.z_min.setValue(-10.0)
+    widget.form.z_max.setValue(10.0)
+    original_show_error = _widget.show_error
+    _widget.show_error = errors.append
+    try:
+        widget.start_btn.click()
+        widget.stop_btn.click()                                     # before the first event: the seed
+        qtbot.waitUntil(lambda: widget.machine.state is TrainState.STOPPED, timeout=30_000)
+        assert errors == [] and widget.start_btn.isEnabled()
+        if widget.model is None:                                    # stopped before a representation
+            assert "no new model" in widget.status.text()
+        else:                                                       # the seed's estimate is kept
+            assert widget.model.meta["training"]["stopped"] is True
+        widget.start_btn.click()
+        qtbot.waitUntil(lambda: widget.last_event is not None and widget.last_event.phase == "polish",
+                        timeout=300_000)
+        widget.stop_btn.click()
+        qtbot.waitUntil(lambda: widget.machine.state is TrainState.STOPPED, timeout=30_000)
+    finally:
+        _widget.show_error = original_show_error
+    assert errors == []
+    assert widget.model is not None and widget.last_event.done and widget.last_event.stopped
+    assert "FPM-INR amplitude" in viewer.layers
+
+
+def test_expected_time_is_shown_before_start_and_the_full_run_offered(make_napari_viewer, qtbot, monkeypatch):
+    """Issue 9, point 8: on the real green file the form opens on the quick look (a centred
+    crop, ±10 µm) whose expected time on a 2-core CPU is about a minute, shown before Start;
+    the full field is one choice away and shows its own, longer, expected time."""
+    from napari_fpminr._napari import _training
+    from napari_fpminr._napari._training import estimate_seconds
+
+    monkeypatch.setattr(_training, "_measured", {})   # the reference CPU's figures, not this run's
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bloodsmear_green.mat"
+    if not data.is_file():
+        pytest.skip("shared/data not present")
+    viewer = make_napari_viewer()
+    viewer.open(str(data), plugin=PLUGIN)
+    _dock_widget, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    qtbot.waitUntil(lambda: widget.backend_ready, timeout=60_000)
+    raw = widget.selected_raw()
+    widget.form.device.setCurrentText("cpu")
+    widget.form.preset.setCurrentText("quick look")
+    quick = widget.parameters()
+    assert quick.crop_px == 64 and quick.init == "seeded"
+    assert (quick.z_min_um, quick.z_max_um) == pytest.approx((0.0, 20.0))   # ±10 µm around +10 µm
+    quick_s, _ = estimate_seconds(raw, quick)
+    assert 20 <= quick_s <= 90
+    assert "expected on CPU" in widget.estimate.text() and "64×64" in widget.estimate.text()
+    widget.form.preset.setCurrentText("full field")
+    full = widget.parameters()
+    assert full.crop_px == 0 and (full.z_min_um, full.z_max_um) == pytest.approx((-10.0, 30.0))
+    full_s, _ = estimate_seconds(raw, full)
+    assert full_s > 2 * quick_s
+    assert "128×128" in widget.estimate.text()
 
 
 def test_z_sampling_changes_without_retraining(make_napari_viewer, qtbot, small_raw):

@@ -128,7 +128,8 @@ def _z_scale_translate(z_um: np.ndarray) -> tuple[float, float]:
     return step, float(z_um[0])
 
 
-def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = None) -> list[LayerData]:
+def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = None,
+                     origin_um: tuple[float, float] = (0.0, 0.0)) -> list[LayerData]:
     """Lazy phase and amplitude layers of ``model`` sampled at the uniform planes ``z_um``.
 
     Order and visibility are a deliberate choice, the same wherever model layers appear
@@ -152,7 +153,7 @@ def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = N
     base = name or "FPM-INR"
     common = {
         "scale": (z_step, dx, dx),
-        "translate": (z0, 0.0, 0.0),
+        "translate": (z0, float(origin_um[0]), float(origin_um[1])),
         "units": ("µm", "µm", "µm"),
         "axis_labels": (Z_LABEL, "y", "x"),
         "multiscale": len(steps) > 1,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ._params import DEFAULT_HALF_RANGE_UM, TrainingParameters
+from ._params import QUICK_CROP_PX, QUICK_HALF_RANGE_UM, TrainingParameters
 
 #: previews per epoch attached by the trainer (each costs one small render)
 PREVIEWS_PER_EPOCH = 2
@@ -21,35 +21,130 @@ PREVIEWS_PER_EPOCH = 2
 GUI_INTERVAL_S = 0.05
 
 
-def default_parameters() -> TrainingParameters:
-    """Form defaults: the trainer's own defaults and the paper's ±20 µm range."""
+def _config_defaults() -> dict:
     from ..recon.train import TrainConfig
 
-    d = {f.name: f.default for f in fields(TrainConfig)}
+    return {f.name: f.default for f in fields(TrainConfig)}
+
+
+def default_parameters() -> TrainingParameters:
+    """Form defaults: the trainer's own defaults, the quick-look field and range."""
+    d = _config_defaults()
     return TrainingParameters(
-        z_min_um=-DEFAULT_HALF_RANGE_UM, z_max_um=DEFAULT_HALF_RANGE_UM, n_z=int(d["n_z"]),
+        z_min_um=-QUICK_HALF_RANGE_UM, z_max_um=QUICK_HALF_RANGE_UM, n_z=int(d["n_z"]),
         epochs=int(d["epochs"]), q=int(d["q"]), lr=float(d["lr"]), upsample=0,
         device=str(d["device"]), seed=int(d["seed"]), pupil_recovery=bool(d["recover_pupil"]),
+        crop_px=QUICK_CROP_PX, init=str(d.get("init", "random")),
+        representation=str(d.get("representation", "mlp")),
     )
+
+
+def _pipeline_fields(params: TrainingParameters) -> dict:
+    """init/representation for a core that knows them (older cores: the paper's training)."""
+    d = _config_defaults()
+    out = {}
+    if "init" in d:
+        out["init"] = params.init
+    if "representation" in d:
+        out["representation"] = "mlp" if params.init == "random" else params.representation
+    return out
+
+
+def planned_steps(params: TrainingParameters) -> int:
+    """Progress events the run will yield at most (for the preview interval)."""
+    d = _config_defaults()
+    if params.init == "seeded" and "seed_iterations" in d:
+        distill = int(d["distill_steps"]) if params.representation == "mlp" else 0
+        return int(d["seed_iterations"]) + 1 + int(d["polish_steps"]) + distill
+    return max(1, params.n_z * int(d["steps_repeat"])) * params.epochs
 
 
 def make_config(params: TrainingParameters):
-    """TrainConfig from the form, with a couple of previews per epoch for the live view."""
+    """TrainConfig from the form, with a few previews over the run for the live view."""
     from ..recon.train import TrainConfig
 
-    steps_per_epoch = max(1, params.n_z * int(TrainConfig.steps_repeat))
+    n = planned_steps(params)
+    previews = PREVIEWS_PER_EPOCH * (params.epochs if params.init == "random" else 3)
     return TrainConfig(
         epochs=params.epochs, lr=params.lr, n_z=params.n_z, q=params.q, seed=params.seed,
         device=params.device, recover_pupil=params.pupil_recovery,
-        preview_every=max(1, steps_per_epoch // PREVIEWS_PER_EPOCH),
+        preview_every=max(1, n // max(1, previews)), **_pipeline_fields(params),
     )
 
 
+def crop_box(raw, crop_px: int) -> tuple[int, int, int, int] | None:
+    """(top, left, height, width) of the centred crop, or None for the whole field."""
+    h, w = raw.lr_shape
+    if not crop_px or (crop_px >= h and crop_px >= w):
+        return None
+    ch, cw = min(crop_px, h), min(crop_px, w)
+    return ((h - ch) // 2, (w - cw) // 2, ch, cw)
+
+
 def prepare_raw(raw, params: TrainingParameters):
-    """Apply the form's upsampling (0 keeps the data's own) to the raw data's optics."""
+    """Apply the form's centred crop and upsampling (0 keeps the data's own) to the raw data."""
+    box = crop_box(raw, params.crop_px)
+    if box is not None:
+        raw = raw.crop(*box)
     if params.upsample and params.upsample != raw.optics.upsample:
         return raw.with_optics(upsample=params.upsample)
     return raw
+
+
+# ---- expected time --------------------------------------------------------------------------
+#: seconds per (cost unit × raw pixel) on the 2-core reference CPU, and a fixed start-up cost;
+#: measured on ../shared/data/bloodsmear_green.mat (64² crop and whole field, ±10 µm) on a busy
+#: 2-core machine, so rather pessimistic. ``calibrate`` replaces them with this machine's figures
+#: after every run.
+SECONDS_PER_UNIT_PX = {"seeded": 4e-8, "random": 3e-7}
+STARTUP_S = {"seeded": 10.0, "random": 2.0}
+_measured: dict[str, float] = {}
+
+
+def work_units(raw, params: TrainingParameters) -> float:
+    """The run's work in the core's cost units (one LED window at one depth = 1) for the seeded
+    pipeline, or LED windows + hr pixels per raw pixel per step for the paper's training."""
+    raw = prepare_raw(raw, params)
+    n_leds = raw.n_leds
+    lr_px = float(np.prod(raw.lr_shape))
+    d = _config_defaults()
+    if params.init == "seeded" and "seed_iterations" in d:
+        from ..recon.seeded import seed_node_depths
+
+        nodes = seed_node_depths(raw.optics, params.z_min_um, params.z_max_um, float(d["seed_spacing"])).size
+        seed = float(d["seed_iterations"]) * nodes * n_leds
+        polish = float(d["polish_steps"]) * 3 * int(d["polish_z_per_step"]) * n_leds
+        units = seed + 2.0 * nodes + polish
+        if params.representation == "mlp":
+            hr_px = float(np.prod(raw.hr_shape))
+            units += float(d["distill_steps"]) * 4.0 * hr_px / max(1, int(d["distill_stride"])) ** 2 / lr_px
+        return units
+    hr_px = float(np.prod(raw.hr_shape))
+    return planned_steps(params) * (n_leds + hr_px / lr_px)
+
+
+def estimate_seconds(raw, params: TrainingParameters) -> tuple[float, bool]:
+    """(expected seconds on this machine's CPU, measured?) for training ``raw`` with ``params``.
+
+    A cost model: work units × raw pixels × seconds per unit-pixel, plus start-up. The constant
+    is the reference CPU's until a run on this machine measured its own (``calibrate``).
+    """
+    kind = "seeded" if params.init == "seeded" else "random"
+    prepared = prepare_raw(raw, params)
+    work = work_units(raw, params) * float(np.prod(prepared.lr_shape))
+    k = _measured.get(kind, SECONDS_PER_UNIT_PX[kind])
+    return STARTUP_S[kind] + k * work, kind in _measured
+
+
+def calibrate(raw, params: TrainingParameters, elapsed_s: float, fraction: float) -> None:
+    """Learn this machine's seconds per unit-pixel from a run (``fraction`` of it took
+    ``elapsed_s``); ignored for runs too short to measure."""
+    kind = "seeded" if params.init == "seeded" else "random"
+    if fraction < 0.2 or elapsed_s < 1.0:
+        return
+    work = work_units(raw, params) * float(np.prod(prepare_raw(raw, params).lr_shape)) * fraction
+    if work > 0:
+        _measured[kind] = max(elapsed_s - STARTUP_S[kind] * fraction, 0.5 * elapsed_s) / work
 
 
 @dataclass
@@ -58,7 +153,7 @@ class ProgressBatch:
     batch, and the latest preview image among them (or None)."""
 
     event: object
-    points: list[tuple[int, float]] = field(default_factory=list)
+    points: list[tuple[int, float, str]] = field(default_factory=list)   # (step, loss, phase)
     preview: np.ndarray | None = None
 
 
@@ -78,7 +173,7 @@ def train_events(raw, params: TrainingParameters, stop, interval_s: float = GUI_
     for event in iter_train(prepare_raw(raw, params), params.z_min_um, params.z_max_um,
                             make_config(params), stop=stop):
         if event.step > last_step:          # the final event repeats the last step after a Stop
-            batch.points.append((int(event.step), float(event.loss)))
+            batch.points.append((int(event.step), float(event.loss), str(getattr(event, "phase", "train"))))
             last_step = event.step
         if event.preview is not None:
             batch.preview = event.preview

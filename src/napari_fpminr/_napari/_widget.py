@@ -52,7 +52,16 @@ from ._layers import (
 from ._loss_plot import LossPlot
 from ._params import ParameterForm, TrainingParameters
 from ._state import StateMachine, TrainState, buttons_for
-from ._training import default_parameters, train_events, warm_up
+from ._params import PRESETS
+from ._training import (
+    calibrate,
+    crop_box,
+    default_parameters,
+    estimate_seconds,
+    prepare_raw,
+    train_events,
+    warm_up,
+)
 from ._viewer import watch
 
 if TYPE_CHECKING:
@@ -90,10 +99,18 @@ class ReconstructionWidget(QWidget):
         self._run_raw = None               # the raw data the status, loss plot and preview refer to
         self._model_raw_name = ""          # raw layer the current model was trained on
         self._run_raw_name = ""
+        self._run_origin_um = (0.0, 0.0)    # where the trained (cropped) field sits on the raw image
+        self._run_params = None
+        self._run_model = None              # the model the current/last run produced
+        self._cuda_available = False
 
         self.raw_combo = QComboBox()
         self.raw_combo.setToolTip("image layer opened from FPM raw data (File > Open or drag-and-drop)")
         self.form = ParameterForm(default_parameters())
+        self.estimate = QLabel("")
+        self.estimate.setWordWrap(True)
+        self.estimate.setToolTip("expected wall time of these settings (a cost model; after a run on this "
+                                 "machine it uses the speed measured there)")
         self.start_btn = QPushButton("Start")
         self.stop_btn = QPushButton("Stop")
         self.save_btn = QPushButton("Save model…")
@@ -131,6 +148,7 @@ class ReconstructionWidget(QWidget):
         self.apply_z_btn.clicked.connect(self.show_model_layers)
         self.aif_btn.clicked.connect(self.show_all_in_focus)
         self.raw_combo.currentIndexChanged.connect(self._raw_changed)
+        self.form.changed.connect(self._update_estimate)
         self.machine.connect(self._on_state)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_layers)
@@ -151,6 +169,7 @@ class ReconstructionWidget(QWidget):
         train_box = QGroupBox("Training")
         tl = QVBoxLayout(train_box)
         tl.addWidget(self.form)
+        tl.addWidget(self.estimate)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.stop_btn, self.save_btn):
             buttons.addWidget(b)
@@ -209,7 +228,26 @@ class ReconstructionWidget(QWidget):
         if raw is not self._run_raw and self._run_raw is not None and self.form.isEnabled():
             self._reset_run_display()
         self._relabel_save()
+        self._update_estimate()
         self._refresh_buttons()
+
+    def _update_estimate(self, *_: Any) -> None:
+        """Show the expected time of the current settings before Start."""
+        raw = self.selected_raw()
+        if raw is None:
+            self.estimate.setText("")
+            return
+        params = self.parameters()
+        try:
+            seconds, measured = estimate_seconds(raw, params)
+            shape = prepare_raw(raw, params).lr_shape
+        except Exception as exc:  # noqa: BLE001 - e.g. a crop the data refuse: say so, do not break
+            self.estimate.setText(f"expected time: unknown ({exc})")
+            return
+        where = "measured speed of this machine" if measured else "estimate for a 2-core CPU"
+        field = f"{shape[1]}×{shape[0]} px" + (" (centred crop)" if tuple(shape) != tuple(raw.lr_shape) else "")
+        gpu = " — much faster on a GPU" if self._cuda_available else ""
+        self.estimate.setText(f"expected on CPU: ≈ {format_seconds(seconds)} ({where}); field {field}{gpu}")
 
     def _reset_run_display(self) -> None:
         """Other raw data selected: the status, loss plot, progress and preview of the previous
@@ -258,6 +296,13 @@ class ReconstructionWidget(QWidget):
     def _backend_loaded(self) -> None:
         self.backend_ready = True
         self._warm_worker = None
+        import torch  # loaded by the warm-up
+
+        self._cuda_available = bool(torch.cuda.is_available())
+        if self._cuda_available and self.form.device.currentText() in ("auto", "cuda") and self.form.quick() \
+                and self.form.isEnabled():
+            self.form.preset.setCurrentText(PRESETS[1])   # a GPU runs the full field in seconds
+        self._update_estimate()
         if self.machine.state is TrainState.IDLE:
             self.status.setText("idle: choose raw data and press Start")
         self._refresh_buttons()
@@ -286,6 +331,9 @@ class ReconstructionWidget(QWidget):
         if raw is None or not self.backend_ready or not self.machine.can(TrainState.TRAINING):
             return
         params = self.parameters()
+        self._run_params = params
+        self._run_model = None
+        self._run_origin_um = crop_origin_um(raw, params)
         self._run_raw = raw
         self._run_raw_name = self.raw_combo.currentText()
         self._stop = StopFlag()
@@ -314,19 +362,16 @@ class ReconstructionWidget(QWidget):
         """GUI-thread handler of a :class:`~._training.ProgressBatch`."""
         event = batch.event
         self.last_event = event
-        for step, loss in batch.points:
-            self.loss_plot.append(step, loss)
-        self.progress.setValue(int(round(1000 * event.fraction)))
-        self.status.setText(
-            f"epoch {event.epoch}/{event.n_epochs}  step {event.step}/{event.n_steps}  "
-            f"loss {event.loss:.3g}  elapsed {format_seconds(event.elapsed_s)}  ETA {format_seconds(event.eta_s)}"
-        )
+        for step, loss, phase in batch.points:
+            self.loss_plot.append(step, loss, phase)
+        self.progress.setValue(int(round(1000 * min(1.0, max(0.0, event.fraction)))))
+        self.status.setText(status_text(event))
         now = time.monotonic()
         if batch.preview is not None and now - self._last_preview >= PREVIEW_INTERVAL_S:
             self._last_preview = now
             self._show_preview(np.asarray(batch.preview))
         if event.model is not None:
-            self.model = event.model
+            self.model = self._run_model = event.model
             self._model_raw_name = self._run_raw_name
             self._relabel_save()
 
@@ -342,6 +387,8 @@ class ReconstructionWidget(QWidget):
             PREVIEW_PX, PREVIEW_PX, Qt.AspectRatioMode.KeepAspectRatio))
 
     def _on_error(self, exc: BaseException) -> None:
+        if type(exc).__name__ == "TrainingStopped" and self._stop.is_set():
+            return  # Stop during the seed, before any representation existed: _on_finished says so
         self.status.setText(f"failed: {exc}")
         show_error(str(exc) if isinstance(exc, FPMInputError) else f"training failed: {type(exc).__name__}: {exc}")
         self.machine.to(TrainState.FAILED)
@@ -351,12 +398,16 @@ class ReconstructionWidget(QWidget):
         if self.machine.state is TrainState.FAILED:
             return
         stopped = self._stop.is_set()
-        if self.model is None:
-            self.status.setText("stopped before the first step: no model")
+        if self._run_model is None:      # stopped before the trainer had any representation
+            self.status.setText("stopped before a model existed (during the seed): no new model")
             self.machine.to(TrainState.STOPPED)
             return
         self.progress.setValue(self.progress.maximum() if not stopped else self.progress.value())
         self.status.setText(("stopped" if stopped else "done") + f": {self.status.text()}")
+        if self.last_event is not None and self._run_raw is not None and self._run_params is not None:
+            calibrate(self._run_raw, self._run_params, self.last_event.elapsed_s,
+                      1.0 if not stopped else float(self.last_event.fraction))
+            self._update_estimate()
         self.machine.to(TrainState.STOPPED if stopped else TrainState.DONE)
         self._reset_view_controls(self.model)
         self.show_model_layers()
@@ -380,7 +431,8 @@ class ReconstructionWidget(QWidget):
         for raw_layer in self.raw_layers():
             raw_layer.visible = False
         layers = []
-        for data, meta, _kind in model_layer_data(model, z_um, name=self._layer_prefix):
+        origin = self._run_origin_um if model is self.model else (0.0, 0.0)
+        for data, meta, _kind in model_layer_data(model, z_um, name=self._layer_prefix, origin_um=origin):
             name = meta["name"]
             if name in self.viewer.layers:
                 # resampling keeps what the user chose to see (e.g. a phase layer shown on purpose)
@@ -452,6 +504,27 @@ class ReconstructionWidget(QWidget):
 
 
 __all__ = ["ReconstructionWidget", "StopFlag"]
+
+PHASE_NAMES = {"seed": "seed (conventional planes)", "init": "init (low-rank SVD)", "polish": "polish",
+               "distill": "distill (MLP)", "train": "train"}
+
+
+def status_text(event) -> str:
+    """One status line for a progress event, in every phase of the pipeline."""
+    phase = getattr(event, "phase", "train")
+    where = f"epoch {event.epoch}/{event.n_epochs}  " if phase == "train" and event.n_epochs else ""
+    loss = f"loss {event.loss:.3g}" if np.isfinite(event.loss) else "loss —"
+    return (f"{PHASE_NAMES.get(phase, phase)}: {where}step {event.step}/{event.n_steps}  {loss}  "
+            f"elapsed {format_seconds(event.elapsed_s)}  ETA {format_seconds(event.eta_s)}")
+
+
+def crop_origin_um(raw, params) -> tuple[float, float]:
+    """(y, x) µm of the top-left corner of the trained field on the raw image."""
+    box = crop_box(raw, params.crop_px)
+    if box is None:
+        return (0.0, 0.0)
+    dx = float(raw.optics.dx_lr_um)
+    return (box[0] * dx, box[1] * dx)
 
 
 def matching_raw(model, candidates):
