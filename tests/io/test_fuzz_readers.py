@@ -4,7 +4,8 @@ format (and of a model file) give only clean one-line errors or valid loads.
 Each format is fuzzed in a child process, so that a crash of a native library (libhdf5, zlib)
 on a corrupted file fails the test with the case that caused it instead of taking pytest down.
 Memory is bounded by a 256 MiB ``--max-memory``-style limit: a flipped size field must be
-refused by the size checks, not allocated. 8 formats x 70 cases + 70 model cases = 630 cases.
+refused by the size checks, not allocated. 8 raw bases + the npz stack reader + the model
+loader, 70 cases each: 700 cases.
 """
 
 import json
@@ -19,7 +20,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 CASES_PER_BASE = 70
 RAW_BASES = ("mat_v5", "mat_v5_compressed", "mat_v73", "uconn", "ptylab", "native_tif", "native_json",
-             "mat_v73_uconn")
+             "mat_v73_uconn", "stack_npz")
 SAMPLE_MODEL = Path(__file__).resolve().parents[2] / "src" / "napari_fpminr" / "_napari" / "data" / \
     "tilted_smear.fpminr"
 
@@ -36,8 +37,14 @@ def make_base(kind: str, folder: Path) -> tuple[Path, Path]:
                    "na_cal": 0.25, "mag": 10.0, "dpix_c": 3.45, "lambda": 0.5}
     uconn_vars = {"imlow_HDR": np.sqrt(np.moveaxis(raw.intensities, 0, -1)), "wlength": 0.5e-6, "z": 1e-5,
                   "xint": 0.1, "yint": -0.2, "theta": 1.0, "aberration": 0.0}
-    path = folder / {"ptylab": "base.hdf5", "native_tif": "base.tif", "native_json": "base.tif"}.get(kind, "base.mat")
-    if kind == "mat_v5":
+    path = folder / {"ptylab": "base.hdf5", "native_tif": "base.tif", "native_json": "base.tif",
+                     "stack_npz": "stack.npz"}.get(kind, "base.mat")
+    if kind == "stack_npz":
+        from napari_fpminr.io.stack_files import StackArrays, write_stack
+
+        amp = raw.intensities[:3]
+        write_stack(path, StackArrays(amp, amp * 0.5, np.array([-1.0, 0.0, 1.0]), 0.2))
+    elif kind == "mat_v5":
         scipy.io.savemat(path, fpminr_vars)
     elif kind == "mat_v5_compressed":
         scipy.io.savemat(path, fpminr_vars, do_compression=True)
@@ -88,6 +95,11 @@ def fuzz(kind: str, folder: str, n: int, seed: int) -> list[str]:
             target = folder / "m.fpminr"
             original = SAMPLE_MODEL.read_bytes()
             read, load = target, (lambda p: load_model(p))
+        elif kind == "stack_npz":
+            from napari_fpminr.io.stack_files import read_stack_npz
+
+            read, target = make_base(kind, folder)
+            original, load = target.read_bytes(), read_stack_npz
         else:
             read, target = make_base(kind, folder)
             original = target.read_bytes()
@@ -98,7 +110,7 @@ def fuzz(kind: str, folder: str, n: int, seed: int) -> list[str]:
             target.write_bytes(mutate(original, rng))
             print(f"case {kind} {case}", flush=True)  # the last line names the case if a crash follows
             try:
-                if kind != "model":
+                if kind not in ("model", "stack_npz"):
                     detect_format(read)  # never raises
                 load(read)
             except FPMInputError as exc:

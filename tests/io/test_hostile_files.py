@@ -226,3 +226,26 @@ def test_mat_truncated_inside_its_header_says_truncated(tmp_path):
     data = (tmp_path / "d.mat").read_bytes()
     (tmp_path / "t.mat").write_bytes(data[:100])
     expect_error(tmp_path / "t.mat", "truncated", "128-byte header")
+
+
+# ---- stack files read back (fpminr info x.npz) ----------------------------------------------
+def test_compressed_npz_stack_is_checked_before_inflating(tmp_path):
+    from napari_fpminr.io.stack_files import read_stack_npz
+
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, amplitude=np.zeros((64, 512, 512), np.float32), z_um=np.zeros(64), dx_um=0.1)
+    assert path.stat().st_size < 1 << 20
+    with limits(max_memory=parse_size("16M")):
+        assert peak_bytes(read_stack_npz, path) < 4 << 20
+        with pytest.raises(FPMInputError, match="big.npz: reading the stack needs about 64.0 MiB"):
+            read_stack_npz(path)
+
+
+def test_npz_with_objects_is_refused_without_unpickling(tmp_path):
+    from napari_fpminr.io.stack_files import read_stack_npz
+
+    path = tmp_path / "obj.npz"
+    np.savez(path, amplitude=np.zeros((1, 2, 2), np.float32), z_um=np.zeros(1), dx_um=0.1,
+             extra=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(FPMInputError, match="obj.npz: holds Python objects"):
+        read_stack_npz(path)

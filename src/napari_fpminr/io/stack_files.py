@@ -213,14 +213,41 @@ def _write_zarr(tmp: Path, stack: StackArrays) -> None:
         root.create_array("depth_um", shape=depth.shape, dtype=np.float32, chunks=depth.shape)[...] = depth
 
 
+def npz_shapes(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of the arrays in an ``.npz``, from their headers (nothing inflated)."""
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            with zf.open(name) as fh:
+                fmt = np.lib.format
+                version = fmt.read_magic(fh)
+                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read_header(fh)
+            out[name[:-4] if name.endswith(".npy") else name] = (tuple(shape), np.dtype(dtype))
+    return out
+
+
 def read_stack_npz(path: str | Path) -> StackArrays:
-    """Read an ``.npz`` stack written by :func:`write_stack` (no pickle)."""
+    """Read an ``.npz`` stack written by :func:`write_stack` (no pickle).
+
+    The arrays' sizes are read from their headers and checked against the memory budget first,
+    so a small compressed file that declares huge arrays is refused before it is inflated.
+    """
+    from .budget import check_memory
+
     path = Path(path)
     try:
+        shapes = npz_shapes(path)
+        missing = [k for k in ("amplitude", "z_um", "dx_um") if k not in shapes]
+        if missing:
+            raise FPMInputError(f"not an fpminr stack: missing array(s) {', '.join(missing)}", path)
+        if any(dtype.hasobject for _, dtype in shapes.values()):
+            raise FPMInputError("holds Python objects (pickle), which are never loaded", path)
+        total = sum(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize for shape, dtype in shapes.values())
+        check_memory(total, "reading the stack", path)
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("amplitude", "z_um", "dx_um") if k not in f.files]
-            if missing:
-                raise FPMInputError(f"not an fpminr stack: missing array(s) {', '.join(missing)}", path)
             return StackArrays(
                 amplitude=f["amplitude"], phase=f["phase"] if "phase" in f.files else None,
                 z_um=f["z_um"], dx_um=float(f["dx_um"]),
@@ -228,5 +255,8 @@ def read_stack_npz(path: str | Path) -> StackArrays:
             )
     except FPMInputError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise FPMInputError(f"cannot read stack: {exc}", path) from exc
+    except MemoryError:
+        raise FPMInputError("not enough memory to read the stack", path) from None
+    except Exception as exc:  # zipfile, numpy's header parser and zlib raise many types
+        raise FPMInputError(f"cannot read stack (truncated or corrupt?): {' '.join(str(exc).split())[:160]}",
+                            path) from None
