@@ -102,7 +102,16 @@ class RawData:
         return replace(self, intensities=self.intensities[idx], optics=self.optics.select_leds(idx))
 
     def crop(self, top: int, left: int, height: int, width: int) -> "RawData":
-        """Spatial crop of every image (pupil must be re-sampled by the caller if present)."""
+        """Spatial crop of every image (pupil must be re-sampled by the caller if present).
+
+        The region must lie inside the images: negative offsets (which numpy would wrap around)
+        and regions reaching past the edge (which it would clamp) are refused.
+        """
+        h, w = self.lr_shape
+        top, left, height, width = (int(v) for v in (top, left, height, width))
+        if top < 0 or left < 0 or height < 1 or width < 1 or top + height > h or left + width > w:
+            raise FPMInputError(f"crop (top {top}, left {left}, {height}x{width} px) is not inside the "
+                                f"{h}x{w} px images", self.source)
         if self.optics.pupil is not None and (height, width) != self.lr_shape:
             raise FPMInputError("cannot crop data that carries a calibrated pupil", self.source)
         sub = self.intensities[:, top:top + height, left:left + width]

@@ -249,3 +249,10 @@ def test_npz_with_objects_is_refused_without_unpickling(tmp_path):
              extra=np.array([{"a": 1}], dtype=object))
     with pytest.raises(FPMInputError, match="obj.npz: holds Python objects"):
         read_stack_npz(path)
+
+
+@pytest.mark.parametrize("box", [(-2, 0, 4, 4), (0, -1, 4, 4), (0, 0, 9, 4), (6, 0, 4, 4), (0, 0, 0, 4)])
+def test_crop_outside_the_images_is_refused(box):
+    with pytest.raises(FPMInputError, match="is not inside the 8x10 px images"):
+        make_raw().crop(*box)
+    assert make_raw().crop(4, 6, 4, 4).lr_shape == (4, 4)
