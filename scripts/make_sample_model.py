@@ -1,10 +1,10 @@
 """Train the small FPM-INR shipped as File > Open Sample > "Pretrained FPM-INR z-stack".
 
-    .venv/bin/python scripts/make_sample_model.py [--epochs 15]
+    .venv/bin/python scripts/make_sample_model.py
 
 Trains on exactly the raw set of the "Simulated tilted blood smear" sample
 (``_napari._sample_data.simulated_raw``: tilted preset, 64² raw px, seed 0) over ±20 µm on the
-CPU with the trainer's defaults, and writes src/napari_fpminr/_napari/data/tilted_smear.fpminr
+CPU with the default pipeline (seeded low-rank field), and writes src/napari_fpminr/_napari/data/tilted_smear.fpminr
 (must stay < 1 MB). Prints the training summary and the file size.
 """
 
@@ -20,7 +20,6 @@ TARGET = Path(__file__).resolve().parents[1] / "src" / "napari_fpminr" / "_napar
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=TARGET)
     args = parser.parse_args(argv)
 
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raw = simulated_raw()
     t0 = time.perf_counter()
-    model = train(raw, -20.0, 20.0, TrainConfig(epochs=args.epochs, device="cpu", seed=0))
+    model = train(raw, -20.0, 20.0, TrainConfig(device="cpu", seed=0))
     print(f"trained in {time.perf_counter() - t0:.1f} s: {model!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, args.out)
