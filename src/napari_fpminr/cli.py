@@ -95,9 +95,8 @@ def cmd_info(args) -> int:
 
 def cmd_simulate(args) -> int:
     from .io import write_raw
-    from .optics.simulate import simulate
-
     from .io.safety import check_output_path, writing
+    from .optics.simulate import simulate
 
     out = check_output_path(Path(args.out))
     if not 8 <= args.size <= 4096:
@@ -133,18 +132,20 @@ def _reconstruct(args, raw_path: Path, out: Path) -> int:
     default_range = _default_z_range(raw)
     planes = _requested_planes(args, default_range)
     if args.method == "fpm":
-        budget.check_memory(budget.fpm_bytes(raw.n_leds, raw.lr_shape, raw.hr_shape, len(planes)),
-                            f"a conventional stack of {len(planes)} planes of {raw.hr_shape[0]}x{raw.hr_shape[1]} px",
-                            out, hint="use fewer planes (--z-step, --z-min/--z-max) or --crop")
-        _check_output_size(out, len(planes), raw.hr_shape, 2)
+        memory = budget.fpm_bytes(raw.n_leds, raw.lr_shape, raw.hr_shape, len(planes))
+        budget.check_memory(memory, f"a conventional stack of {len(planes)} planes of "
+                            f"{raw.hr_shape[0]}x{raw.hr_shape[1]} px", out,
+                            hint="use fewer planes (--z-step, --z-min/--z-max) or --crop")
+        _check_output_size(out, len(planes), raw.hr_shape, 2, memory)
         return _reconstruct_fpm(args, raw, planes, out)
     if not planes.max() > planes.min():
         raise FPMInputError(f"a model needs a z range, got the single plane z = {planes[0]:g} um: give "
                             "--z-max above --z-min (or use --method fpm for one plane)", raw_path)
     if out.suffix.lower() != MODEL_SUFFIX:
-        budget.check_memory(budget.render_bytes(raw.hr_shape, len(planes), 2), f"rendering {len(planes)} planes",
-                            out, hint="use fewer planes or write a model (.fpminr) and render from it")
-        _check_output_size(out, len(planes), raw.hr_shape, 2)
+        memory = budget.render_bytes(raw.hr_shape, len(planes), 2)
+        budget.check_memory(memory, f"rendering {len(planes)} planes", out,
+                            hint="use fewer planes or write a model (.fpminr) and render from it")
+        _check_output_size(out, len(planes), raw.hr_shape, 2, memory)
     return _reconstruct_inr(args, raw, planes, out)
 
 
@@ -158,12 +159,21 @@ def _crop(raw, crop, path: Path):
     return raw.crop(top, left, height, width)
 
 
-def _check_output_size(out: Path, n_planes: int, hr_shape, channels: int) -> None:
+#: jobs whose estimates reach these sizes announce them on stderr before they start
+ANNOUNCE_MEMORY = 1 << 30
+ANNOUNCE_OUTPUT = 256 << 20
+
+
+def _check_output_size(out: Path, n_planes: int, hr_shape, channels: int, memory: int = 0) -> None:
+    """Refuse a stack larger than ``--max-output`` or the free space; announce big ones."""
     from .io import budget
 
-    budget.check_output(budget.stack_bytes(n_planes, hr_shape, channels),
-                        f"{n_planes} planes of {hr_shape[0]}x{hr_shape[1]} px", out,
+    size = budget.stack_bytes(n_planes, hr_shape, channels)
+    budget.check_output(size, f"{n_planes} planes of {hr_shape[0]}x{hr_shape[1]} px", out,
                         hint="use fewer planes (--z-step) or a model (.fpminr), which renders any plane later")
+    if size >= ANNOUNCE_OUTPUT or memory >= ANNOUNCE_MEMORY:
+        print(f"estimate: ~{budget.format_bytes(memory)} peak memory, ~{budget.format_bytes(size)} output "
+              f"(uncompressed) for {n_planes} planes; limit with --max-memory / --max-output", file=sys.stderr)
 
 
 def _output_guard(out: Path, inputs):
@@ -321,7 +331,8 @@ def _render(args, path: Path, out: Path) -> int:
                         f"rendering {len(planes)} planes of {hr[0]}x{hr[1]} px", out,
                         hint="use fewer planes (--z-step, --z-min/--z-max)")
     if not args.all_in_focus:
-        _check_output_size(out, len(planes), hr, channels)
+        _check_output_size(out, len(planes), hr, channels,
+                           budget.render_bytes(hr, len(planes), channels))
     if args.raw and not args.all_in_focus:
         raise FPMInputError("--raw is used by --all-in-focus (depth from the measurements) only", Path(args.raw))
     if args.all_in_focus:
