@@ -140,9 +140,13 @@ def test_depth_shown_in_micrometres(make_napari_viewer, qtbot):
     assert viewer.text_overlay.text == f"z = {target:+.2f} µm"
     viewer.dims.set_point(z_axis, float(amp.translate[0]))
     assert viewer.text_overlay.text == f"z = {float(amp.translate[0]):+.2f} µm"
+    amp.visible = False
+    assert not viewer.text_overlay.visible                     # no z-stack shown, no depth to show
+    amp.visible = True
+    assert viewer.text_overlay.visible
     for layer in _model_layers(viewer):
         viewer.layers.remove(layer)
-    assert not viewer.text_overlay.visible                     # no z-stack, no depth to show
+    assert not viewer.text_overlay.visible
 
 
 def test_depth_map_has_a_colour_bar_and_names_fit(make_napari_viewer, qtbot):
@@ -160,6 +164,9 @@ def test_depth_map_has_a_colour_bar_and_names_fit(make_napari_viewer, qtbot):
     depth = next(ly for ly in viewer.layers if ly.metadata.get(KIND_KEY) == "depth")
     assert depth.colorbar.visible
     assert "µm" in depth.name
+    for layer in _model_layers(viewer):
+        layer.visible = False
+    assert viewer.text_overlay.visible and "µm" in viewer.text_overlay.text   # the colour bar's unit
     qtbot.wait(50)
     # the dock title is not clipped: in the rendered title bar, the text ends well before the
     # dock's right edge (it used to run into it: "(napari-fpminr" without its ")")
@@ -215,6 +222,12 @@ def test_switching_raw_data_resets_status_plot_and_save(make_napari_viewer, qtbo
     assert widget.start_btn.isEnabled()
     widget.raw_combo.setCurrentText("first (raw)")
     assert widget.save_btn.text() == "Save model…"
+    # closing every raw layer also clears the display of the run on them
+    widget.start_btn.click()
+    qtbot.waitUntil(lambda: widget.machine.state is TrainState.DONE, timeout=120_000)
+    viewer.layers.clear()
+    assert len(widget.loss_plot.data()[0]) == 0 and widget.progress.value() == 0
+    assert widget.status.text().startswith("idle") and widget.save_btn.isEnabled()
 
 
 # ---- 7. TIFFs go to napari, foreign .mat gets a clear message ----------------------------

@@ -175,7 +175,8 @@ def model_layer_data(model, z_um: np.ndarray | None = None, name: str | None = N
     return layers
 
 
-def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None, raw=None) -> list[LayerData]:
+def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None, raw=None,
+                            origin_um: tuple[float, float] = (0.0, 0.0)) -> list[LayerData]:
     """Eager all-in-focus amplitude and depth map (µm) computed over the planes ``z_um``.
 
     With ``raw`` (the model's training data) the depth comes from the measurements, else from
@@ -188,7 +189,8 @@ def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None, ra
     depth_um = np.asarray(depth_um, dtype=np.float32)
     dx = float(model.dx_hr_um)
     base = name or "FPM-INR"
-    common = {"scale": (dx, dx), "units": ("µm", "µm"), "axis_labels": ("y", "x")}
+    common = {"scale": (dx, dx), "translate": (float(origin_um[0]), float(origin_um[1])),
+              "units": ("µm", "µm"), "axis_labels": ("y", "x")}
     return [
         (fused, dict(common, name=f"{base} all-in-focus", colormap="gray",
                      contrast_limits=_robust_limits(fused),

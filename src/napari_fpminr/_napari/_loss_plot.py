@@ -169,7 +169,9 @@ class LossPlot(QWidget):
             painter.fillRect(QRectF(x0, rect.top(), max(1.0, x1 - x0), rect.height()),
                              _BAND_COLOURS[k % len(_BAND_COLOURS)])
             painter.setPen(QColor(200, 200, 215))
-            painter.drawText(QRectF(x0 + 2, rect.top() + 1, max(30.0, x1 - x0), 14),
+            # one text row per phase in turn, so the names of narrow bands do not overlap
+            row = k % 3
+            painter.drawText(QRectF(x0 + 2, rect.top() + 1 + 12 * row, 60, 13),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, PHASE_TITLES.get(name, name))
         painter.setPen(QPen(QColor(120, 120, 130), 1))
         painter.drawRect(rect)

@@ -3,9 +3,9 @@
 
 * A raw stack opens on its brightest bright-field LED (``metadata[LED_KEY]``), not on napari's
   middle index (a dark-field image that looks black).
-* While a model z-stack is open, the canvas shows the current depth in µm in a text overlay
+* While a model z-stack is shown, the canvas shows the current depth in µm in a text overlay
   (napari's slider shows a plane index; the slider's label reads ``z (µm)``).
-* A depth map (``KIND_KEY == "depth"``) shows its colour bar (values in µm).
+* A depth map (``KIND_KEY == "depth"``) shows its colour bar (values in µm; the overlay says so).
 
 Readers and sample functions run before napari adds their layers, so they call ``watch()``
 (current viewer) and the decorations are applied when the layers are inserted.
@@ -50,6 +50,8 @@ def watch(viewer=None):
         v = vref()
         if v is not None:
             decorate(v, event.value)
+            if ours(event.value):
+                event.value.events.visible.connect(on_change)
             update_z_overlay(v)
 
     def on_change(event=None) -> None:
@@ -62,8 +64,15 @@ def watch(viewer=None):
     viewer.dims.events.point.connect(on_change)
     for layer in list(viewer.layers):
         decorate(viewer, layer)
+        if ours(layer):
+            layer.events.visible.connect(on_change)
     update_z_overlay(viewer)
     return viewer
+
+
+def ours(layer) -> bool:
+    meta = getattr(layer, "metadata", None) or {}
+    return MODEL_KEY in meta
 
 
 def decorate(viewer, layer) -> None:
@@ -90,8 +99,8 @@ def model_layers(viewer) -> list[Any]:
 
 
 def current_z_um(viewer) -> float | None:
-    """Depth (µm) the model layers are shown at, or None without a model z-stack."""
-    if not model_layers(viewer) or viewer.dims.ndim < 3:
+    """Depth (µm) the model layers are shown at, or None without a visible model z-stack."""
+    if not any(ly.visible for ly in model_layers(viewer)) or viewer.dims.ndim < 3:
         return None
     z = float(viewer.dims.point[viewer.dims.ndim - 3])
     return z if math.isfinite(z) else None
@@ -101,15 +110,23 @@ def z_text(z_um: float) -> str:
     return f"z = {z_um:+.2f} µm"
 
 
+DEPTH_TEXT = "depth map colour bar: z in µm"
+
+
 def update_z_overlay(viewer) -> None:
+    """The canvas text: the current depth of a visible z-stack, and the unit of a visible depth
+    map's colour bar (napari's colour bar has no title)."""
     z = current_z_um(viewer)
+    depth = any(ly.visible and ly.metadata.get(KIND_KEY) == "depth" for ly in viewer.layers
+                if MODEL_KEY in getattr(ly, "metadata", {}))
+    lines = ([z_text(z)] if z is not None else []) + ([DEPTH_TEXT] if depth else [])
     overlay = viewer.text_overlay
-    if z is None:
-        if overlay.text.startswith("z = "):
+    if not lines:
+        if overlay.text.startswith("z = ") or overlay.text.startswith(DEPTH_TEXT):
             overlay.visible = False
             overlay.text = ""
         return
-    overlay.text = z_text(z)
+    overlay.text = "\n".join(lines)
     overlay.position = "top_left"
     overlay.font_size = 14
     overlay.visible = True

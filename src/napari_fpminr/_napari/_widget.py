@@ -219,6 +219,10 @@ class ReconstructionWidget(QWidget):
         self.raw_combo.blockSignals(False)
         if names and current not in names:
             self._raw_changed()
+        elif self._run_raw is not None and self.form.isEnabled() and \
+                all(ly.metadata[RAW_KEY] is not self._run_raw for ly in self.raw_layers()):
+            self._reset_run_display()      # the data the display refers to were closed
+            self._relabel_save()
         self._refresh_buttons()
 
     def _raw_changed(self, *_: Any) -> None:
@@ -260,7 +264,7 @@ class ReconstructionWidget(QWidget):
         if self.machine.can(TrainState.IDLE):
             self.machine.to(TrainState.IDLE)
         name = self.raw_combo.currentText()
-        text = f"idle: {name} selected, press Start"
+        text = f"idle: {name} selected, press Start" if name else "idle: choose raw data and press Start"
         if self.model is not None:
             text += f" (the last model, trained on {self._model_raw_name}, can still be saved)"
         self.status.setText(text)
@@ -457,8 +461,13 @@ class ReconstructionWidget(QWidget):
         if model is None or self._aif_worker is not None:
             return None
         candidates = [layer.metadata[RAW_KEY] for layer in self.raw_layers()]
+        origin = (0.0, 0.0)
+        if model is self.model and self._run_raw is not None and self._run_params is not None:
+            # the model of a quick look was trained on a crop of the raw layer: that crop is its data
+            candidates.insert(0, prepare_raw(self._run_raw, self._run_params))
+            origin = self._run_origin_um
         worker = create_worker(all_in_focus_job, model, candidates, self.view_planes(), self._layer_prefix,
-                               _start_thread=False)
+                               origin, _start_thread=False)
         worker.returned.connect(self._add_all_in_focus_layers)
         worker.errored.connect(lambda exc: show_error(f"all-in-focus failed: {type(exc).__name__}: {exc}"))
         worker.finished.connect(self._all_in_focus_finished)
@@ -534,6 +543,7 @@ def matching_raw(model, candidates):
     return next((raw for raw in candidates if model.trained_on(raw)), None)
 
 
-def all_in_focus_job(model, candidates, planes, prefix):
+def all_in_focus_job(model, candidates, planes, prefix, origin_um=(0.0, 0.0)):
     """Worker-thread body: find the training data (hashing), then fuse and map the depth."""
-    return all_in_focus_layer_data(model, planes, name=prefix, raw=matching_raw(model, candidates))
+    return all_in_focus_layer_data(model, planes, name=prefix, raw=matching_raw(model, candidates),
+                                   origin_um=origin_um)
