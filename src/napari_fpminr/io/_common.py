@@ -70,30 +70,6 @@ def mat_header_truncated(path: Path) -> int | None:
     return None
 
 
-def mat_v5_truncated(path: Path) -> bool:
-    """True when a MATLAB v5 file's top-level data elements run past the end of the file.
-
-    Walks the 8-byte element tags (type, byte count) after the 128-byte header; uncompressed
-    elements are padded to 8 bytes, ``miCOMPRESSED`` (type 15) ones are not.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(128)
-        order = "<" if head[126:128] == b"IM" else ">"
-        offset = 128
-        while offset < size:
-            fh.seek(offset)
-            tag = fh.read(8)
-            if len(tag) < 8:
-                return True
-            dtype, nbytes = np.frombuffer(tag, dtype=f"{order}u4")
-            if dtype >> 16:  # small data element format: never at top level of a valid file
-                return True
-            pad = 0 if dtype == 15 else (-int(nbytes)) % 8
-            offset += 8 + int(nbytes) + pad
-        return offset > size + 7  # tolerate a missing final pad
-
-
 def check_readable(path: str | Path) -> Path:
     """The path as a ``Path`` if it is a non-empty regular file; else a one-line FPMInputError."""
     path = Path(path)
