@@ -93,3 +93,20 @@ def test_phases_are_labelled_and_nan_losses_skipped(qtbot):
     assert img.pixel(x_seed, y_mid) != blank.pixel(x_seed, y_mid)
     plot.clear()
     assert plot.phases() == [] and plot.data()[0].size == 0
+
+
+def test_less_than_a_decade_is_zoomed_not_flat(qtbot):
+    """A polish that lowers the loss by 10 % must not look like a flat line on a decade axis."""
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 170)
+    for step in range(100):
+        plot.append(step, 0.0225 - 0.0004 * step / 100 + 0.0002 * (step % 2), "polish")
+    img = plot.grab().toImage()
+    rect = plot._plot_rect()
+    from qtpy.QtGui import QColor
+
+    rows = [y for y in range(int(rect.top()) + 1, int(rect.bottom()))
+            if any(QColor(img.pixel(x, y)).red() > 200 and QColor(img.pixel(x, y)).blue() < 150
+                   for x in range(int(rect.left()) + 2, int(rect.right()) - 2, 2))]
+    assert rows and max(rows) - min(rows) > 0.1 * rect.height()   # decade axis: ~2 px

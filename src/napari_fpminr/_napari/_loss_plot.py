@@ -162,16 +162,18 @@ class LossPlot(QWidget):
         def to_x(step: float) -> float:
             return rect.left() + (step - s0) / span * rect.width()
 
-        # phase bands (behind everything), with their names
+        # phase bands (behind everything), then their names (one text row per phase in turn,
+        # so the names of narrow bands do not overlap, and no band covers a name)
+        spans = []
         for k, (start, name) in enumerate(self._phases):
             end = self._phases[k + 1][0] if k + 1 < len(self._phases) else s1
             x0, x1 = to_x(start), to_x(max(end, start))
+            spans.append((x0, name))
             painter.fillRect(QRectF(x0, rect.top(), max(1.0, x1 - x0), rect.height()),
                              _BAND_COLOURS[k % len(_BAND_COLOURS)])
-            painter.setPen(QColor(200, 200, 215))
-            # one text row per phase in turn, so the names of narrow bands do not overlap
-            row = k % 3
-            painter.drawText(QRectF(x0 + 2, rect.top() + 1 + 12 * row, 60, 13),
+        painter.setPen(QColor(200, 200, 215))
+        for k, (x0, name) in enumerate(spans):
+            painter.drawText(QRectF(x0 + 2, rect.top() + 1 + 12 * (k % 3), 60, 13),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, PHASE_TITLES.get(name, name))
         painter.setPen(QPen(QColor(120, 120, 130), 1))
         painter.drawRect(rect)
@@ -182,25 +184,31 @@ class LossPlot(QWidget):
                              "loss (log scale)" if not self._phases else "no loss in this phase")
             painter.end()
             return
-        lo = math.floor(math.log10(losses.min()))
-        hi = math.ceil(math.log10(losses.max()))
-        if hi <= lo:
-            hi = lo + 1
+        lmin, lmax = math.log10(losses.min()), math.log10(losses.max())
+        if lmax - lmin >= 1.0:          # decades: grid and labels at powers of ten
+            lo, hi = math.floor(lmin), math.ceil(lmax)
+            marks = [(float(d), f"1e{d}") for d in range(lo, hi + 1)]
+        else:                           # less than a decade: zoom on the data, label its ends
+            pad = max(0.02, 0.15 * (lmax - lmin))
+            lo, hi = lmin - pad, lmax + pad
+            marks = [(lmin, f"{10 ** lmin:.2g}"), (lmax, f"{10 ** lmax:.2g}")]
+            if lmax - lmin < 1e-6:
+                marks = marks[:1]
 
         def to_xy(step: float, loss: float) -> QPointF:
             fy = (math.log10(loss) - lo) / (hi - lo)
             return QPointF(to_x(step), rect.bottom() - fy * rect.height())
 
-        # decade grid and labels
+        # grid and labels of the log axis
         painter.setPen(QPen(QColor(70, 72, 80), 1, Qt.PenStyle.DotLine))
-        for dec in range(lo, hi + 1):
-            y = rect.bottom() - (dec - lo) / (hi - lo) * rect.height()
+        for value, _ in marks:
+            y = rect.bottom() - (value - lo) / (hi - lo) * rect.height()
             painter.drawLine(QPointF(rect.left(), y), QPointF(rect.right(), y))
         painter.setPen(QColor(190, 190, 200))
-        for dec in range(lo, hi + 1):
-            y = rect.bottom() - (dec - lo) / (hi - lo) * rect.height()
+        for value, label in marks:
+            y = rect.bottom() - (value - lo) / (hi - lo) * rect.height()
             painter.drawText(QRectF(0, y - 8, self.MARGIN_LEFT - 4, 16),
-                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"1e{dec}")
+                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
         # step axis: ticks and labels
         for tick in nice_ticks(s0, s1, max(2, int(rect.width() // 55))):
             x = to_x(tick)
