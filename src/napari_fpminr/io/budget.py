@@ -134,7 +134,9 @@ def check_output(nbytes: float, what: str, path: str | Path, hint: str = "") -> 
 # Measured on CPU (peak RSS above the interpreter with torch loaded, 2026-12, paper optics, 69
 # LEDs): INR training at 64²/128²/256² raw px (2x upsampling) 0.14/0.28/0.58 GB with all LEDs per
 # chunk, 0.43 GB at 256² with one LED per chunk; the 1024² x 100-LED run peaked at 9.4 GB.
-# The constants below reproduce these within about +25 % (estimates err on the large side).
+# The default pipeline (conventional seed + low-rank polish, TrainConfig defaults) measured 336 and
+# 702 MiB at 128² and 256² (estimates 352 and 809 MiB). The constants below reproduce these within
+# about +25 % (estimates err on the large side).
 PROCESS_OVERHEAD = 200 << 20
 INR_BYTES_PER_HR_PIXEL = 1400  # features, activations and gradients of both networks, q = 32
 INR_BYTES_PER_LED_PIXEL = 48  # per LED of a forward chunk, per raw pixel (windows, fields, grads)
