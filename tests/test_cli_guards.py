@@ -131,6 +131,27 @@ def test_read_only_output_folder(tmp_path, capsys, data):
         ro.chmod(0o755)
 
 
+@pytest.mark.parametrize("where", ["folder check", "file creation"])
+def test_permission_denied_is_one_line(tmp_path, capsys, data, monkeypatch, where):
+    """What a read-only folder does to a non-root user, simulated so that it also runs as root."""
+    import os
+
+    import napari_fpminr.io.atomic as atomic
+
+    if where == "folder check":
+        monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    else:
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(tmp_path))
+
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, "reconstruct", data, "-o", tmp_path / "out.npz", "--method", "fpm", "--z", "0",
+                       "--iterations", "1", "-q")
+    assert_refused(code, err, "out.npz", "permission", after_work=True)
+    assert snapshot(tmp_path) == before
+
+
 def run_limited(args, fsize=None, cwd=None):
     """Run ``fpminr ARGS`` in a child (optionally with RLIMIT_FSIZE, standing for a full disk);
     returns (code, stdout, stderr, peak RSS of the child in bytes)."""
