@@ -218,7 +218,8 @@ def test_switching_raw_data_resets_status_plot_and_save(make_napari_viewer, qtbo
     assert widget.last_event is None
     assert widget.preview.pixmap() is None or widget.preview.pixmap().isNull()
     assert "second (raw)" in widget.status.text() and not widget.status.text().startswith("done")
-    assert "first (raw)" in widget.save_btn.text() and widget.save_btn.isEnabled()   # relabelled
+    assert widget.save_btn.text() == "Save previous model…" and widget.save_btn.isEnabled()  # relabelled
+    assert "first (raw)" in widget.save_btn.toolTip() and "first (raw)" in widget.status.text()
     assert widget.start_btn.isEnabled()
     widget.raw_combo.setCurrentText("first (raw)")
     assert widget.save_btn.text() == "Save model…"

@@ -270,10 +270,11 @@ class ReconstructionWidget(QWidget):
         self.status.setText(text)
 
     def _relabel_save(self) -> None:
-        """"Save model…" when the model belongs to the selected data, else name its data."""
+        """"Save model…" when the model belongs to the selected data, else "Save previous
+        model…" (the tooltip and the status line name the data it was trained on)."""
         other = self.model is not None and self._model_raw_name and \
             self._model_raw_name != self.raw_combo.currentText()
-        self.save_btn.setText(f"Save model ({self._model_raw_name})…" if other else "Save model…")
+        self.save_btn.setText("Save previous model…" if other else "Save model…")
         self.save_btn.setToolTip(f"save the model trained on {self._model_raw_name} as .fpminr"
                                  if self.model is not None else "no model trained yet")
 
