@@ -395,3 +395,15 @@ def test_docs_examples_write_under_results_or_a_temp_dir():
     assert outs, "no example commands found"
     bad = [(doc, out) for doc, out in outs if not re.match(r"^(results/|/tmp/|\$TMPDIR/|\$\{?TMP)", out)]
     assert not bad, bad
+
+
+def test_output_in_new_folders_is_written_and_a_refused_run_leaves_no_folders(tmp_path, capsys, data):
+    code, _, err = cli(capsys, "reconstruct", data, "-o", tmp_path / "new" / "sub" / "o.npz", "--method", "fpm",
+                       "--z", "0", "--iterations", "1", "-q")
+    assert code == 0, err
+    assert (tmp_path / "new" / "sub" / "o.npz").exists()
+    assert sorted(p.name for p in (tmp_path / "new" / "sub").iterdir()) == ["o.npz"]
+    code, _, err = cli(capsys, "reconstruct", data, "-o", tmp_path / "other" / "o.npz", "--method", "fpm",
+                       "--z", "0", "--crop", "0", "0", "99", "99")
+    assert_refused(code, err, "--crop")
+    assert not (tmp_path / "other").exists()

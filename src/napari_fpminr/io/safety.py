@@ -161,12 +161,38 @@ def output_lock(path: str | Path) -> Iterator[None]:
 
     Raises a one-line error at once when another run holds it. The lock file is removed on exit;
     one left by a killed run is harmless (the kernel released its lock) and removed by the next.
+    Missing folders above ``path`` are created (outputs may name new folders) and removed again
+    on exit if the run left them empty.
     """
     import fcntl
 
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    created = _make_folders(folder, path)
     lock = folder / f".{path.name}.lock"
+    try:
+        with _locked(lock, path, fcntl):
+            yield
+    finally:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only if empty
+
+
+def _make_folders(folder: Path, path: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, deepest first."""
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    with writing(path):
+        folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, path: Path, fcntl) -> Iterator[None]:
     while True:
         with writing(path):
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
