@@ -407,3 +407,22 @@ def test_output_in_new_folders_is_written_and_a_refused_run_leaves_no_folders(tm
                        "--z", "0", "--crop", "0", "0", "99", "99")
     assert_refused(code, err, "--crop")
     assert not (tmp_path / "other").exists()
+
+
+def test_model_with_deeply_nested_metadata_is_one_line(tmp_path, capsys, model):
+    import json
+    import struct
+
+    data = model.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header["__metadata__"]["fpminr"]
+    header["__metadata__"]["fpminr"] = meta[:-1] + ', "deep": ' + "[" * 100000 + "]" * 100000 + "}"
+    head = json.dumps(header).encode()
+    head += b" " * ((-len(head)) % 8)
+    deep = tmp_path / "deep.fpminr"
+    deep.write_bytes(struct.pack("<Q", len(head)) + head + data[8 + n:])
+    for args in (["info", deep], ["render", deep, "-o", tmp_path / "d.npz", "--z", "0"]):
+        code, _, err = cli(capsys, *args)
+        assert_refused(code, err, "deep.fpminr")
+    assert not (tmp_path / "d.npz").exists()

@@ -498,6 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_of(args) -> str:
+    """``"FILE: "`` for the command's main input (for last-resort messages), or ``""``."""
+    for name in ("path", "raw", "model", "out"):
+        value = getattr(args, name, None)
+        if value:
+            return f"{value}: "
+    return ""
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"fpminr: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
@@ -525,11 +534,11 @@ def main(argv: list[str] | None = None) -> int:
         print("fpminr: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("fpminr: error: out of memory; use --crop, fewer planes or a smaller --max-memory estimate",
-              file=sys.stderr)
+        print(f"fpminr: error: {_input_of(args)}out of memory; use --crop or fewer planes", file=sys.stderr)
         return 2
     except RecursionError:
-        print("fpminr: error: input nested too deeply to read", file=sys.stderr)
+        print(f"fpminr: error: {_input_of(args)}nested too deeply to read (hostile or corrupt metadata?)",
+              file=sys.stderr)
         return 2
     except OSError as exc:  # last resort: the writers and readers name their file themselves
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
