@@ -426,3 +426,28 @@ def test_model_with_deeply_nested_metadata_is_one_line(tmp_path, capsys, model):
         code, _, err = cli(capsys, *args)
         assert_refused(code, err, "deep.fpminr")
     assert not (tmp_path / "d.npz").exists()
+
+
+@pytest.mark.parametrize("field, value", [("final_loss", "abc"), ("source_hash", 12345)])
+def test_info_and_render_accept_or_refuse_odd_model_metadata_alike(tmp_path, capsys, model, field, value):
+    import json
+    import struct
+
+    data = model.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = json.loads(header["__metadata__"]["fpminr"])
+    (meta["meta"]["training"] if field == "final_loss" else meta["meta"])[field] = value
+    header["__metadata__"]["fpminr"] = json.dumps(meta)
+    head = json.dumps(header).encode()
+    head += b" " * ((-len(head)) % 8)
+    odd = tmp_path / "odd.fpminr"
+    odd.write_bytes(struct.pack("<Q", len(head)) + head + data[8 + n:])
+    codes = []
+    for args in (["info", odd], ["render", odd, "-o", tmp_path / "o.npz", "--z", "0", "-q"]):
+        code, _, err = cli(capsys, *args)
+        assert "Traceback" not in err
+        if code != 0:
+            assert_refused(code, err, "odd.fpminr")
+        codes.append(code)
+    assert codes[0] == codes[1], codes
