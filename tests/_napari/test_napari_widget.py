@@ -106,10 +106,16 @@ def test_train_in_widget_adds_lazy_layers(make_napari_viewer, qtbot, small_raw, 
     assert widget.form.init.currentText() == "seeded"                        # the default pipeline
     widget.form.z_min.setValue(-10.0)
     widget.form.z_max.setValue(10.0)
-    widget.start_btn.click()
-    assert widget.machine.state is TrainState.TRAINING
-    assert widget.stop_btn.isEnabled() and not widget.start_btn.isEnabled() and not widget.form.isEnabled()
-    qtbot.waitUntil(lambda: widget.machine.state is TrainState.DONE, timeout=300_000)
+    probe = LatencyProbe()    # every phase of the seeded pipeline runs off the GUI thread too
+    widget.machine.connect(lambda state: probe.timer.stop() if state is not TrainState.TRAINING else None)
+    with probe:
+        widget.start_btn.click()
+        assert widget.machine.state is TrainState.TRAINING
+        assert widget.stop_btn.isEnabled() and not widget.start_btn.isEnabled() and not widget.form.isEnabled()
+        qtbot.waitUntil(lambda: widget.machine.state is TrainState.DONE, timeout=300_000)
+    if len(probe.stamps) >= 2:  # a run shorter than one tick has nothing to measure
+        print(f"\nseeded pipeline: worst gap {probe.worst_ms:.1f} ms")
+        assert probe.worst_ms < WORST_GAP_MS
     last = widget.last_event
     assert last.done and widget.model is last.model
     steps, losses = widget.loss_plot.data()
