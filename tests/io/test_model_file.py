@@ -225,3 +225,16 @@ def test_low_rank_decode_of_regions_and_steps_equals_the_full_field():
     np.testing.assert_allclose(amp, np.abs(direct[:, 3:18:2, 2:13:2]), atol=1e-5)
     ph = np.angle(direct[:, 3:18:2, 2:13:2])
     np.testing.assert_allclose(np.angle(np.exp(1j * (phase - ph))), 0, atol=1e-4)
+
+
+def test_deeply_nested_metadata_is_one_clear_error(tmp_path):
+    model = make_lowrank_model()
+    path = save_model(model, tmp_path / "m.fpminr")
+    header = read_header(path)
+    nested = "[" * 100_000 + "]" * 100_000
+    text = json.dumps(header)[:-1] + ', "junk": ' + nested + "}"
+    bad = tmp_path / "nested.fpminr"
+    save_file({f"lowrank.{k}": v for k, v in model.net.storage_tensors().items()}, str(bad), metadata={"fpminr": text})
+    with pytest.raises(FPMInputError, match="nested too deeply") as err:
+        load_model(bad)
+    assert bad.name in str(err.value)

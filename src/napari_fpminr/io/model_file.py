@@ -105,6 +105,8 @@ def read_header(path: str | Path) -> dict:
         header = json.loads(raw_meta)
     except json.JSONDecodeError:
         raise FPMInputError("model metadata is not valid JSON", path) from None
+    except RecursionError:
+        raise FPMInputError("model metadata is nested too deeply", path) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FPMInputError("not an FPM-INR model (wrong format tag)", path)
     version = header.get("format_version")
