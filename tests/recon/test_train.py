@@ -221,7 +221,7 @@ def test_polish_guard_stops_before_the_slices_become_z_invariant():
 
 def test_seeded_mlp_option_distills_the_low_rank_field():
     raw, _ = layer_raw()
-    cfg = TrainConfig(**SEEDED, representation="mlp", distill_steps=150, n_z=5, q=8)
+    cfg = TrainConfig(**SEEDED, representation="mlp", distill_steps=150, distill_q=8)
     model = train(raw, -4, 4, cfg)
     lowrank = train(raw, -4, 4, TrainConfig(**SEEDED))
     assert model.representation == "mlp"

@@ -109,16 +109,9 @@ def work_units(raw, params: TrainingParameters) -> float:
     lr_px = float(np.prod(raw.lr_shape))
     d = _config_defaults()
     if params.init == "seeded" and "seed_iterations" in d:
-        from ..recon.seeded import seed_node_depths
+        from ..recon.seeded import estimate_work
 
-        nodes = seed_node_depths(raw.optics, params.z_min_um, params.z_max_um, float(d["seed_spacing"])).size
-        seed = float(d["seed_iterations"]) * nodes * n_leds
-        polish = float(d["polish_steps"]) * 3 * int(d["polish_z_per_step"]) * n_leds
-        units = seed + 2.0 * nodes + polish
-        if params.representation == "mlp":
-            hr_px = float(np.prod(raw.hr_shape))
-            units += float(d["distill_steps"]) * 4.0 * hr_px / max(1, int(d["distill_stride"])) ** 2 / lr_px
-        return units
+        return estimate_work(raw, params.z_min_um, params.z_max_um, make_config(params))
     hr_px = float(np.prod(raw.hr_shape))
     return planned_steps(params) * (n_leds + hr_px / lr_px)
 

@@ -48,7 +48,7 @@ from .lowrank import LowRankArchitecture, LowRankField
 from .stop import should_stop
 from .train_forward import led_amplitudes, window_indices
 
-__all__ = ["PhaseStep", "invariance_index", "iter_seeded", "seed_node_depths"]
+__all__ = ["CostModel", "PhaseStep", "estimate_work", "invariance_index", "iter_seeded", "seed_node_depths"]
 
 
 def seed_node_depths(optics, z_min_um: float, z_max_um: float, spacing: float = 0.5) -> np.ndarray:
@@ -69,23 +69,31 @@ class PhaseStep:
     work: float
 
 
-class _CostModel:
+class CostModel:
     """Relative cost of the phases, in raw-image FFTs (one LED window at one depth = 1).
 
     A seed pass costs ``n_nodes·N`` (one forward and one inverse raw FFT per LED and plane, the
     pupil-box FFT counted as one); a polish step ``3·z_per_step·N`` (forward + backward); a
-    distillation step is FFT-free and counted as ``c·pixels/raw pixels``. Good to ~30 % on CPU,
-    which keeps the progress bar and ETA honest across phases.
+    distillation step is FFT-free and counted as ``4·z_per_step·(sampled hr pixels)/(raw
+    pixels)``. Good to ~30 % on CPU, which keeps the progress bar and ETA honest across phases;
+    :func:`estimate_work` gives the whole run's total before it starts.
     """
 
-    def __init__(self, n_leds: int, n_nodes: int, seed_passes: int, polish_steps: int, z_per_step: int,
-                 distill_steps: int, distill_pixels_ratio: float):
+    def __init__(self, n_leds: int, n_nodes: int, lr_shape: tuple[int, int], hr_shape: tuple[int, int], cfg):
+        distill_steps = cfg.distill_steps if cfg.representation == "mlp" else 0
+        sampled = float(hr_shape[0]) * float(hr_shape[1]) / max(1, int(cfg.distill_stride)) ** 2
         self.seed = float(n_nodes * n_leds)
-        self.polish = float(3 * z_per_step * n_leds)
-        self.distill = 4.0 * distill_pixels_ratio
+        self.polish = float(3 * cfg.polish_z_per_step * n_leds)
+        self.distill = 4.0 * cfg.distill_z_per_step * sampled / (float(lr_shape[0]) * float(lr_shape[1]))
         self.init = 2.0 * n_nodes
-        self.total = (seed_passes * self.seed + self.init + polish_steps * self.polish
+        self.total = (cfg.seed_iterations * self.seed + self.init + cfg.polish_steps * self.polish
                       + distill_steps * self.distill)
+
+
+def estimate_work(raw: RawData, z_min_um: float, z_max_um: float, cfg) -> float:
+    """Total work of a seeded run (:class:`CostModel` units), for estimates before it starts."""
+    nodes = seed_node_depths(raw.optics, z_min_um, z_max_um, cfg.seed_spacing)
+    return CostModel(raw.n_leds, nodes.size, raw.lr_shape, raw.hr_shape, cfg).total
 
 
 def invariance_index(net: LowRankField, nodes: np.ndarray, n_probe: int = 9) -> float:
@@ -121,17 +129,14 @@ def iter_seeded(raw: RawData, z_min_um: float, z_max_um: float, cfg, device: tor
 
     ``holder`` receives ``"net"`` (the representation so far: a :class:`LowRankField`, or an
     :class:`FPMINR` once distillation starts), ``"pupil"`` (complex ``(h, w)`` or None),
-    ``"cost"`` (the :class:`_CostModel`) and ``"guard"`` (the invariance measurements). The
+    ``"cost"`` (the :class:`CostModel`) and ``"guard"`` (the invariance measurements). The
     generator returns True when it finished, False when stopped.
     """
     holder = {} if holder is None else holder
     nodes = seed_node_depths(raw.optics, z_min_um, z_max_um, cfg.seed_spacing)
     data = raw.normalized()
     H, W = raw.hr_shape
-    distill_steps = cfg.distill_steps if cfg.representation == "mlp" else 0
-    stride = max(1, int(cfg.distill_stride))
-    cost = _CostModel(raw.n_leds, nodes.size, cfg.seed_iterations, cfg.polish_steps, cfg.polish_z_per_step,
-                      distill_steps, (H * W / stride ** 2) / float(np.prod(raw.lr_shape)))
+    cost = CostModel(raw.n_leds, nodes.size, raw.lr_shape, raw.hr_shape, cfg)
     holder.update(cost=cost, seed_nodes=nodes.size)
 
     # 1. seed (a stop keeps the seed's current estimate when every node has one)
@@ -163,15 +168,16 @@ def iter_seeded(raw: RawData, z_min_um: float, z_max_um: float, cfg, device: tor
         return False
 
     # 4. optional distillation into the paper's feature-plane networks
-    if distill_steps:
-        mlp = FPMINR(INRArchitecture(raw.hr_shape, float(z_min_um), float(z_max_um), cfg.n_z, cfg.q,
-                                     cfg.plane_downsample), seed=cfg.seed).to(device)
+    if cfg.representation == "mlp":
+        # z line on the seed's nodes; plane and width of the distilled networks: see TrainConfig
+        mlp = FPMINR(INRArchitecture(raw.hr_shape, float(z_min_um), float(z_max_um), nodes.size, cfg.distill_q,
+                                     cfg.distill_plane_downsample), seed=cfg.seed).to(device)
         finished = yield from _distill(mlp, net, cfg, device, stop, cost, holder)
         return finished
     return True
 
 
-def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, device, stop, cost: _CostModel,
+def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, device, stop, cost: CostModel,
             holder: dict) -> Iterator[PhaseStep]:
     """Self-supervised Adam polish of the factors with the invariance guard (see module doc)."""
     steps = int(cfg.polish_steps)
@@ -225,7 +231,7 @@ def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, dev
     return True
 
 
-def _distill(mlp: FPMINR, teacher: LowRankField, cfg, device, stop, cost: _CostModel, holder: dict
+def _distill(mlp: FPMINR, teacher: LowRankField, cfg, device, stop, cost: CostModel, holder: dict
              ) -> Iterator[PhaseStep]:
     """Supervised fit of the feature-plane networks to the low-rank fields at random continuous z."""
     steps = int(cfg.distill_steps)
