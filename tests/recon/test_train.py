@@ -350,3 +350,20 @@ def test_coverage_preconditioner_normalises_by_how_many_leds_see_a_frequency():
     grad = torch.randn(2, H * W, dtype=torch.complex64)
     PreconditionGradient.apply(spectrum, weights).backward(grad)
     torch.testing.assert_close(spectrum.grad, grad * weights)
+
+
+def test_polish_optimizer_matches_torch_adam():
+    from napari_fpminr.recon.seeded import _Adam
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5, 7, generator=g))
+    b = torch.nn.Parameter(a.detach().clone())
+    ours, theirs = _Adam([a], lr=3e-3), torch.optim.Adam([b], lr=3e-3)
+    for k in range(20):
+        target = torch.randn(5, 7, generator=g)
+        for p, opt in ((a, ours), (b, theirs)):
+            opt.param_groups[0]["lr"] = 3e-3 * (1 - k / 20)
+            opt.zero_grad()
+            ((p - target) ** 2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
