@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -135,7 +134,6 @@ def iter_seeded(raw: RawData, z_min_um: float, z_max_um: float, cfg, device: tor
     holder = {} if holder is None else holder
     nodes = seed_node_depths(raw.optics, z_min_um, z_max_um, cfg.seed_spacing)
     data = raw.normalized()
-    H, W = raw.hr_shape
     cost = CostModel(raw.n_leds, nodes.size, raw.lr_shape, raw.hr_shape, cfg)
     holder.update(cost=cost, seed_nodes=nodes.size)
 
