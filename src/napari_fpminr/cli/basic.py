@@ -1,0 +1,61 @@
+"""``fpminr info``, ``simulate`` and ``gui``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FPMInputError
+from .common import MODEL_SUFFIX, _read_raw
+
+
+def cmd_info(args) -> int:
+    path = Path(args.path)
+    if path.suffix.lower() == MODEL_SUFFIX:
+        from ..io.model_file import model_info
+
+        print(model_info(path))
+        return 0
+    if path.suffix.lower() == ".npz" and path.exists():
+        from ..io.stack_files import read_stack_npz
+
+        s = read_stack_npz(path)
+        print(f"stack {path}: {s.amplitude.shape[0]} planes of {s.amplitude.shape[1]}x{s.amplitude.shape[2]} px, "
+              f"pixel {s.dx_um:.4f} um, z {np.min(s.z_um):.3f}..{np.max(s.z_um):.3f} um"
+              + (", with depth map" if s.depth_um is not None else ""))
+        return 0
+    raw = _read_raw(args, path)
+    print(f"raw data {path} ({raw.meta.get('format', 'unknown format')})")
+    print(f"images         {raw.n_leds} x {raw.lr_shape[0]} x {raw.lr_shape[1]} px"
+          f"  -> reconstruction {raw.hr_shape[0]} x {raw.hr_shape[1]} px")
+    print(raw.optics.summary())
+    if raw.z_um is not None:
+        print(f"stated defocus {raw.z_um:+.2f} um")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from ..io import write_raw
+    from ..io.safety import check_output_path, writing
+    from ..optics.simulate import simulate
+
+    out = check_output_path(Path(args.out))
+    if not 8 <= args.size <= 4096:
+        raise FPMInputError(f"--size must be 8..4096 raw pixels, got {args.size}")
+    sim = simulate(preset=args.preset, size=args.size, seed=args.seed, noise=args.noise)
+    raw_path = write_raw(sim.raw, out)
+    truth_path = out.with_name(out.stem + ".truth.npz")
+    with writing(truth_path):
+        sim.truth.save(truth_path)
+    print(f"raw data   {raw_path}")
+    print(f"truth      {truth_path}")
+    return 0
+
+
+def cmd_gui(args) -> int:
+    from .._napari.launch import main as launch
+
+    return launch([args.path] if args.path else [])
+
+
