@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FPMInputError
+from .optics.led_array import LEDArray
 from .optics.system import Optics
 
 
@@ -29,6 +30,8 @@ class RawData:
         source: file the data came from (``None`` for in-memory data).
         z_um: the sample defocus stated by the file, if any (µm, DESIGN.md sign).
         meta: free-form provenance (format name, original keys, ...), JSON-safe.
+        leds: the LED board's geometry when the file gives it (UConn, native ``led_grid``,
+            simulations), in the same order as the images; ``None`` when only NAs are known.
     """
 
     intensities: np.ndarray
@@ -36,6 +39,7 @@ class RawData:
     source: Path | None = None
     z_um: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    leds: LEDArray | None = None
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.intensities)
@@ -60,6 +64,8 @@ class RawData:
             raise FPMInputError(
                 f"pupil shape {self.optics.pupil.shape} does not match image shape {arr.shape[1:]}", where
             )
+        if self.leds is not None and self.leds.n_leds != arr.shape[0]:
+            raise FPMInputError(f"{arr.shape[0]} images but an LED array of {self.leds.n_leds} LEDs", where)
         object.__setattr__(self, "intensities", arr)
         if self.source is not None:
             object.__setattr__(self, "source", Path(self.source))
@@ -95,11 +101,12 @@ class RawData:
     def sorted_by_na(self) -> "RawData":
         """Copy with LEDs ordered by illumination NA, bright field first."""
         order = self.optics.led_order_by_na()
-        return replace(self, intensities=self.intensities[order], optics=self.optics.select_leds(order))
+        return self.select_leds(order)
 
     def select_leds(self, indices) -> "RawData":
         idx = np.asarray(indices)
-        return replace(self, intensities=self.intensities[idx], optics=self.optics.select_leds(idx))
+        leds = None if self.leds is None else self.leds.select(idx)
+        return replace(self, intensities=self.intensities[idx], optics=self.optics.select_leds(idx), leds=leds)
 
     def crop(self, top: int, left: int, height: int, width: int) -> "RawData":
         """Spatial crop of every image (pupil must be re-sampled by the caller if present).

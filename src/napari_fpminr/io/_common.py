@@ -269,7 +269,7 @@ def check_plausible(opt: Optics, n_images: int, lr_shape: tuple[int, int], path:
 
 
 def build_raw(path: Path, intensities: np.ndarray, *, fmt: str, z_um: float | None = None,
-              meta: dict[str, Any] | None = None, **optics: Any) -> RawData:
+              meta: dict[str, Any] | None = None, leds=None, **optics: Any) -> RawData:
     """Construct ``Optics`` + ``RawData``, turning validation errors into one-line FPMInputErrors."""
     na = np.asarray(optics.get("na_illum"), dtype=np.float64)
     if not np.all(np.isfinite(na)):
@@ -286,4 +286,4 @@ def build_raw(path: Path, intensities: np.ndarray, *, fmt: str, z_um: float | No
     if images.ndim == 3:
         check_plausible(opt, images.shape[0], images.shape[1:], path)
     return RawData(intensities=images, optics=opt, source=path, z_um=z_um,
-                   meta={"format": fmt, **(meta or {})})
+                   meta={"format": fmt, **(meta or {})}, leds=leds)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FPMInputError, MissingParameterError
-from ..optics.geometry import led_grid_na
+from ..optics.led_array import LEDArray
 from ._common import build_raw, one_line
 from .budget import check_memory
 from ..rawdata import RawData
@@ -149,7 +149,26 @@ def sidecar_na(meta: dict[str, Any], side: Path) -> np.ndarray:
             raise FPMInputError(f"na_x and na_y must be lists of equal length, got {na_x.shape} and {na_y.shape}",
                                 side)
         return np.stack([na_x, na_y], axis=1)
-    grid = meta.get("led_grid", meta)
+    leds = sidecar_leds(meta, side)
+    if leds is None:
+        raise FPMInputError("missing key 'grid_size': give na_x/na_y lists or led_grid with "
+                            "grid_size, pitch_mm, distance_mm", side)
+    return leds.na_at()
+
+
+def sidecar_leds(meta: dict[str, Any], side: Path) -> LEDArray | None:
+    """The LED board's geometry: ``led_array`` (explicit offsets), ``led_grid`` (also as top-level
+    keys), or ``None`` when the sidecar gives NAs only."""
+    if "led_array" in meta:
+        try:
+            return LEDArray.from_dict(meta["led_array"])
+        except ValueError as exc:
+            raise FPMInputError(f"invalid led_array: {one_line(exc)}", side) from None
+    grid = meta.get("led_grid")
+    if grid is None:
+        if not any(k in meta for k in GRID_KEYS):
+            return None
+        grid = meta
     if not isinstance(grid, dict):
         raise FPMInputError("'led_grid' must be an object", side)
     missing = [k for k in GRID_KEYS if k not in grid]
@@ -157,7 +176,7 @@ def sidecar_na(meta: dict[str, Any], side: Path) -> np.ndarray:
         raise FPMInputError(f"missing key '{missing[0]}': give na_x/na_y lists or led_grid with "
                             "grid_size, pitch_mm, distance_mm", side)
     try:
-        return led_grid_na(
+        return LEDArray.grid(
             _grid_size(grid["grid_size"], side), _number(grid, "pitch_mm", side), _number(grid, "distance_mm", side),
             centre_mm=tuple(float(v) for v in grid.get("centre_mm", (0.0, 0.0))),
             order=str(grid.get("order", "raster")),
@@ -187,6 +206,9 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
         else:
             raise MissingParameterError(f"'{key}'", f"add it to {side.name} or pass {_ARG_FOR[key]}=...", path)
     na = sidecar_na(meta, side)
+    leds = sidecar_leds(meta, side)
+    if leds is not None and leds.n_leds != na.shape[0]:
+        raise FPMInputError(f"{side.name} gives {na.shape[0]} LED NAs but an LED array of {leds.n_leds}", side)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -209,4 +231,4 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
     z_um = _number(meta, "z_um", side) if meta.get("z_um") is not None else None
     up = int(upsample) or (int(_number(meta, "upsample", side)) if meta.get("upsample") else 0)
     return build_raw(path, images, fmt="native", z_um=z_um, meta={"sidecar": side.name},
-                     na_illum=na, upsample=up, **params)
+                     na_illum=na, upsample=up, leds=leds, **params)

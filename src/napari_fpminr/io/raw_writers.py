@@ -79,6 +79,8 @@ def write_native(raw: RawData, path: Path) -> None:
         "upsample": o.upsample, "z_um": raw.z_um,
         "na_x": o.na_illum[:, 0].tolist(), "na_y": o.na_illum[:, 1].tolist(),
     }
+    if raw.leds is not None:
+        meta["led_array"] = raw.leds.to_dict()
     if o.pupil is not None:
         meta["note"] = "the calibrated pupil is not stored in the native format"
     side = path.with_suffix(".json")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FPMInputError
-from ..optics.geometry import led_grid_na
+from ..optics.led_array import LEDArray
 from ._common import build_raw, load_mat, require_keys, scalar, stack_from_matlab
 from ..rawdata import RawData
 
@@ -36,13 +36,18 @@ SLAB_THICKNESS_MM = 1.0
 SLAB_INDEX = 1.52
 
 
-def uconn_na(n_leds: int, xint_mm: float, yint_mm: float, theta_deg: float) -> np.ndarray:
-    """``(N, 2)`` illumination NA of the first ``n_leds`` LEDs of the UConn spiral."""
+def uconn_leds(n_leds: int, xint_mm: float, yint_mm: float, theta_deg: float) -> LEDArray:
+    """The first ``n_leds`` LEDs of the UConn spiral board (geometry, acquisition order)."""
     side = int(math.ceil(math.sqrt(n_leds)))
     side += 1 - side % 2  # odd square that contains the spiral
-    na = led_grid_na(side, LED_PITCH_MM, LED_DISTANCE_MM, centre_mm=(xint_mm, yint_mm), order="spiral",
-                     rotation_deg=theta_deg, slab_thickness_mm=SLAB_THICKNESS_MM, slab_index=SLAB_INDEX)
-    return na[:n_leds]
+    board = LEDArray.grid(side, LED_PITCH_MM, LED_DISTANCE_MM, order="spiral", centre_mm=(xint_mm, yint_mm),
+                          rotation_deg=theta_deg, slab_thickness_mm=SLAB_THICKNESS_MM, slab_index=SLAB_INDEX)
+    return board.select(np.arange(n_leds))
+
+
+def uconn_na(n_leds: int, xint_mm: float, yint_mm: float, theta_deg: float) -> np.ndarray:
+    """``(N, 2)`` illumination NA of the first ``n_leds`` LEDs of the UConn spiral (field centre)."""
+    return uconn_leds(n_leds, xint_mm, yint_mm, theta_deg).na_at()
 
 
 def read_uconn(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_um=None,
@@ -66,7 +71,7 @@ def read_uconn(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_u
         ab = np.asarray(data["aberration"])
         if ab.ndim == 2 and ab.size > 1 and np.any(ab != 0):
             pupil = ab.astype(np.complex64)
-    na = uconn_na(amplitudes.shape[0], xint, yint, theta)
+    leds = uconn_leds(amplitudes.shape[0], xint, yint, theta)
     return build_raw(
         path, np.square(amplitudes), fmt="uconn",
         z_um=None if z_m is None else z_m * 1e6,
@@ -75,5 +80,5 @@ def read_uconn(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_u
         na_obj=float(na_obj) if na_obj is not None else NA_OBJ,
         mag=float(mag) if mag is not None else MAG,
         pixel_um=float(pixel_um) if pixel_um is not None else PIXEL_UM,
-        na_illum=na, upsample=int(upsample), pupil=pupil,
+        na_illum=leds.na_at(), upsample=int(upsample), pupil=pupil, leds=leds,
     )

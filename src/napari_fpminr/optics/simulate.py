@@ -53,6 +53,7 @@ from ..errors import FPMInputError
 from ..io.atomic import atomic_write
 from ..rawdata import RawData
 from .forward import FPMForward
+from .led_array import LEDArray
 from .samples import band_limit, cell_layer, structure_mask
 from .system import Optics
 
@@ -62,18 +63,9 @@ PRESETS = ("layers", "tilted", "single")
 _LED_ELEMENTS = 1 << 23  # complex elements per LED chunk in the multislice (64 MiB)
 
 
-def paper_optics(n_leds: int = 69, *, wavelength_um: float = 0.522, na_obj: float = 0.25, mag: float = 10.0,
-                 pixel_um: float = 3.45, pitch_mm: float = 4.0, distance_mm: float = 70.0,
-                 upsample: int = 2) -> Optics:
-    """Optics like the FPM-INR paper's simulation: λ 0.522 µm, NA 0.25, 10×, 3.45 µm pixels, 2× upsampling.
-
-    LEDs sit on a square grid of pitch ``pitch_mm`` at ``distance_mm`` below the sample (no
-    slab), illumination NA ``l/sqrt(l² + distance²)`` with the DESIGN.md sign
-    ``(na_x, na_y) = -NA_ill·(cos φ, sin φ)``. The ``n_leds`` LEDs nearest the centre are used
-    (ties broken in raster order), in raster acquisition order (row by row). With the defaults
-    the 69 LEDs of the disk ``i² + j² <= 20`` reach illumination NA 0.248 (just inside the
-    objective NA 0.25).
-    """
+def paper_leds(n_leds: int = 69, *, pitch_mm: float = 4.0, distance_mm: float = 70.0) -> LEDArray:
+    """The ``n_leds`` LEDs nearest the centre of a square grid (ties broken in raster order), in
+    raster acquisition order (row by row), ``distance_mm`` below the sample, no slab."""
     if n_leds < 1:
         raise FPMInputError(f"n_leds must be >= 1, got {n_leds}")
     half = int(math.ceil(math.sqrt(n_leds))) + 1
@@ -81,10 +73,22 @@ def paper_optics(n_leds: int = 69, *, wavelength_um: float = 0.522, na_obj: floa
     offsets = np.stack([i.ravel(), j.ravel()], axis=1).astype(np.float64)  # (dx, dy) in pitches
     r2 = (offsets**2).sum(axis=1)
     chosen = np.sort(np.argsort(r2, kind="stable")[:n_leds])  # raster order
-    xy_mm = offsets[chosen] * pitch_mm
-    na_illum = -xy_mm / np.sqrt((xy_mm**2).sum(axis=1, keepdims=True) + distance_mm**2)
+    return LEDArray(offsets=offsets[chosen], pitch_mm=pitch_mm, distance_mm=distance_mm)
+
+
+def paper_optics(n_leds: int = 69, *, wavelength_um: float = 0.522, na_obj: float = 0.25, mag: float = 10.0,
+                 pixel_um: float = 3.45, pitch_mm: float = 4.0, distance_mm: float = 70.0,
+                 upsample: int = 2) -> Optics:
+    """Optics like the FPM-INR paper's simulation: λ 0.522 µm, NA 0.25, 10×, 3.45 µm pixels, 2× upsampling.
+
+    LEDs (:func:`paper_leds`) sit on a square grid of pitch ``pitch_mm`` at ``distance_mm`` below
+    the sample (no slab), illumination NA ``l/sqrt(l² + distance²)`` with the DESIGN.md sign
+    ``(na_x, na_y) = -NA_ill·(cos φ, sin φ)``. With the defaults the 69 LEDs of the disk
+    ``i² + j² <= 20`` reach illumination NA 0.248 (just inside the objective NA 0.25).
+    """
+    leds = paper_leds(n_leds, pitch_mm=pitch_mm, distance_mm=distance_mm)
     return Optics(wavelength_um=wavelength_um, na_obj=na_obj, mag=mag, pixel_um=pixel_um,
-                  na_illum=na_illum, upsample=upsample)
+                  na_illum=leds.na_at(), upsample=upsample)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,6 +277,7 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
     if not (noise >= 0 and math.isfinite(noise)) or (photons is not None and not photons > 0):
         raise FPMInputError("noise must be >= 0 and photons > 0")
     size = int(size)
+    leds = paper_leds() if optics is None else None
     optics = paper_optics() if optics is None else optics
     dev = resolve_device(device)
     try:
@@ -317,5 +322,5 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
                   z_um=np.asarray(truth_z, dtype=np.float64), depth_um=depth.astype(np.float32),
                   dx_hr_um=dx, meta=meta)
     raw = RawData(intensities=intensity, optics=optics, source=None,
-                  z_um=float(truth_z[0]) if preset == "single" else None, meta=dict(meta))
+                  z_um=float(truth_z[0]) if preset == "single" else None, meta=dict(meta), leds=leds)
     return Simulation(raw=raw, truth=truth)
