@@ -1,0 +1,163 @@
+"""One tile's reconstruction, as a dask task, and its files in the work directory.
+
+A task reads its window of the raw stack, sets the illumination NAs seen from the tile's centre,
+reconstructs (``fpm``: the conventional stack at the requested planes; ``inr``: the seeded model
+over the z range, :func:`recon.train.iter_train`) and writes, atomically, into the work folder:
+
+* ``tile_RRR_CCC.safetensors`` (fpm: ``amplitude`` and ``phase`` float32 ``(Z, h·up, w·up)``)
+  or ``tile_RRR_CCC.fpminr`` (inr: the tile's model file);
+* then ``tile_RRR_CCC.json``: the job hash, the window, the NAs used, the amplitude scale, the
+  tile's best-focus depth, timing. A tile counts as done only when this file exists with the
+  job's hash, so a run killed at any moment leaves either a finished tile or nothing usable.
+
+Amplitude scale: each tile's reconstruction normalises by the tile's own bright-field mean
+(:meth:`RawData.normalized`); multiplying its amplitude by ``sqrt(level_tile / level_frame)``
+puts every tile on the whole frame's scale (a transparent sample ≈ 1 everywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..rawdata import RawData
+from .layout import Tile
+
+__all__ = ["TileTask", "run_tile", "tile_done", "read_marker", "best_focus"]
+
+MARKER_VERSION = 1
+
+
+@dataclasses.dataclass
+class TileTask:
+    """Everything a worker needs for one tile (picklable; sent to dask workers)."""
+
+    tile: Tile
+    na_illum: np.ndarray
+    method: str
+    planes: np.ndarray
+    options: dict[str, Any]
+    level: float
+    work_dir: str
+    job_hash: str
+    source: Any = None          # a lazy source (reads its own window), or
+    raw: RawData | None = None  # the tile's data already cut out (in-memory formats)
+
+    @property
+    def stem(self) -> Path:
+        return Path(self.work_dir) / self.tile.name
+
+
+def read_marker(work_dir, tile: Tile) -> dict | None:
+    p = Path(work_dir) / f"{tile.name}.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def tile_done(work_dir, tile: Tile, job_hash: str) -> dict | None:
+    """The tile's marker when it was finished by this job (same hash and its data file present)."""
+    marker = read_marker(work_dir, tile)
+    if not marker or marker.get("job_hash") != job_hash:
+        return None
+    data = Path(work_dir) / str(marker.get("file", ""))
+    return marker if data.is_file() else None
+
+
+def best_focus(amplitude: np.ndarray, z_um: np.ndarray) -> float:
+    """Depth of the sharpest plane: normal variance ``Σ(a - μ)² / (N μ)`` of the amplitude."""
+    a = np.asarray(amplitude, np.float64).reshape(amplitude.shape[0], -1)
+    mu = a.mean(axis=1)
+    nv = ((a - mu[:, None]) ** 2).mean(axis=1) / np.maximum(mu, 1e-12)
+    return float(np.asarray(z_um)[int(np.argmax(nv))])
+
+
+def _tile_raw(task: TileTask) -> RawData:
+    if task.raw is not None:
+        raw = task.raw
+    else:
+        raw = task.source.tile_raw(*task.tile.window)
+    return raw.with_optics(na_illum=np.asarray(task.na_illum, np.float64), pupil=None)
+
+
+def run_tile(task: TileTask, stop=None) -> dict:
+    """Reconstruct one tile and write its files; returns its marker (also when already done)."""
+    done = tile_done(task.work_dir, task.tile, task.job_hash)
+    if done is not None:
+        return dict(done, skipped=True)
+    threads = task.options.get("torch_threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    raw = _tile_raw(task)
+    scale = math.sqrt(raw.background_level() / task.level)
+    if task.method == "fpm":
+        info = _run_fpm(task, raw, scale, stop)
+    else:
+        info = _run_inr(task, raw, scale, stop)
+    if info is None:  # stopped
+        return {"stopped": True, "row": task.tile.row, "col": task.tile.col}
+    marker = {"version": MARKER_VERSION, "job_hash": task.job_hash, "row": task.tile.row, "col": task.tile.col,
+              "window": list(task.tile.window), "amplitude_scale": scale, "elapsed_s": time.perf_counter() - t0,
+              "na_illum_mean": np.asarray(task.na_illum).mean(axis=0).tolist(), **info}
+    from ..io.atomic import atomic_write
+
+    with atomic_write(task.stem.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(marker), encoding="utf-8")
+    return dict(marker, skipped=False)
+
+
+def _run_fpm(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
+    import torch
+    from safetensors.torch import save_file
+
+    from ..io.atomic import atomic_write
+    from ..recon.conventional import iter_conventional
+
+    o = task.options
+    last = None
+    for last in iter_conventional(raw, task.planes, iterations=int(o.get("iterations", 25)),
+                                  mode=o.get("mode", "batched"), pupil_update=bool(o.get("recover_pupil")),
+                                  device=o.get("device", "auto"), stop=stop):
+        pass
+    if last is None or last.stopped or last.stack is None:
+        return None
+    amp = (last.stack.amplitude * np.float32(scale)).astype(np.float32)
+    phase = last.stack.phase.astype(np.float32)
+    path = task.stem.with_suffix(".safetensors")
+    with atomic_write(path) as tmp:
+        save_file({"amplitude": torch.from_numpy(np.ascontiguousarray(amp)),
+                   "phase": torch.from_numpy(np.ascontiguousarray(phase))}, str(tmp),
+                  metadata={"fpminr-tile": json.dumps({"z_um": np.asarray(task.planes).tolist()})})
+    return {"file": path.name, "best_focus_um": best_focus(amp, task.planes), "device": last.stack.meta.get("device")}
+
+
+def _run_inr(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
+    from ..io.model_file import save_model
+    from ..recon.train import TrainConfig, iter_train
+
+    o = task.options
+    config = TrainConfig(**o.get("train", {}))
+    z = np.asarray(task.planes, np.float64)
+    model = None
+    for event in iter_train(raw, float(z.min()), float(z.max()), config, stop=stop):
+        if event.model is not None:
+            model = event.model
+        if event.stopped:
+            return None
+    if model is None:
+        return None
+    path = task.stem.with_suffix(".fpminr")
+    save_model(model, path)
+    probe = np.linspace(model.z_min_um, model.z_max_um, 21)
+    amp, _ = model.render(probe, step=2)
+    return {"file": path.name, "best_focus_um": best_focus(amp, probe), "device": str(model.device)}
