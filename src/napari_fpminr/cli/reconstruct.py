@@ -31,6 +31,10 @@ def cmd_reconstruct(args) -> int:
 def _reconstruct(args, raw_path: Path, out: Path) -> int:
     from ..io import budget
 
+    if getattr(args, "tile", None):
+        from .tiles import run_tiled
+
+        return run_tiled(args, raw_path, out)
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
@@ -178,4 +182,7 @@ def add_reconstruct_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_limits(p)
+    from .tiles import add_tiling_options
+
+    add_tiling_options(p)
     p.set_defaults(func=cmd_reconstruct)

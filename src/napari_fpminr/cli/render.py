@@ -31,6 +31,14 @@ def _render(args, path: Path, out: Path) -> int:
     from ..io.model_file import load_model
     from ..io.stack_files import StackArrays, write_stack
 
+    from ..io.mosaic_file import is_mosaic
+
+    if is_mosaic(path):
+        from .tiles import render_mosaic
+
+        return render_mosaic(args, path, out)
+    if args.region or args.level:
+        raise FPMInputError("--region and --level are for mosaic models (fpminr reconstruct --tile)", path)
     model = load_model(path, device=resolve_device(args.device))
     planes = _requested_planes(args, (model.z_min_um, model.z_max_um))
     outside = planes[(planes < model.z_min_um - 1e-6) | (planes > model.z_max_um + 1e-6)]
@@ -111,4 +119,7 @@ def add_render_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true")
     _add_limits(p)
+    from .tiles import add_region_options
+
+    add_region_options(p)
     p.set_defaults(func=cmd_render)

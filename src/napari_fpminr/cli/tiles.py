@@ -1,0 +1,172 @@
+"""Whole-slide options of ``fpminr reconstruct`` (``--tile``) and mosaic rendering (``render --region``).
+
+    fpminr reconstruct SLIDE.tif -o OUT --tile 128 --overlap 16 [--method fpm|inr]
+                       [--workers K | --scheduler tcp://HOST:8786] [--led-distance-mm D [--led-pitch-mm P]]
+
+OUT: ``.zarr`` (fpm: OME-Zarr multiscale z-stack written block by block; inr: rendered planes),
+``.fpminr`` (inr: one mosaic model), ``.npz``/``.tif`` (the whole field assembled at the end).
+Finished tiles are kept in ``OUT.tiles/`` until the output is written: a killed run started
+again with the same options computes only the missing tiles (``--keep-tiles`` keeps the folder).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from ..errors import FPMInputError
+from ..progress import ProgressLine
+
+__all__ = ["add_tiling_options", "run_tiled", "render_mosaic"]
+
+
+def add_tiling_options(p) -> None:
+    g = p.add_argument_group("whole slides (tiles)")
+    g.add_argument("--tile", type=int, help="reconstruct in overlapping tiles of N raw px (whole-slide mode)")
+    g.add_argument("--overlap", type=int, default=16, help="raw px shared by neighbouring tiles (default 16)")
+    g.add_argument("--workers", type=int, help="local worker processes (default: tiles run in this process)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    g.add_argument("--led-distance-mm", type=float,
+                   help="LED board distance, for files with NAs only (per-tile NAs)")
+    g.add_argument("--led-pitch-mm", type=float, help="LED pitch (with --led-distance-mm; the unit of the offsets)")
+    g.add_argument("--centre-na", action="store_true",
+                   help="every tile uses the NAs of the frame centre (for comparisons; not recommended)")
+    g.add_argument("--keep-tiles", action="store_true", help="keep OUT.tiles/ after the output is written")
+
+
+def _train_options(args) -> dict:
+    opts = {"device": args.device, "seed": args.seed, "recover_pupil": args.recover_pupil, "init": args.init,
+            "representation": "mlp" if args.init == "random" else args.representation}
+    for flag in ("epochs", "rank"):
+        if getattr(args, flag, None) is not None:
+            opts[flag] = getattr(args, flag)
+    return opts
+
+
+def build_job(args, raw_path: Path, out: Path):
+    """The :class:`TiledJob` the options describe (source opened lazily where possible)."""
+    from ..tiles.layout import TileLayout
+    from ..tiles.local_na import tile_leds
+    from ..tiles.run import TiledJob, work_dir_for
+    from ..tiles.source import open_source
+    from .common import _default_z_range, _requested_planes
+
+    if args.crop:
+        raise FPMInputError("--crop and --tile do not go together: tiles cover the whole frame")
+    if args.workers is not None and args.workers < 1:
+        raise FPMInputError(f"--workers must be >= 1, got {args.workers}")
+    source = open_source(raw_path, wavelength_um=args.wavelength_um, na_obj=args.na_obj, mag=args.mag,
+                         pixel_um=args.pixel_um, upsample=args.upsample or 0)
+    header = source.header
+    layout = TileLayout(source.frame_shape, args.tile, args.overlap, header.optics.upsample, header.optics.dx_lr_um)
+    planes = _requested_planes(args, _default_z_range(header))
+    if args.method == "inr" and not planes.max() > planes.min():
+        raise FPMInputError(f"a model needs a z range, got the single plane z = {planes[0]:g} um", raw_path)
+    leds = None if args.centre_na else tile_leds(header, args.led_distance_mm, args.led_pitch_mm)
+    if leds is None and not args.centre_na and layout.n_tiles > 1:
+        print("tiles: the file gives NAs only: every tile uses the centre's NAs (pass --led-distance-mm for "
+              "per-tile illumination angles)", file=sys.stderr)
+    if args.method == "fpm":
+        options = {"iterations": args.iterations, "mode": args.mode, "recover_pupil": args.recover_pupil,
+                   "device": args.device}
+    else:
+        options = {"train": _train_options(args)}
+    return TiledJob(source, layout, args.method, planes, work_dir_for(out), leds=leds, options=options)
+
+
+def run_tiled(args, raw_path: Path, out: Path) -> int:
+    """``fpminr reconstruct --tile``: tiles on dask, then the output assembled from the tile files."""
+    from ..tiles.run import iter_tiles
+
+    job = build_job(args, raw_path, out)
+    lay = job.layout
+    where = args.scheduler or (f"{args.workers} local worker processes" if args.workers else "this process")
+    print(f"tiles: {lay.grid_shape[0]} x {lay.grid_shape[1]} tiles of {lay.tile_shape[0]} raw px (overlap "
+          f"{lay.overlap}) over {lay.frame_shape[0]} x {lay.frame_shape[1]} px, {job.method}, "
+          f"{'per-tile NAs' if job.leds is not None else 'centre NAs'}, {job.source.kind} reading, on {where}",
+          file=sys.stderr)
+    bar = ProgressLine("tiles", enabled=not args.quiet)
+    event = None
+    for event in iter_tiles(job, scheduler=args.scheduler, workers=args.workers,
+                            processes=bool(args.workers) and not args.scheduler):
+        bar.update(event.fraction, event.text())
+    bar.close(event.text() if event is not None else "")
+    assert event is not None and event.done
+    if event.skipped:
+        print(f"tiles: {event.skipped} of {event.n_tiles} kept from an earlier run", file=sys.stderr)
+    _write_output(job, event.markers, out, quiet=args.quiet)
+    if not args.keep_tiles:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    return 0
+
+
+def _write_output(job, markers: dict, out: Path, quiet: bool = False) -> None:
+    from ..io.mosaic_file import load_mosaic, save_mosaic
+    from ..tiles.assemble import stack_region, write_ome_zarr, write_whole
+
+    lay = job.layout
+    optics = job.source.header.optics
+    suffix = out.suffix.lower()
+    planes = job.planes
+    if job.method == "fpm":
+        def source(region):
+            return stack_region(lay, markers, job.work_dir, region, planes.size)
+    else:
+        mosaic_path = out if suffix == ".fpminr" else job.work_dir / "mosaic.fpminr"
+        save_mosaic(mosaic_path, lay, list(markers.values()), job.work_dir, optics,
+                    (float(planes.min()), float(planes.max())),
+                    meta={"source": str(job.source.header.source), "job_hash": job.job_hash,
+                          "per_tile_na": job.leds is not None})
+        if suffix == ".fpminr":
+            print(f"mosaic     {out}  ({lay.n_tiles} tiles)")
+            return
+        mosaic = load_mosaic(mosaic_path)
+
+        def source(region):
+            return mosaic.render(planes, region)
+    if suffix == ".zarr":
+        bar = ProgressLine("write", enabled=not quiet)
+        write_ome_zarr(out, source, lay, planes, optics.dx_hr_um,
+                       progress=lambda i, n: bar.update(i / n, f"blocks {i}/{n}"))
+        bar.close()
+    else:
+        write_whole(out, source, lay, planes, optics.dx_hr_um)
+    print(f"stack      {out}  ({planes.size} planes, {lay.n_tiles} tiles)")
+
+
+def render_mosaic(args, path: Path, out: Path) -> int:
+    """``fpminr render MOSAIC --region TOP LEFT H W --level L``: blended planes of a region."""
+    from ..io.mosaic_file import load_mosaic
+    from ..io.stack_files import StackArrays, write_stack
+    from .common import _requested_planes
+
+    if args.all_in_focus:
+        raise FPMInputError("--all-in-focus is not available for mosaics yet; render planes with --z/--z-step",
+                            path)
+    mosaic = load_mosaic(path)
+    planes = _requested_planes(args, (mosaic.z_min_um, mosaic.z_max_um))
+    outside = planes[(planes < mosaic.z_min_um - 1e-6) | (planes > mosaic.z_max_um + 1e-6)]
+    if outside.size:
+        raise FPMInputError(f"z = {outside[0]:g} um is outside the mosaic's range "
+                            f"[{mosaic.z_min_um:g}, {mosaic.z_max_um:g}] um", path)
+    H, W = mosaic.hr_shape
+    region = tuple(args.region) if args.region else (0, 0, H, W)
+    level = int(args.level or 0)
+    if level < 0 or level > 10:
+        raise FPMInputError(f"--level must be from 0 to 10, got {level}")
+    top, left, h, w = region
+    if top < 0 or left < 0 or h < 1 or w < 1 or top + h > H or left + w > W:
+        raise FPMInputError(f"--region {top} {left} {h} {w} is not inside the mosaic's {H}x{W} hr px", path)
+    step = 2 ** level
+    amp, phase = mosaic.render(planes, region, step)
+    write_stack(out, StackArrays(amp, phase if args.phase else None, planes, mosaic.dx_hr_um * step))
+    print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level})")
+    return 0
+
+
+def add_region_options(p) -> None:
+    p.add_argument("--region", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                   help="mosaics: an hr-pixel region of the field (default: all of it)")
+    p.add_argument("--level", type=int, default=0, help="mosaics: pyramid level L (every 2**L-th hr px)")
