@@ -34,7 +34,7 @@ from ..errors import FPMInputError
 from ..recon.stop import should_stop
 from .layout import TileLayout
 from .local_na import local_na
-from .worker import TileTask, run_tile, tile_done
+from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
 
 __all__ = ["TiledJob", "TileProgress", "iter_tiles", "work_dir_for", "default_workers"]
 
@@ -183,11 +183,11 @@ def iter_tiles(job: TiledJob, *, scheduler: str | None = None, workers: int | No
     if job.level is None:
         job.level = job.source.background_level()
     client, cluster, threads = _client(scheduler, workers, processes)
-    in_process = cluster is not None and not processes
+    token = register_stop(stop) if cluster is not None and not processes else None
     try:
         from distributed import as_completed
 
-        futures = [client.submit(run_tile, job.task(t, threads), stop if in_process else None,
+        futures = [client.submit(run_tile, job.task(t, threads), token,
                                  key=f"fpminr-{job.job_hash[:12]}-{t.name}", pure=False) for t in todo]
         computed = 0
         stopped = False
@@ -211,6 +211,7 @@ def iter_tiles(job: TiledJob, *, scheduler: str | None = None, workers: int | No
                                markers=markers)
             return
     finally:
+        release_stop(token)
         client.close()
         if cluster is not None:
             cluster.close()

@@ -29,9 +29,24 @@ import numpy as np
 from ..rawdata import RawData
 from .layout import Tile
 
-__all__ = ["TileTask", "run_tile", "tile_done", "read_marker", "best_focus"]
+__all__ = ["TileTask", "run_tile", "tile_done", "read_marker", "best_focus", "register_stop", "release_stop"]
 
 MARKER_VERSION = 1
+#: stop signals of in-process runs, by token (dask serialises task arguments, and an Event cannot be)
+_STOPS: dict[str, Any] = {}
+
+
+def register_stop(stop) -> str | None:
+    """A token under which tasks running in this process find ``stop`` (``None`` for no stop)."""
+    if stop is None:
+        return None
+    token = f"stop-{id(stop)}-{time.monotonic_ns()}"
+    _STOPS[token] = stop
+    return token
+
+
+def release_stop(token: str | None) -> None:
+    _STOPS.pop(token or "", None)
 
 
 @dataclasses.dataclass
@@ -87,8 +102,13 @@ def _tile_raw(task: TileTask) -> RawData:
     return raw.with_optics(na_illum=np.asarray(task.na_illum, np.float64), pupil=None)
 
 
-def run_tile(task: TileTask, stop=None) -> dict:
-    """Reconstruct one tile and write its files; returns its marker (also when already done)."""
+def run_tile(task: TileTask, stop_token: str | None = None) -> dict:
+    """Reconstruct one tile and write its files; returns its marker (also when already done).
+
+    ``stop_token`` (from :func:`register_stop`) reaches the run's stop signal when the task runs
+    in the process that started the run; elsewhere the tile simply runs to its end.
+    """
+    stop = _STOPS.get(stop_token or "")
     done = tile_done(task.work_dir, task.tile, task.job_hash)
     if done is not None:
         return dict(done, skipped=True)
