@@ -124,7 +124,12 @@ def read_one(path: str) -> list[LayerData]:
     """Layer data for one file; raises the core's errors (``read_paths`` turns them into notes)."""
     if Path(path).suffix.lower() == MODEL_SUFFIX:
         from ..io.model_file import load_model
+        from ..io.mosaic_file import is_mosaic, load_mosaic
 
+        if is_mosaic(path):  # a whole slide: one lazy multiscale layer (see _mosaic.py)
+            from ._mosaic import mosaic_layer_data
+
+            return mosaic_layer_data(load_mosaic(path))
         return model_layer_data(load_model(path, device="cpu"))
     from ..io import read_raw
 

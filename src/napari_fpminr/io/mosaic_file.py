@@ -105,7 +105,7 @@ def is_mosaic(path) -> bool:
 class MosaicModel:
     """A whole-slide model: per-tile models blended on the frame's hr grid."""
 
-    def __init__(self, path: Path, head: dict, cache_tiles: int = 16):
+    def __init__(self, path: Path, head: dict, cache_tiles: int = 64):
         self.path = Path(path)
         self.head = head
         try:
@@ -230,7 +230,7 @@ class MosaicModel:
         ])
 
 
-def load_mosaic(path, cache_tiles: int = 16) -> MosaicModel:
+def load_mosaic(path, cache_tiles: int = 64) -> MosaicModel:
     """Open a mosaic ``.fpminr`` (reads the JSON header only; tiles are decoded on demand)."""
     path = Path(path)
     if not path.is_file():

@@ -1,0 +1,106 @@
+"""A whole-slide mosaic opens as ONE lazy multiscale layer; only the tiles in view are decoded.
+
+The screenshot test needs a real canvas (``xvfb-run``); it saves the canvas to
+``mosaic_screenshot.png`` in the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_fpminr.cli import main
+from napari_fpminr.io import write_raw
+from napari_fpminr.optics.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def small_mosaic(tmp_path_factory) -> Path:
+    """A real tiled INR run: 32 x 56 raw px in two tiles of 32 (overlap 8)."""
+    d = tmp_path_factory.mktemp("mosaic")
+    raw_path = d / "small.tif"
+    write_raw(simulate("tilted", size=64, seed=0).raw.crop(0, 0, 32, 56), raw_path)
+    out = d / "small.fpminr"
+    assert main(["reconstruct", str(raw_path), "-o", str(out), "--method", "inr", "--z-min", "-3", "--z-max", "3",
+                 "--tile", "32", "--overlap", "8", "-q", "--device", "cpu", "--keep-tiles"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def big_mosaic(small_mosaic) -> Path:
+    """A 13 x 13-tile mosaic (320 x 320 raw px, 640 x 640 hr px) whose tiles reuse the two trained
+    tile models alternately: large enough for a pyramid, cheap to build."""
+    from napari_fpminr.io.mosaic_file import save_mosaic
+    from napari_fpminr.optics.simulate import paper_optics
+    from napari_fpminr.tiles.layout import TileLayout
+
+    work = small_mosaic.with_name(small_mosaic.name + ".tiles")
+    markers0 = [json.loads((work / f"tile_000_00{c}.json").read_text()) for c in (0, 1)]
+    optics = paper_optics()
+    layout = TileLayout((320, 320), 32, 8, 2, optics.dx_lr_um)
+    markers = [dict(markers0[(t.row + t.col) % 2], row=t.row, col=t.col, window=list(t.window))
+               for t in layout.tiles()]
+    out = small_mosaic.with_name("big.fpminr")
+    save_mosaic(out, layout, markers, work, optics, (-3.0, 3.0))
+    return out
+
+
+def test_reader_opens_a_mosaic_as_one_lazy_layer_with_z_in_um(small_mosaic):
+    from napari_fpminr._napari._reader import get_reader
+
+    reader = get_reader(str(small_mosaic))
+    assert reader is not None
+    (phase, p_meta, _), (amp, a_meta, kind) = reader(str(small_mosaic))
+    assert kind == "image" and isinstance(amp, da.Array) and amp.shape[1:] == (64, 112)
+    assert a_meta["axis_labels"][0] == "z (µm)" and a_meta["units"][0] == "µm"
+    assert a_meta["visible"] and not p_meta["visible"]
+    z = a_meta["metadata"]["fpminr_z_um"]
+    assert a_meta["translate"][0] == pytest.approx(z[0]) and a_meta["scale"][0] == pytest.approx(z[1] - z[0])
+    mosaic = a_meta["metadata"]["fpminr_mosaic"]
+    np.testing.assert_allclose(np.asarray(amp[3]), mosaic.render([z[3]])[0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_pyramid_levels_decode_only_the_chunks_asked_for_and_cache_them(big_mosaic):
+    from napari_fpminr._napari._mosaic import MosaicLevels, mosaic_layer_data
+    from napari_fpminr.io.mosaic_file import load_mosaic
+
+    (_, _, _), (levels, meta, _) = mosaic_layer_data(load_mosaic(big_mosaic))
+    assert meta["multiscale"] and [a.shape[1] for a in levels] == [640, 320]
+    mosaic = load_mosaic(big_mosaic)  # fresh: nothing decoded yet
+    lv = MosaicLevels(mosaic, meta["metadata"]["fpminr_z_um"])
+    levels = lv.levels()
+    corner = np.asarray(levels[0][5, 540:, 540:])  # inside the last chunk (512..640)
+    assert lv.decoded_chunks == 1
+    under = mosaic.layout.tiles_touching(512, 512, 128, 128)  # the chunk's tiles only
+    assert 0 < mosaic.decoded_tiles <= len(under) < mosaic.layout.n_tiles / 3
+    again = np.asarray(levels[0][5, 540:, 540:])
+    assert lv.decoded_chunks == 1  # from the chunk cache
+    np.testing.assert_array_equal(corner, again)
+    coarse = np.asarray(levels[1][5, 270:, 270:])
+    np.testing.assert_allclose(coarse, corner[::2, ::2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gui
+def test_mosaic_layer_on_a_real_canvas(make_napari_viewer, big_mosaic, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open(str(big_mosaic), plugin="napari-fpminr")
+    phase, amp = layers
+    assert amp.multiscale and amp.visible and not phase.visible
+    assert amp.axis_labels[0] == "z (µm)"
+    viewer.reset_view()
+    viewer.dims.set_point(0, amp.translate[0])
+    shot_lo = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(float)
+    viewer.dims.set_point(0, amp.translate[0] + amp.scale[0] * (amp.data[0].shape[0] - 1))
+    shot_hi = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(float)
+    assert shot_lo.std() > 5 and shot_hi.std() > 5    # not blank
+    assert np.abs(shot_lo - shot_hi).mean() > 0.5      # the slide changes with z
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "mosaic_screenshot.png", shot_hi.astype(np.uint8))
+    lv = amp.metadata["fpminr_levels"]
+    total_level0 = amp.data[0].numblocks[1] * amp.data[0].numblocks[2] * amp.data[0].shape[0]
+    assert lv.decoded_chunks < total_level0            # never the whole stack at full resolution
