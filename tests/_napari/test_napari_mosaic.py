@@ -104,3 +104,28 @@ def test_mosaic_layer_on_a_real_canvas(make_napari_viewer, big_mosaic, tmp_path)
     lv = amp.metadata["fpminr_levels"]
     total_level0 = amp.data[0].numblocks[1] * amp.data[0].numblocks[2] * amp.data[0].shape[0]
     assert lv.decoded_chunks < total_level0            # never the whole stack at full resolution
+
+
+def test_widget_tiles_section_runs_tiles_with_a_progress_bar_and_opens_the_mosaic(make_napari_viewer, qtbot):
+    from napari_fpminr._napari._layers import raw_layer_data
+    from napari_fpminr._napari._widget import ReconstructionWidget
+
+    viewer = make_napari_viewer()
+    raw = simulate("tilted", size=64, seed=0).raw.crop(0, 0, 32, 56)
+    data, meta, _ = raw_layer_data(raw)
+    viewer.add_image(data, **meta)
+    widget = ReconstructionWidget(viewer)
+    panel = widget.tiles_panel
+    panel.tile.setValue(32)
+    panel.overlap.setValue(8)
+    panel.z_min.setValue(-3)
+    panel.z_max.setValue(3)
+    seen = []
+    panel.start()
+    panel.worker.yielded.connect(lambda ev: seen.append(getattr(ev, "tiles_done", None)))
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    assert panel.progress.value() == 1000 and "mosaic written" in panel.status.text()
+    assert 2 in seen                                     # the bar went through the tiles
+    names = [ly.name for ly in viewer.layers]
+    assert any(n.startswith("mosaic") and n.endswith("amplitude") for n in names)
+    assert panel.output.is_file()

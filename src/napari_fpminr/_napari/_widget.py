@@ -191,6 +191,10 @@ class ReconstructionWidget(QWidget):
         layout.addLayout(top)
         layout.addWidget(train_box)
         layout.addWidget(view_box)
+        from ._tiles_panel import TilesPanel  # whole slides: tiled run with a progress bar over tiles
+
+        self.tiles_panel = TilesPanel(self.viewer, self.selected_raw)
+        layout.addWidget(self.tiles_panel)
         layout.addStretch(1)
 
     # ---- layers and selection ------------------------------------------------------------
