@@ -3,6 +3,7 @@
     fpminr info RAW_OR_MODEL
     fpminr simulate OUT [--preset NAME] [--size N] [--seed S] [--noise F]
     fpminr reconstruct RAW -o OUT [--method inr|fpm] [--z-min A --z-max B [--z-step S] | --z Z ...] ...
+    fpminr calibrate RAW [-o RAW.calib.json]
     fpminr render MODEL -o OUT (--z Z ... | --z-step S | --all-in-focus [--raw RAW]) [--phase]
     fpminr gui [FILE]
 
@@ -18,6 +19,7 @@ import warnings
 
 from ..errors import FPMInputError
 from .basic import cmd_gui, cmd_info, cmd_simulate
+from .calibrate import add_calibrate_parser
 from .common import _add_limits, _add_optics_overrides, z_planes
 from .reconstruct import _fit_memory, add_reconstruct_parser, fpm_progress_text, inr_progress_text
 from .render import add_render_parser
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     add_reconstruct_parser(sub)
+
+    add_calibrate_parser(sub)
 
     add_render_parser(sub)
 

@@ -13,6 +13,7 @@ from ..progress import ProgressLine, format_seconds
 from .common import (MODEL_SUFFIX, STACK_SUFFIXES, _add_limits, _add_optics_overrides, _add_z_options,
                      _check_output_size, _crop, _default_z_range, _output_guard, _read_raw, _requested_planes,
                      input_files)
+from .calibrate import add_calibration_options, apply_calibration_args
 from .render import _write_rendered
 
 
@@ -38,6 +39,7 @@ def _reconstruct(args, raw_path: Path, out: Path) -> int:
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
+    raw = apply_calibration_args(args, raw)  # --calibration FILE / --calibrate (no-op without either)
     default_range = _default_z_range(raw)
     planes = _requested_planes(args, default_range)
     if args.method == "fpm":
@@ -118,6 +120,8 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
         model = event.model if event.model is not None else model
     bar.close(f"trained in {format_seconds(time.monotonic() - t0)}")
     assert model is not None
+    if "calibration" in raw.meta:  # model files record the illumination calibration used
+        model.meta["calibration"] = raw.meta["calibration"]
     if out.suffix.lower() == MODEL_SUFFIX:
         from ..io.safety import writing
 
@@ -182,6 +186,7 @@ def add_reconstruct_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_limits(p)
+    add_calibration_options(p)
     from .tiles import add_tiling_options
 
     add_tiling_options(p)

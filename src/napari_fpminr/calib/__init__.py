@@ -1,0 +1,11 @@
+"""Self-calibration of the illumination: LED board geometry, per-LED brightness, background.
+
+Qt-free core at the level of :mod:`napari_fpminr.recon` (uses optics, rawdata and the conventional
+solver; never io, cli, volume or napari). :func:`iter_calibrate` fits a :class:`Calibration`;
+:meth:`Calibration.apply` returns corrected :class:`~napari_fpminr.rawdata.RawData`.
+"""
+
+from .calibrate import METHODS, CalibrationProgress, calibrate, iter_calibrate
+from .model import CALIBRATION_VERSION, Calibration
+
+__all__ = ["CALIBRATION_VERSION", "METHODS", "Calibration", "CalibrationProgress", "calibrate", "iter_calibrate"]
