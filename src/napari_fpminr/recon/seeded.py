@@ -45,7 +45,7 @@ from .conventional import iter_conventional
 from .inr import FPMINR, INRArchitecture
 from .lowrank import LowRankArchitecture, LowRankField
 from .stop import should_stop
-from .train_forward import led_amplitudes, window_indices
+from .box_forward import PupilBox
 
 __all__ = ["CostModel", "PhaseStep", "estimate_work", "invariance_index", "iter_seeded", "seed_node_depths"]
 
@@ -185,10 +185,9 @@ def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, dev
     n_leds = data.n_leds
     measured = torch.as_tensor(np.sqrt(data.intensities), device=device)
     chunks = _led_chunks(n_leds, cfg.led_batch, device)
-    flat_index = window_indices(fwd, chunks)
-    kz = torch.fft.ifftshift(fwd.kz, dim=(-2, -1))
-    base = fwd.pupil if pupil is None else torch.as_tensor(pupil, dtype=torch.complex64, device=device) * fwd.support
-    pupil_u = torch.fft.ifftshift(base, dim=(-2, -1))
+    box = PupilBox.of(fwd)
+    flat_index = [box.gather_indices(fwd, chunk) for chunk in chunks]
+    transfers = [_BoxTransfer(fwd, box, chunk, pupil) for chunk in chunks]
     optimizer = _Adam(list(net.parameters()), lr=cfg.polish_lr)
     rng = np.random.default_rng(cfg.seed)
     z_lo, z_hi = float(nodes[0]), float(nodes[-1])
@@ -205,10 +204,9 @@ def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, dev
         z = torch.as_tensor(rng.uniform(z_lo, z_hi, cfg.polish_z_per_step), dtype=torch.float32, device=device)
         optimizer.zero_grad(set_to_none=True)
         spectrum = net.full_spectrum(z, norm="forward")
-        transfer = pupil_u * torch.polar(torch.ones_like(kz), kz * z[:, None, None])
         total = 0.0
-        for chunk, idx in zip(chunks, flat_index):
-            pred = led_amplitudes(spectrum, transfer, idx, len(chunk), data.lr_shape)
+        for chunk, idx, transfer in zip(chunks, flat_index, transfers):
+            pred = box.amplitudes(spectrum, transfer(z), idx, len(chunk))
             loss = F.smooth_l1_loss(pred, measured[chunk].expand_as(pred), beta=cfg.polish_beta) * (len(chunk) / n_leds)
             loss.backward(retain_graph=chunk is not chunks[-1])
             total += float(loss.detach())
@@ -325,6 +323,36 @@ class _Adam:
             m.mul_(b1).add_(p.grad, alpha=1 - b1)
             v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
             p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-lr / c1)
+
+
+class _BoxTransfer:
+    """Boxed transfer function of one LED chunk at any depths: ``(Z, b_y, b_x)`` on the grid,
+    ``(Z, n, b_y, b_x)`` for sub-bin tilts (disk and defocus at each LED's shifted coordinates,
+    see :mod:`optics.forward`); everything but the depth is computed once."""
+
+    def __init__(self, fwd: FPMForward, box: PupilBox, leds: torch.Tensor, pupil):
+        device = fwd.device
+        given = None if pupil is None else torch.as_tensor(pupil, dtype=torch.complex64, device=device)
+        self.per_led = not getattr(fwd, "on_grid", True)
+        if self.per_led:
+            support, kz = fwd.shifted_ctf(leds)
+            self.amplitude = box.crop(support.to(torch.float32))
+            self.kz = box.crop(kz)
+            aberration = None
+            if given is not None or fwd.optics.pupil is not None:
+                aberration = box.crop(fwd.extend_pupil(fwd.pupil if given is None else given))
+            self.aberration = aberration
+        else:
+            base = fwd.pupil if given is None else given * fwd.support
+            self.amplitude = box.crop(base)
+            self.kz = box.crop(fwd.kz)
+            self.aberration = None
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        zz = z[:, None, None, None] if self.per_led else z[:, None, None]
+        phase = torch.polar(torch.ones_like(self.kz), self.kz[None] * zz)
+        out = self.amplitude[None] * phase
+        return out if self.aberration is None else out * self.aberration
 
 
 def _led_chunks(n_leds: int, led_batch: int | None, device) -> list[torch.Tensor]:
