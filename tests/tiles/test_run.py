@@ -53,6 +53,8 @@ def test_tiled_npz_zarr_and_tif_hold_the_same_whole_field(slide, reference, tmp_
     assert [a["name"] for a in ms["axes"]] == ["z", "c", "y", "x"] and ms["axes"][0]["unit"] == "micrometer"
     scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
     assert scale[0] == pytest.approx(2.0)  # z spacing in um
+    focus = np.asarray(root.attrs["fpminr"]["tile_best_focus_um"], float)
+    assert focus.shape == (3, 3) and np.all(np.isin(focus, [-1.0, 1.0]))  # one of the planes per tile
     np.testing.assert_array_equal(root["0"][:, 0], reference["amplitude"])
     np.testing.assert_array_equal(root["0"][:, 1], reference["phase"])
     t = tmp_path / "out.tif"

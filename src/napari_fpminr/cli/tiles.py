@@ -128,8 +128,11 @@ def _write_output(job, markers: dict, out: Path, quiet: bool = False) -> None:
             return mosaic.render(planes, region)
     if suffix == ".zarr":
         bar = ProgressLine("write", enabled=not quiet)
+        rows, cols = lay.grid_shape
+        focus = [[markers[(r, c)].get("best_focus_um") for c in range(cols)] for r in range(rows)]
         write_ome_zarr(out, source, lay, planes, optics.dx_hr_um,
-                       progress=lambda i, n: bar.update(i / n, f"blocks {i}/{n}"))
+                       progress=lambda i, n: bar.update(i / n, f"blocks {i}/{n}"),
+                       attrs={"tile_best_focus_um": focus})
         bar.close()
     else:
         write_whole(out, source, lay, planes, optics.dx_hr_um)

@@ -76,7 +76,7 @@ def _pool(a: np.ndarray, f: int) -> np.ndarray:
 
 
 def write_ome_zarr(out, source: Callable, layout: TileLayout, z_um: np.ndarray, dx_hr_um: float,
-                   progress: Callable[[int, int], None] | None = None) -> Path:
+                   progress: Callable[[int, int], None] | None = None, attrs: dict | None = None) -> Path:
     """OME-NGFF 0.4 multiscale ``(z, c, y, x)`` z-stack written block by block (atomic folder)."""
     import os
     import shutil
@@ -128,7 +128,7 @@ def write_ome_zarr(out, source: Callable, layout: TileLayout, z_um: np.ndarray, 
                     for lv in range(levels)],
             }]
             root.attrs["omero"] = {"channels": [{"label": "amplitude"}, {"label": "phase"}]}
-            root.attrs["fpminr"] = {"z_um": z.tolist(), "tiles": layout.to_dict()}
+            root.attrs["fpminr"] = {"z_um": z.tolist(), "tiles": layout.to_dict(), **(attrs or {})}
             _commit_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
