@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 TILE, OVERLAP, N_PLANES = 128, 16, 5
+ITERATIONS = [25]  # set by --iterations
 SEAM_PX = 8
 
 
@@ -127,7 +128,8 @@ def bench_fpm(size: int, cache: Path, results: dict) -> None:
     planes = planes_for(meta)
     out = cache / f"fpm_{size}.npz"
     m = run_child(["reconstruct", str(raw), "-o", str(out), "--method", "fpm", "--tile", str(TILE), "--overlap",
-                   str(OVERLAP), "--z", *[f"{z:.4f}" for z in planes], "-q", "--device", "cpu", "--keep-tiles"])
+                   str(OVERLAP), "--z", *[f"{z:.4f}" for z in planes], "-q", "--device", "cpu", "--keep-tiles",
+                   "--iterations", str(ITERATIONS[0])])
     amp = np.load(out)["amplitude"]
     truth = t["amplitude"]
     layout = TileLayout((size, size), TILE, OVERLAP, amp.shape[1] // size, 1.0)  # dx unused here
@@ -147,7 +149,7 @@ def bench_single_piece(size: int, cache: Path, results: dict) -> None:
     planes = planes_for(meta)
     out = cache / f"fpm_single_{size}.npz"
     m = run_child(["reconstruct", str(raw), "-o", str(out), "--method", "fpm", "--z", *[f"{z:.4f}" for z in planes],
-                   "-q", "--device", "cpu"])
+                   "-q", "--device", "cpu", "--iterations", str(ITERATIONS[0])])
     amp = np.load(out)["amplitude"]
     truth = t["amplitude"]
     layout = TileLayout((size, size), TILE, OVERLAP, amp.shape[1] // size, 1.0)
@@ -177,7 +179,7 @@ def bench_local_angles(size: int, cache: Path, results: dict) -> None:
     local_dir = cache / f"fpm_{size}.npz.tiles"
     depth = true_depth(meta, t["amplitude"].shape[0], float(t["dx_hr_um"]))
     job = TiledJob(src, layout, "fpm", planes, cache / f"centre_na_{size}.tiles", leds=None,
-                   options={"iterations": 25, "mode": "batched", "recover_pupil": False, "device": "cpu"})
+                   options={"iterations": ITERATIONS[0], "mode": "batched", "recover_pupil": False, "device": "cpu"})
     r_, c_ = layout.grid_shape
     edge = [tl for tl in layout.tiles() if tl.row in (0, r_ - 1) or tl.col in (0, c_ - 1)]
     pick = edge[:: max(1, len(edge) // 8)][:8]
@@ -287,6 +289,8 @@ def main() -> None:
     ap.add_argument("--cache", default="bench_tiles_cache")
     ap.add_argument("--out")
     ap.add_argument("--skip-inr", action="store_true")
+    ap.add_argument("--inr-size", type=int, help="raw size of the INR mosaic run (default: the smallest size)")
+    ap.add_argument("--iterations", type=int, default=25, help="fpm iterations per plane")
     ap.add_argument("--only", nargs="+", help="stages: fpm single local inr decode")
     args = ap.parse_args()
     cache = Path(args.cache)
@@ -295,18 +299,18 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     stages = set(args.only or ["fpm", "single", "local", "inr", "decode"])
+    ITERATIONS[0] = args.iterations
+    results["fpm_iterations"] = args.iterations
 
     def save():
         out.write_text(json.dumps(results, indent=1))
 
-    for size in args.sizes:
-        simulate_cached(size, cache)
     if "fpm" in stages:
         for size in args.sizes:
             bench_fpm(size, cache, results)
             save()
-        if "fpm_tiles_512" in results and "fpm_tiles_1024" in results:
-            results["time_ratio_1024_over_512"] = results["fpm_tiles_1024"]["wall_s"] / results["fpm_tiles_512"]["wall_s"]
+    if "fpm_tiles_512" in results and "fpm_tiles_1024" in results:
+        results["time_ratio_1024_over_512"] = results["fpm_tiles_1024"]["wall_s"] / results["fpm_tiles_512"]["wall_s"]
     if "single" in stages and 512 in args.sizes:
         bench_single_piece(512, cache, results)
         save()
@@ -315,11 +319,12 @@ def main() -> None:
         save()
     projection(results)
     save()
+    inr_size = args.inr_size or min(args.sizes)
     if "inr" in stages and not args.skip_inr:
-        bench_inr(min(args.sizes), cache, results)
+        bench_inr(inr_size, cache, results)
         save()
-    if "decode" in stages and (cache / f"inr_{min(args.sizes)}.fpminr").exists():
-        bench_decode(cache, results, source_size=min(args.sizes))
+    if "decode" in stages and (cache / f"inr_{inr_size}.fpminr").exists():
+        bench_decode(cache, results, source_size=inr_size)
         save()
     print(json.dumps(results, indent=1))
 

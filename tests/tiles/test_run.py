@@ -162,3 +162,14 @@ def test_inr_mosaic_renders_any_region_and_level_from_the_tiles_it_needs(tmp_pat
     assert main(["render", str(out), "-o", str(r), "--z", "0.5", "--region", "8", "4", "20", "30", "--level", "1"]) == 0
     np.testing.assert_allclose(np.load(r)["amplitude"], full_a[:, 8:28:2, 4:34:2], rtol=1e-5, atol=1e-6)
     assert main(["render", str(out), "-o", str(tmp_path / "bad.npz"), "--z", "0", "--region", "0", "0", "999", "9"]) == 2
+
+
+def test_bad_tiled_options_are_one_line_errors(slide, tmp_path, capsys):
+    out = str(tmp_path / "x.npz")
+    assert main(["reconstruct", str(slide), "-o", out, *FPM_ARGS, "--crop", "0", "0", "32", "32"]) == 2
+    assert "--crop and --tile" in capsys.readouterr().err
+    assert main(["reconstruct", str(slide), "-o", out, "--method", "fpm", "--z", "0", "--tile", "32",
+                 "--overlap", "20"]) == 2
+    assert "--overlap" in capsys.readouterr().err
+    assert main(["reconstruct", str(slide), "-o", out, *FPM_ARGS, "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,35 @@ def test_formats_without_lazy_reading_fall_back_to_memory(tmp_path):
     assert src.kind == "memory" and not src.lazy
     whole = read_raw(path)
     np.testing.assert_array_equal(src.tile_raw(0, 0, 16, 16).intensities, whole.intensities[:, :16, :16])
+
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "bloodsmear_green.mat").is_file(), reason="real data (../shared/data) absent")
+def test_uconn_file_gives_per_tile_nas_from_its_led_board():
+    """UConn data (MATLAB v5: read into memory once) carry the board: a corner tile sees shifted NAs."""
+    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tiles.local_na import local_na, tile_leds
+
+    src = open_source(DATA / "bloodsmear_green.mat")
+    assert src.kind == "memory" and src.frame_shape == (128, 128)
+    leds = tile_leds(src.header)
+    assert leds is not None and leds.distance_mm == pytest.approx(90.88)
+    o = src.header.optics
+    layout = TileLayout(src.frame_shape, 64, 16, o.upsample, o.dx_lr_um)
+    corner = layout.tile_at(0, 0)
+    x_mm, y_mm = layout.centre_mm(corner)
+    assert x_mm == pytest.approx(-32 * 1.845e-3) and y_mm == pytest.approx(-32 * 1.845e-3)
+    shift = local_na(leds, (x_mm, y_mm), o.na_illum) - local_na(leds, (0.0, 0.0), o.na_illum)
+    # the tile's centre sits 59 um left of and above the axis: every LED appears ~59 um further along +x
+    # and +y, and (na_x, na_y) = -NA (cos, sin) of that direction drops by ~0.059 / 90.88
+    assert np.all(shift < 0) and np.median(-shift) == pytest.approx(0.059 / 90.88, rel=0.3)
+    np.testing.assert_allclose(local_na(leds, (0.0, 0.0), o.na_illum), o.na_illum, atol=1e-9)
+
+
+@pytest.mark.skipif(not (DATA / "blood_aberration.mat").is_file(), reason="real data (../shared/data) absent")
+def test_a_whole_frame_pupil_is_dropped_for_tiles_with_a_warning():
+    with pytest.warns(UserWarning, match="recover-pupil"):
+        src = open_source(DATA / "blood_aberration.mat")
+    assert src.header.optics.pupil is None and src.tile_raw(0, 0, 64, 64).optics.pupil is None
