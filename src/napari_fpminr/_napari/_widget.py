@@ -189,6 +189,10 @@ class ReconstructionWidget(QWidget):
         vl.addRow(row)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        from ._calibration import CalibrationPanel  # "Calibrate illumination" step with a before/after view
+
+        self.calibration_panel = CalibrationPanel(self.viewer, self.selected_raw_layer)
+        layout.addWidget(self.calibration_panel)
         layout.addWidget(train_box)
         layout.addWidget(view_box)
         from ._tiles_panel import TilesPanel  # whole slides: tiled run with a progress bar over tiles
@@ -204,6 +208,9 @@ class ReconstructionWidget(QWidget):
     def training_raw_of(self, model):
         """The raw-data layer's data a model was trained on (same content hash), or None."""
         return matching_raw(model, [layer.metadata[RAW_KEY] for layer in self.raw_layers()])
+
+    def selected_raw_layer(self):
+        return next((ly for ly in self.raw_layers() if ly.name == self.raw_combo.currentText()), None)
 
     def selected_raw(self):
         name = self.raw_combo.currentText()
@@ -413,6 +420,8 @@ class ReconstructionWidget(QWidget):
             return
         self.progress.setValue(self.progress.maximum() if not stopped else self.progress.value())
         self.status.setText(("stopped" if stopped else "done") + f": {self.status.text()}")
+        if self._run_raw is not None and "calibration" in self._run_raw.meta:  # the model records it
+            self._run_model.meta["calibration"] = self._run_raw.meta["calibration"]
         if self.last_event is not None and self._run_raw is not None and self._run_params is not None:
             calibrate(self._run_raw, self._run_params, self.last_event.elapsed_s,
                       1.0 if not stopped else float(self.last_event.fraction))

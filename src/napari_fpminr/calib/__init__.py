@@ -5,7 +5,7 @@ solver; never io, cli, volume or napari). :func:`iter_calibrate` fits a :class:`
 :meth:`Calibration.apply` returns corrected :class:`~napari_fpminr.rawdata.RawData`.
 """
 
-from .calibrate import METHODS, CalibrationProgress, calibrate, iter_calibrate
+from .pipeline import METHODS, CalibrationProgress, calibrate, iter_calibrate
 from .model import CALIBRATION_VERSION, Calibration
 
 __all__ = ["CALIBRATION_VERSION", "METHODS", "Calibration", "CalibrationProgress", "calibrate", "iter_calibrate"]

@@ -208,26 +208,38 @@ def object_tilt(field: torch.Tensor, dx_hr_um: float, search_bins: float = 2.0) 
     return np.array([cx / (W * dx_hr_um), cy / (H * dx_hr_um)])
 
 
-def fit_brightness(pred_int: np.ndarray, meas_int: np.ndarray, bright_field: np.ndarray,
-                   n_iter: int = 50) -> tuple[np.ndarray, float]:
+def fit_brightness(pred_int: np.ndarray, meas_int: np.ndarray, bright_field: np.ndarray, n_iter: int = 50,
+                   min_signal: float = 1e-3, limits=(0.2, 5.0)) -> tuple[np.ndarray, float]:
     """``b_i`` and a common background ``c`` minimising ``Σ (b_i·I_pred + c - I_meas)²``.
 
     ``c`` is determined by the dark-field frames only (in a bright-field frame a background is
     indistinguishable from a brighter LED); without dark-field frames it is 0. Alternating
-    closed-form updates (each exact given the other); ``b`` is returned normalised to mean 1 over
-    the bright-field LEDs, ``c`` in the units of ``meas_int``.
+    closed-form updates (each exact given the other). LEDs whose predicted mean intensity is
+    below ``min_signal`` × the bright-field mean (far dark field: noise only) keep ``b = 1``;
+    the others are clipped to ``limits``. ``b`` is returned normalised to mean 1 over the
+    bright-field LEDs, ``c`` in the units of ``meas_int``.
     """
     p = pred_int.reshape(pred_int.shape[0], -1).astype(np.float64)
     m = meas_int.reshape(meas_int.shape[0], -1).astype(np.float64)
     s_pp, s_mp = (p * p).sum(1), (m * p).sum(1)
     s_p, s_m = p.sum(1), m.sum(1)
-    dark = ~np.asarray(bright_field, dtype=bool)
+    bright = np.asarray(bright_field, dtype=bool)
+    ref_level = p[bright].mean() if bright.any() else p.mean()
+    fitted = p.mean(1) >= min_signal * ref_level
+    dark = ~bright & fitted
     c = 0.0
-    b = np.maximum(s_mp / np.maximum(s_pp, 1e-20), 1e-3)
+
+    def update(c):
+        b = np.where(fitted, (s_mp - c * s_p) / np.maximum(s_pp, 1e-30), 1.0)
+        scale = b[bright].mean() if bright.any() else b[fitted].mean()
+        b = np.where(fitted, np.clip(b / scale, *limits) * scale, scale)  # unfitted LEDs: as bright as the mean
+        return b
+
+    b = update(c)
     for _ in range(n_iter if dark.any() else 0):
-        b = np.maximum((s_mp - c * s_p) / np.maximum(s_pp, 1e-20), 1e-3)
+        b = update(c)
         c = float(max((s_m[dark] - b[dark] * s_p[dark]).sum() / (p.shape[1] * dark.sum()), 0.0))
-    ref = b[bright_field].mean() if np.any(bright_field) else b.mean()
+    ref = b[bright].mean() if bright.any() else b.mean()
     return b / ref, c
 
 

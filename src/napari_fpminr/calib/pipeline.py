@@ -76,7 +76,7 @@ def _misfit_measured(field, pupil, z, data_norm: RawData, cal_raw: RawData, brig
 
 def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "data", rounds: int = 3,
                    iterations: int = 8, crop_px: int | None = 64, per_led: bool = False,
-                   brightness: bool = True, min_gain: float = 0.01, use_tilt: bool = True, device="auto",
+                   brightness: bool = True, geometry: bool = True, min_gain: float = 0.01, use_tilt: bool = True, device="auto",
                    stop=None) -> Iterator[CalibrationProgress]:
     """Fit a :class:`Calibration` to ``raw``; yields progress, the last event has ``.calibration``.
 
@@ -89,6 +89,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
         crop_px: central crop used for the fit (NAs refer to the field centre); None = whole field.
         per_led: keep the refined per-LED NAs instead of the global model's.
         brightness: fit per-LED brightness and background.
+        geometry: fit the global geometric model.
         min_gain: relative misfit decrease below which the nominal model is kept.
         stop: callable or ``threading.Event``; when it fires the last event has ``stopped=True``.
     """
@@ -107,7 +108,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                    z_um=work.z_um, meta=work.meta, leds=work.leds)
     nominal = Calibration.identity(raw)
     cal = nominal
-    n_steps = 2 + int(rounds) + (1 if method != "data" else 0)
+    n_steps = 6 + int(rounds) + (1 if method != "data" else 0)
     step = 0
 
     def event(stage, message, **kw):
@@ -157,7 +158,8 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             tilt = object_tilt(obj, data.optics.dx_hr_um) * data.optics.wavelength_um if use_tilt else np.zeros(2)
             target = na_fit + tilt[None, :]
             weights = _led_weights(data)
-            cal = fit_geometry(norm, target, weights, cal)
+            if geometry:
+                cal = fit_geometry(norm, target, weights, cal)
             if per_led:
                 cal = cal.replace(na_illum=target)
             if brightness:
@@ -166,18 +168,40 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             yield event("round", f"round {r + 1}/{rounds}: {_geometry_text(cal)}, brightness spread "
                                  f"{cal.brightness_spread():.3f}, background {cal.background / level:.4f} of BF")
 
-        data, field = field_of(cal)
-        if field is None:
-            yield stopped_event()
-            return
-        misfit_after = _misfit_measured(*field, z, norm, data, cal.brightness, cal.background / level)
-        report.update(misfit_after=misfit_after, elapsed_s=time.perf_counter() - t0)
+        # candidates, each judged by the misfit of its own reconstruction (the choice is measured)
+        geo_only = cal.replace(brightness=None, background=0.0)
+        candidates = {"geometry+brightness": cal} if brightness else {}
+        if geometry:
+            candidates["geometry"] = geo_only
+        if brightness:
+            got = field_of(geo_only) if geometry else (base_data, base)
+            if got[1] is None:
+                yield stopped_event()
+                return
+            b, bg = _brightness_from_field(norm, got[0], *got[1], z)
+            if geometry:
+                candidates["geometry+brightness (recovered pupil)"] = geo_only.replace(brightness=b, background=bg * level)
+            candidates["brightness (recovered pupil)"] = nominal.replace(brightness=b, background=bg * level)
+        misfits = {}
+        for name, c in candidates.items():
+            data, field = field_of(c)
+            if field is None:
+                yield stopped_event()
+                return
+            misfits[name] = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
+            step += 1
+            yield event("candidate", f"{name}: misfit {misfits[name]:.4f}")
+        best = min(misfits, key=misfits.get) if misfits else None
+        cal = candidates[best] if best else nominal
+        misfit_after = misfits[best] if best else misfit_before
+        report.update(misfit_after=misfit_after, candidates=misfits, chosen=best,
+                      elapsed_s=time.perf_counter() - t0)
         if not misfit_after < (1.0 - min_gain) * misfit_before:
             report["message"] = (f"calibration did not lower the misfit ({misfit_before:.4f} -> {misfit_after:.4f}, "
                                  f"needs {100 * min_gain:g}% less): kept the nominal illumination model")
             final = nominal.replace(fallback=True, report=dict(report, rejected=cal.summary()))
         else:
-            report["message"] = f"misfit {misfit_before:.4f} -> {misfit_after:.4f}"
+            report["message"] = f"misfit {misfit_before:.4f} -> {misfit_after:.4f} ({best})"
             final = cal.replace(report=report)
         step = n_steps
         yield event("done", report["message"], calibration=final)
@@ -206,6 +230,15 @@ def _fit_brightness_round(norm: RawData, cal: Calibration, level: float, z: floa
     pred *= data.background_level()  # the solver's normalisation of the data it was given
     b, bg = fit_brightness(pred, norm.intensities, norm.optics.bright_field)
     return cal.replace(brightness=b, background=bg * level), True
+
+
+def _brightness_from_field(norm: RawData, data: RawData, obj, pupil, z: float):
+    """``(b, background)`` from an object reconstructed *with* pupil recovery (the pupil's magnitude
+    kept): on real data the recovered magnitude is mostly the pupil's own apodization, which a
+    phase-only pupil would push into the dark-field LEDs' brightness."""
+    pred = subbin_amplitudes(obj, pupil, z, data.optics.na_illum, data).square().cpu().numpy()
+    pred *= data.background_level()
+    return fit_brightness(pred, norm.intensities, norm.optics.bright_field)
 
 
 def _led_weights(data: RawData) -> np.ndarray:
