@@ -112,7 +112,8 @@ def quality(amp_at_depth: np.ndarray, truth: np.ndarray, layout) -> dict:
     up = layout.upsample
     q = 128 * up
     corners = [(0, 0), (0, W - q), (H - q, 0), (H - q, W - q)]
-    out = {"seams_db": psnr_scaled(amp_at_depth, truth, near), "interior_db": psnr_scaled(amp_at_depth, truth, ~near),
+    out = {"seams_db": psnr_scaled(amp_at_depth, truth, near) if near.any() else None,
+           "interior_db": psnr_scaled(amp_at_depth, truth, ~near),
            "centre_db": psnr_scaled(amp_at_depth[H // 2 - q // 2:H // 2 + q // 2, W // 2 - q // 2:W // 2 + q // 2],
                                     truth[H // 2 - q // 2:H // 2 + q // 2, W // 2 - q // 2:W // 2 + q // 2]),
            "corners_db": [psnr_scaled(amp_at_depth[t:t + q, l:l + q], truth[t:t + q, l:l + q]) for t, l in corners]}
