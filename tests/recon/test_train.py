@@ -312,7 +312,7 @@ def test_training_forward_model_equals_fpmforward(led_batch):
         n = optics.n_leds
         chunks = [torch.arange(s, min(n, s + (led_batch or n))) for s in range(0, n, led_batch or n)]
         spectrum, transfer = spectrum_and_transfer(field, z, fwd, None, torch.fft.ifftshift(fwd.kz))
-        got = torch.cat([led_amplitudes(spectrum, transfer, idx, len(c), lr)
+        got = torch.cat([led_amplitudes(spectrum, transfer, idx, len(c), lr, c)
                          for c, idx in zip(chunks, window_indices(fwd, chunks))], dim=1)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

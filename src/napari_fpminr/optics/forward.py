@@ -9,11 +9,29 @@ For LED ``i`` and defocus ``z`` (µm) the predicted raw intensity is
   gives ``I = 1`` under every bright-field LED: amplitudes are reported relative to the
   bright-field background.
 * ``W_i`` crops the raw-sized window of the hr spectrum centred at ``-(na_x, na_y)/λ``.
-  Window centres are **snapped to the nearest hr frequency bin** (as the FPM-INR reference
-  does); the snapping error is at most half a bin, ``1/(2·w·dx_lr)`` cycles/µm.
+  Window centres sit on the nearest hr frequency bin ``-n_i·Δf`` (``Δf = 1/(w·dx_lr)``).
 * ``P`` is the pupil: the disk ``|k| <= na_obj/λ`` times an optional complex aberration.
 * ``kz = 2π·sqrt(1/λ² - |k|²)`` rad/µm inside the pupil, 0 outside; with this sign a thin
   sample at depth ``z0`` is in focus in the reconstruction at ``z = z0``.
+
+Illumination off the frequency grid (``subpixel=True``, the default). Write the LED's tilt
+``k_i = (na_x, na_y)/λ = n_i·Δf + δ_i`` with integer ``n_i`` and the sub-bin residual
+``|δ_i| <= Δf/2`` per axis. For a sample that is periodic on the hr grid (what the DFT
+assumes) the tilted exit field has plane-wave components at ``m·Δf + k_i``; the camera sees
+those inside the pupil, so with ``q = m + n_i``
+
+    g_i(x) = exp(i2π·δ_i·x) · Σ_q O[q - n_i] · P(q·Δf + δ_i) · exp(i·kz(q·Δf + δ_i)·z) · exp(i2π·q·Δf·x)
+
+The first factor is a global phase ramp that leaves ``|g_i|²`` unchanged; the sum is the
+snapped window ``O[q - n_i]`` times the transfer function evaluated at the *shifted*
+coordinates ``q·Δf + δ_i``. This is exact (not an interpolation): the disk and the defocus are
+analytic and are evaluated at the shifted coordinates per LED (:meth:`FPMForward.led_transfer`).
+A given complex pupil array (a calibrated or recovered aberration, sampled on the raw grid) is
+kept on its bins: only its disk edge and the defocus move with ``δ_i``; bins that the shifted
+disk adds just outside the nominal disk take the value of the nearest bin inside it
+(:meth:`FPMForward.extend_pupil`). That is exact for a pure disk and first-order in ``δ_i`` (at
+most half a bin) for aberrations. ``subpixel=False`` gives the snapped model (the reference
+implementation's), and LEDs whose tilts are all on the grid cost nothing extra.
 
 All LEDs (or a subset) and several z-planes are handled in one call: the windows are gathered
 with one advanced-indexing operation and transformed by one batched inverse FFT.
@@ -52,6 +70,18 @@ def kz_map(optics: Optics, lr_shape: tuple[int, int]) -> np.ndarray:
     return np.where(pupil_support(optics, lr_shape), kz, 0.0)
 
 
+def subbin_residuals(optics: Optics, lr_shape: tuple[int, int]) -> np.ndarray:
+    """``(N, 2)`` residual ``δ_i = k_i - n_i·Δf`` (``(δ_y, δ_x)``, cycles/µm) of each LED tilt off the bin grid.
+
+    ``k_i = (na_y, na_x)/λ``; ``n_i`` is the bin :func:`window_offsets` snaps to (``-offset``),
+    so ``|δ_i| <= Δf/2`` per axis. The transfer function of LED ``i`` is ``P(k + δ_i)``.
+    """
+    h, w = lr_shape
+    df = np.array([1.0 / (h * optics.dx_lr_um), 1.0 / (w * optics.dx_lr_um)])
+    k = optics.na_illum[:, ::-1] / optics.wavelength_um  # (k_y, k_x)
+    return k + window_offsets(optics, lr_shape) * df[None, :]
+
+
 def window_offsets(optics: Optics, lr_shape: tuple[int, int]) -> np.ndarray:
     """Integer ``(row, col)`` offset of each LED window centre from the hr spectrum centre."""
     h, w = lr_shape
@@ -69,9 +99,18 @@ class FPMForward:
         optics: the microscope; ``optics.upsample`` fixes the hr grid.
         lr_shape: ``(h, w)`` of the raw images.
         device: torch device for every tensor this operator creates.
+        subpixel: evaluate each LED's transfer function at its sub-bin tilt (exact; see the
+            module docstring). ``False`` snaps every LED to the nearest bin.
+
+    Attributes (besides the inputs): ``hr_shape``; ``window_top``/``window_left`` (snapped
+    window corners); ``support``, ``pupil``, ``kz`` (nominal, unshifted); ``led_shift`` ``(N, 2)``
+    float64 tensor of ``δ_i`` (zero when snapped); ``on_grid`` (no LED needs a shifted transfer).
     """
 
-    def __init__(self, optics: Optics, lr_shape: tuple[int, int], device: torch.device | str = "cpu"):
+    _ON_GRID_TOL = 1e-6  # |δ| below this fraction of a bin counts as on the grid
+
+    def __init__(self, optics: Optics, lr_shape: tuple[int, int], device: torch.device | str = "cpu",
+                 subpixel: bool = True):
         self.optics = optics
         self.lr_shape = (int(lr_shape[0]), int(lr_shape[1]))
         self.device = torch.device(device)
@@ -108,6 +147,18 @@ class FPMForward:
         self.pupil = torch.as_tensor(pupil.astype(np.complex64), device=self.device)
         self.kz = torch.as_tensor(kz_map(optics, self.lr_shape).astype(np.float32), device=self.device)
 
+        self.subpixel = bool(subpixel)
+        shift = subbin_residuals(optics, self.lr_shape) if self.subpixel else np.zeros((optics.n_leds, 2))
+        df = np.array([1.0 / (h * optics.dx_lr_um), 1.0 / (w * optics.dx_lr_um)])
+        self.on_grid = bool(np.all(np.abs(shift) <= self._ON_GRID_TOL * df))
+        if self.on_grid:
+            shift = np.zeros_like(shift)
+        self.led_shift = torch.as_tensor(shift, dtype=torch.float64, device=self.device)
+        fy, fx = frequency_grid(self.lr_shape, optics.dx_lr_um)
+        self._fy = torch.as_tensor(fy, dtype=torch.float64, device=self.device)
+        self._fx = torch.as_tensor(fx, dtype=torch.float64, device=self.device)
+        self._nearest = torch.as_tensor(_nearest_support_index(support), device=self.device)
+
     @property
     def n_leds(self) -> int:
         return self.optics.n_leds
@@ -131,6 +182,51 @@ class FPMForward:
     def transfer(self, z_um, pupil: torch.Tensor | None = None) -> torch.Tensor:
         """Coherent transfer function ``P·exp(i·kz·z)``, shape ``(Z, h, w)``."""
         return (self.pupil if pupil is None else pupil) * self.defocus(z_um)
+
+    def shifted_ctf(self, leds=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-LED disk and axial wavenumber at the shifted coordinates ``k + δ_i``.
+
+        Returns ``(support (n, h, w) bool, kz (n, h, w) float32 rad/µm, 0 outside the disk)``;
+        computed on demand (nothing per LED is stored), so callers may work in LED chunks.
+        """
+        idx = self.led_index(leds)
+        shift = self.led_shift[idx]
+        fy = self._fy[None] + shift[:, 0, None, None]
+        fx = self._fx[None] + shift[:, 1, None, None]
+        k2 = fy.square() + fx.square()
+        lam = self.optics.wavelength_um
+        support = k2.sqrt() <= self.optics.na_obj / lam + 1e-12
+        kz = 2.0 * math.pi * (1.0 / lam**2 - k2).clamp_min(0.0).sqrt()
+        return support, torch.where(support, kz, 0.0).to(torch.float32)
+
+    def extend_pupil(self, pupil: torch.Tensor) -> torch.Tensor:
+        """A pupil array ``(..., h, w)`` continued just outside its nominal disk by its nearest bin inside.
+
+        The shifted disks of sub-bin LEDs reach up to one bin beyond the nominal disk; the
+        aberration there is taken from the nearest bin inside (first order in ``δ``).
+        """
+        flat = pupil.reshape(*pupil.shape[:-2], -1)
+        return flat[..., self._nearest].reshape(pupil.shape)
+
+    def led_transfer(self, z_um, leds=None, pupil: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-LED transfer ``A(k)·P_disk(k + δ_i)·exp(i·kz(k + δ_i)·z)``, shape ``(Z, n, h, w)``.
+
+        ``pupil``: complex ``(h, w)`` or per-plane ``(Z, h, w)`` pupil on the nominal disk (the
+        optics' pupil by default); its values are the aberration ``A`` (kept on their bins,
+        continued by :meth:`extend_pupil`). On the grid (or snapped) this is
+        :meth:`transfer` broadcast over the LEDs (an expanded view, no copy).
+        """
+        idx = self.led_index(leds)
+        if self.on_grid:
+            t = self.transfer(z_um, pupil)[:, None]
+            return t.expand(t.shape[0], idx.numel(), *self.lr_shape)
+        z = torch.as_tensor(z_um, dtype=torch.float32, device=self.device).reshape(-1)
+        support, kz = self.shifted_ctf(idx)
+        out = torch.polar(support.to(torch.float32)[None], kz[None] * z[:, None, None, None])
+        if pupil is None and self.optics.pupil is None:
+            return out
+        aberration = self.extend_pupil(self.pupil if pupil is None else pupil.to(torch.complex64))
+        return out * (aberration[None, None] if aberration.ndim == 2 else aberration[:, None])
 
     def led_index(self, leds: torch.Tensor | np.ndarray | Sequence[int] | None) -> torch.Tensor:
         if leds is None:
@@ -156,9 +252,10 @@ class FPMForward:
             raise ValueError(f"hr field has shape {tuple(field_hr.shape[-2:])}, expected {self.hr_shape}")
         field_hr = field_hr.to(torch.complex64) if not field_hr.is_complex() else field_hr
         spec = self.spectrum(field_hr if field_hr.ndim == 3 else field_hr[None])
-        transfer = self.transfer(z_um, pupil)  # (Z, h, w)
         win = self.windows(spec, leds)  # (Zf, N, h, w)
-        return self.inverse_spectrum(win * transfer[:, None])
+        if self.on_grid:
+            return self.inverse_spectrum(win * self.transfer(z_um, pupil)[:, None])
+        return self.inverse_spectrum(win * self.led_transfer(z_um, leds, pupil))
 
     def intensities(self, field_hr: torch.Tensor, z_um, leds=None, pupil=None) -> torch.Tensor:
         """Predicted raw intensities ``(Z, N, h, w)``."""
@@ -168,6 +265,41 @@ class FPMForward:
     def amplitudes(self, field_hr: torch.Tensor, z_um, leds=None, pupil=None) -> torch.Tensor:
         """Predicted raw amplitudes ``sqrt(I)``, shape ``(Z, N, h, w)`` (differentiable at 0)."""
         return self.lowres_fields(field_hr, z_um, leds, pupil).abs()
+
+
+def _nearest_support_index(support: np.ndarray) -> np.ndarray:
+    """Flat index, per bin, of the nearest bin inside ``support`` (itself when inside).
+
+    Only the two-bin ring around the disk is searched (shifted disks move by at most half a bin
+    per axis); bins further out keep their own index (the pupil is zero there anyway).
+    """
+    h, w = support.shape
+    index = np.arange(h * w)
+    inside = support.ravel()
+    if not inside.any():
+        return index
+    rows, cols = np.divmod(index, w)
+    pad = np.pad(support, 2)
+    near = np.zeros_like(support)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near |= pad[2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
+    ring = np.flatnonzero(near.ravel() & ~inside)
+    if ring.size == 0:
+        return index
+    # candidates: the support's boundary (inside bins with an outside 8-neighbour)
+    pad1 = np.pad(support, 1)
+    interior = np.ones_like(support)
+    for dy in range(-1, 2):
+        for dx in range(-1, 2):
+            interior &= pad1[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    edge = np.flatnonzero(inside & ~interior.ravel())
+    step = max(1, int(2e7 // edge.size))
+    for s in range(0, ring.size, step):
+        r = ring[s:s + step]
+        d2 = (rows[r, None] - rows[None, edge]) ** 2 + (cols[r, None] - cols[None, edge]) ** 2
+        index[r] = edge[np.argmin(d2, axis=1)]
+    return index
 
 
 def angular_spectrum(field: torch.Tensor, z_um, wavelength_um: float, dx_um: float,

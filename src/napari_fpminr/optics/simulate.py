@@ -3,9 +3,9 @@
 Image formation for a sample made of thin layers ``t_l`` at depths ``z_l`` (µm):
 
 1. Multislice in the tilted-illumination frame. For LED ``i`` the field behind the sample is
-   ``u_i(r) = e_i(r) · exp(i·2π·k_i·r)`` with ``k_i = (na_x, na_y)/λ`` snapped to the hr frequency
-   bin used by :class:`FPMForward` (so the two agree exactly). Only the envelope ``e_i`` is
-   stored on the hr grid. With the forward model's sign (the image of a layer at depth ``z`` is
+   ``u_i(r) = e_i(r) · exp(i·2π·k_i·r)`` with ``k_i = (na_x, na_y)/λ`` exact (the envelope is
+   periodic on the hr grid, the tilt need not be: see "illumination off the frequency grid" in
+   :mod:`~napari_fpminr.optics.forward`). Only the envelope ``e_i`` is stored on the hr grid. With the forward model's sign (the image of a layer at depth ``z`` is
    its exit field propagated by ``exp(i·kz·z)``), a layer at larger ``z`` lies further upstream:
    the illumination crosses the layers in order of decreasing ``z``. Between two consecutive
    layers ``z_a > z_b`` the envelope is propagated by ``d = z_a - z_b`` with the angular spectrum
@@ -14,8 +14,9 @@ Image formation for a sample made of thin layers ``t_l`` at depths ``z_l`` (µm)
    dropped), then multiplied by the next layer's transmittance. All LEDs are propagated in one
    batched tensor (chunked only to bound memory); there is a Python loop over layers only.
 2. FPM imaging of the envelope behind the last (lowest) layer ``z_L`` exactly as
-   :class:`FPMForward` does at defocus ``z_L``: window of the centred hr spectrum, times the
-   pupil and ``exp(i·kz·z_L)``, inverse FFT on the raw grid, ``|·|²``. A single layer at ``z0``
+   :class:`FPMForward` does at defocus ``z_L``: snapped window of the centred hr spectrum, times
+   the LED's transfer at its sub-bin shifted coordinates (:meth:`FPMForward.led_transfer`),
+   inverse FFT on the raw grid, ``|·|²``. A single layer at ``z0``
    therefore gives exactly ``FPMForward.intensities(t, z0)``.
 
 Tilted slide (like the paper's blood smear): one thin layer of stained cells whose depth varies
@@ -59,7 +60,7 @@ from .system import Optics
 
 __all__ = ["PRESETS", "Simulation", "Truth", "multislice_intensities", "paper_optics", "simulate"]
 
-PRESETS = ("layers", "tilted", "single")
+PRESETS = ("layers", "tilted", "single", "slide")
 _LED_ELEMENTS = 1 << 23  # complex elements per LED chunk in the multislice (64 MiB)
 
 
@@ -118,7 +119,7 @@ class Truth:
 
     def mask(self, layer: int) -> np.ndarray:
         """Pixels whose structure belongs to ``layer`` (depth map equal to that layer's depth)."""
-        if self.meta.get("preset") == "tilted":
+        if self.meta.get("preset") in ("tilted", "slide"):
             return np.isfinite(self.depth_um)
         return np.isclose(self.depth_um, self.z_um[layer])
 
@@ -140,14 +141,15 @@ class Simulation:
     truth: Truth
 
 
-def _snapped_illumination(fwd: FPMForward) -> torch.Tensor:
-    """``(N, 2)`` illumination frequencies ``(k_y, k_x)`` (cycles/µm) snapped as FPMForward does."""
+def _illumination(fwd: FPMForward) -> torch.Tensor:
+    """``(N, 2)`` illumination frequencies ``(k_y, k_x)`` (cycles/µm) as FPMForward models them:
+    the snapped bin plus the sub-bin residual (zero when ``fwd`` snaps)."""
     h, w = fwd.lr_shape
     H, W = fwd.hr_shape
     dx = fwd.optics.dx_lr_um
     off_y = (fwd.window_top + h // 2 - H // 2).to(torch.float64)
     off_x = (fwd.window_left + w // 2 - W // 2).to(torch.float64)
-    return torch.stack([-off_y / (h * dx), -off_x / (w * dx)], dim=1)
+    return torch.stack([-off_y / (h * dx), -off_x / (w * dx)], dim=1) + fwd.led_shift
 
 
 def multislice_intensities(layers: torch.Tensor, z_um, fwd: FPMForward) -> torch.Tensor:
@@ -163,8 +165,8 @@ def multislice_intensities(layers: torch.Tensor, z_um, fwd: FPMForward) -> torch
     lam = fwd.optics.wavelength_um
     fy = torch.fft.fftfreq(H, fwd.optics.dx_hr_um, dtype=torch.float64, device=dev)[:, None]
     fx = torch.fft.fftfreq(W, fwd.optics.dx_hr_um, dtype=torch.float64, device=dev)[None, :]
-    k_ill = _snapped_illumination(fwd)
-    transfer = fwd.transfer(float(z[order[-1]]))[0]
+    k_ill = _illumination(fwd)
+    z_last = float(z[order[-1]])
     out = torch.empty((fwd.n_leds, h, w), dtype=torch.float32, device=dev)
     chunk = max(1, _LED_ELEMENTS // (H * W))
     ar_h = torch.arange(h, device=dev)
@@ -186,7 +188,7 @@ def multislice_intensities(layers: torch.Tensor, z_um, fwd: FPMForward) -> torch
         rows = (fwd.window_top[leds][:, None] + ar_h[None])[:, :, None]
         cols = (fwd.window_left[leds][:, None] + ar_w[None])[:, None, :]
         win = spec[torch.arange(len(leds), device=dev)[:, None, None], rows, cols]
-        field_lr = fwd.inverse_spectrum(win * transfer)
+        field_lr = fwd.inverse_spectrum(win * fwd.led_transfer(z_last, leds)[0])
         out[leds] = field_lr.real.square() + field_lr.imag.square()
     return out
 
@@ -251,20 +253,55 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _add_noise(intensity: np.ndarray, seed: int, noise: float, photons: float | None) -> np.ndarray:
+    noise_rng = np.random.default_rng([int(seed), 1])
+    if photons is not None:
+        intensity = noise_rng.poisson(np.clip(intensity, 0, None) * photons) / photons
+    if noise > 0:
+        intensity = intensity + noise * noise_rng.standard_normal(intensity.shape)
+    return np.clip(intensity, 0.0, None).astype(np.float32)
+
+
+def _simulate_slide(size, seed, noise, photons, optics, leds, dev, options) -> Simulation:
+    from .slide import simulate_slide
+
+    try:
+        intensity, band, depth, optics, leds, used = simulate_slide(size, seed, optics, leds, dev, **options)
+    except TypeError as exc:  # unknown option name
+        raise FPMInputError(f"bad option for preset 'slide': {exc}") from None
+    except ValueError as exc:
+        raise FPMInputError(f"cannot simulate the slide: {exc}") from None
+    meta = {"format": "simulated", "preset": "slide", "seed": int(seed), "size": size, "noise": float(noise),
+            "photons": None if photons is None else float(photons),
+            **{k: _json_safe(v) for k, v in options.items()}, **used}
+    z_centre = float(used["z_centre_um"])
+    truth = Truth(amplitude=np.abs(band)[None].astype(np.float32), phase=np.angle(band)[None].astype(np.float32),
+                  z_um=np.array([z_centre]), depth_um=depth.astype(np.float32), dx_hr_um=optics.dx_hr_um, meta=meta)
+    raw = RawData(intensities=_add_noise(intensity, seed, noise, photons), optics=optics, source=None, z_um=None,
+                  meta=dict(meta), leds=leds)
+    return Simulation(raw=raw, truth=truth)
+
+
 def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float = 0.0,
              optics: Optics | None = None, *, photons: float | None = None, device: str = "auto",
-             **preset_options: Any) -> Simulation:
+             leds: LEDArray | None = None, **preset_options: Any) -> Simulation:
     """Simulate a raw FPM dataset and its ground truth (deterministic for a given ``seed``).
 
     Args:
         preset: ``"layers"`` (sparse cell layers at ``z_um``, default −12, 0, +12 µm),
             ``"tilted"`` (one layer of stained, absorption-dominant cells, ``phase_max_rad``
             default 0.15, on a slide tilted along x: ``depth_range_um`` default (−4, +4) across
-            the field, or ``angle_deg`` with ``z_centre_um``; ``bin_um`` strip depth quantization), ``"single"`` (one layer at ``z_um``, default 0).
+            the field, or ``angle_deg`` with ``z_centre_um``; ``bin_um`` strip depth quantization), ``"single"`` (one layer at ``z_um``, default 0),
+            ``"slide"`` (a whole-slide field: one layer on a tilted, curved slide, ``tilt_um_per_mm``,
+            ``curvature_um_per_mm2``, ``z_centre_um``, ``margin_px``; exact spherical-wave
+            illumination per pixel from ``leds``; see :mod:`~napari_fpminr.optics.slide`; default
+            optics :func:`~napari_fpminr.optics.slide.slide_optics`).
         size: raw image side in pixels (the hr grid is ``size·upsample``).
         seed: random seed for the sample and the noise.
         noise: std of additive Gaussian noise, in units of the bright-field background.
-        optics: microscope; default :func:`paper_optics`.
+        optics: microscope; default :func:`paper_optics` (``slide``: :func:`slide_optics`).
+        leds: LED board geometry; needed by ``slide`` with explicit optics (default: the
+            :func:`paper_leds` board for the default optics).
         photons: if given, Poisson shot noise with this many photons at the background level.
         device: torch device for the image formation.
         preset_options: per-preset options above, plus cell options of
@@ -277,7 +314,9 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
     if not (noise >= 0 and math.isfinite(noise)) or (photons is not None and not photons > 0):
         raise FPMInputError("noise must be >= 0 and photons > 0")
     size = int(size)
-    leds = paper_leds() if optics is None else None
+    if preset == "slide":
+        return _simulate_slide(size, seed, noise, photons, optics, leds, resolve_device(device), preset_options)
+    leds = (paper_leds() if optics is None else None) if leds is None else leds
     optics = paper_optics() if optics is None else optics
     dev = resolve_device(device)
     try:
@@ -300,12 +339,7 @@ def simulate(preset: str = "layers", size: int = 64, seed: int = 0, noise: float
 
     with torch.no_grad():
         intensity = multislice_intensities(torch.as_tensor(sim_layers), sim_z, fwd).cpu().numpy()
-    noise_rng = np.random.default_rng([int(seed), 1])
-    if photons is not None:
-        intensity = noise_rng.poisson(np.clip(intensity, 0, None) * photons) / photons
-    if noise > 0:
-        intensity = intensity + noise * noise_rng.standard_normal(intensity.shape)
-    intensity = np.clip(intensity, 0.0, None).astype(np.float32)
+    intensity = _add_noise(intensity, seed, noise, photons)
 
     cutoff = optics.na_synthetic / optics.wavelength_um
     band = band_limit(truth_layers, dx, cutoff)

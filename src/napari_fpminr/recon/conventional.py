@@ -11,10 +11,16 @@ model defines it. One update for LED ``i`` (window ``W_i`` of the centred hr spe
     ΔΨ  = F{f'} - ψ
     W_i[O] += α · |T_z| · conj(T_z) · ΔΨ / (max|T_z| · (|T_z|² + δ))      (quasi-Newton, Tian 2014)
 
-with ``α = 1``, ``δ = 1``. The optional pupil step is the analogue with the roles swapped,
+with ``α = 1``, ``δ = 1``. LEDs off the hr frequency grid (sub-bin tilts, see
+:mod:`napari_fpminr.optics.forward`) get their own transfer ``T_{z,i} = A·P_disk(k + δ_i)·
+exp(i·kz(k + δ_i)·z)``: the disk and defocus at the LED's shifted coordinates times the pupil's
+aberration ``A`` (1 for an ideal pupil), built per LED step from precomputed per-LED disks and
+axial wavenumbers inside the pupil box (on the grid, one shared transfer as before). The optional pupil step is the analogue with the roles swapped,
 ``T_z += β · |W| · conj(W) · ΔΨ / (max|W| · (|W|² + δ_p · max|W|²))`` restricted to the pupil
 support (``δ_p`` is relative to ``max|W|²`` because spectra are normalized so that a transparent
-sample has DC 1); it starts after the first pass and gives one recovered pupil per plane.
+sample has DC 1); it starts after the first pass and gives one recovered pupil per plane. With
+sub-bin LEDs the step updates the aberration ``A`` instead (``ΔA = ΔT·conj(P_disk·exp(i·kz·z))``
+at the LED's shifted coordinates, exact since that factor has unit modulus on its disk).
 
 Scale: intensities are normalized (:meth:`RawData.normalized`), the initial estimate is the
 Fourier-interpolated (zero-padded spectrum) ``sqrt`` of the lowest-NA image, and the FFT
@@ -78,10 +84,10 @@ class _Solver:
     """Sequential qNewton FPM updates for a batch of planes of one dataset."""
 
     def __init__(self, raw: RawData, device: torch.device, alpha: float, delta: float,
-                 beta: float, delta_pupil: float):
+                 beta: float, delta_pupil: float, subpixel: bool = True):
         data = raw.normalized().sorted_by_na()
         try:
-            self.fwd = FPMForward(data.optics, data.lr_shape, device)
+            self.fwd = FPMForward(data.optics, data.lr_shape, device, subpixel=subpixel)
         except ValueError as exc:
             raise FPMInputError(str(exc), raw.source) from None
         self.device = device
@@ -94,11 +100,25 @@ class _Solver:
         self.alpha, self.delta, self.beta, self.delta_pupil = alpha, delta, beta, delta_pupil
         self.even = self.h % 2 == 0 and self.w % 2 == 0
         self.support = self.fwd.support.to(torch.complex64)
-        rows = torch.nonzero(self.fwd.support.any(dim=1)).flatten().cpu()
-        cols = torch.nonzero(self.fwd.support.any(dim=0)).flatten().cpu()
+        covered = self.fwd.support.clone()
+        if not self.fwd.on_grid:  # every LED's shifted disk must fit in the box
+            for start in range(0, self.n_leds, 16):
+                covered |= self.fwd.shifted_ctf(range(start, min(start + 16, self.n_leds)))[0].any(dim=0)
+        rows = torch.nonzero(covered.any(dim=1)).flatten().cpu()
+        cols = torch.nonzero(covered.any(dim=0)).flatten().cpu()
         if rows.numel() == 0:
             raise FPMInputError("the objective pupil covers no frequency of the raw grid", raw.source)
         self.bbox = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        r0, r1, c0, c1 = self.bbox
+        if not self.fwd.on_grid:  # per-LED disks and axial wavenumbers inside the box
+            disks, kzs = [], []
+            for start in range(0, self.n_leds, 16):
+                d, k = self.fwd.shifted_ctf(range(start, min(start + 16, self.n_leds)))
+                disks.append(d[:, r0:r1, c0:c1].to(torch.float32))
+                kzs.append(k[:, r0:r1, c0:c1])
+            self.led_disk, self.led_kz = torch.cat(disks), torch.cat(kzs)
+            ideal = data.optics.pupil is None
+            self.aberration = None if ideal else self.fwd.extend_pupil(self.fwd.pupil)[r0:r1, c0:c1].contiguous()
         # initial spectrum: zero-padded spectrum of the lowest-NA amplitude image
         first = torch.fft.fftshift(torch.fft.fft2(self.measured[0].to(torch.complex64), norm="forward"))
         self.init_spectrum = torch.zeros((self.H, self.W), dtype=torch.complex64, device=device)
@@ -131,6 +151,9 @@ class _Solver:
         When it returns, ``self.result`` holds (hr fields (Z, H, W), per-plane pupils or None,
         passes done).
         """
+        if not self.fwd.on_grid:
+            yield from self._run_subbin(z_um, iterations, pupil_update, stop)
+            return
         zc = z_um.size
         h, w = self.h, self.w
         r0, r1, c0, c1 = self.bbox
@@ -182,6 +205,62 @@ class _Solver:
         self.result = (FPMForward.inverse_spectrum(spec), pupils, done)
 
 
+    def _run_subbin(self, z_um: np.ndarray, iterations: int, pupil_update: bool, stop) -> Iterator[int]:
+        """:meth:`run` with one transfer per LED (sub-bin tilts): ``T_i = A·disk_i·exp(i·kz_i·z)``."""
+        zc = z_um.size
+        h, w = self.h, self.w
+        r0, r1, c0, c1 = self.bbox
+        spec = self.init_spectrum.expand(zc, self.H, self.W).clone()
+        z = torch.as_tensor(z_um, dtype=torch.float32, device=self.device)[:, None, None]
+        aberration = None
+        if self.aberration is not None or pupil_update:
+            base = self.aberration if self.aberration is not None else torch.ones(
+                (r1 - r0, c1 - c0), dtype=torch.complex64, device=self.device)
+            aberration = base.expand(zc, r1 - r0, c1 - c0).clone()
+        ideal_gain = self.alpha / (1.0 + self.delta)  # object step of a unit-modulus transfer on its disk
+        psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
+        psi_box = psi[:, r0:r1, c0:c1]
+        field = torch.empty_like(psi)
+        scale = torch.empty((zc, h, w), dtype=torch.float32, device=self.device)
+        done = 0
+        stopped = False
+        for it in range(iterations):
+            update_pupil = pupil_update and it >= 1
+            for n in range(self.n_leds):
+                if should_stop(stop):
+                    stopped = True
+                    break
+                ctf = torch.polar(self.led_disk[n].expand(zc, -1, -1), self.led_kz[n] * z)  # disk·defocus
+                transfer = ctf if aberration is None else ctf * aberration
+                top, left = self.tops[n] + r0, self.lefts[n] + c0
+                win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
+                psi_box.copy_(win).mul_(transfer)
+                self._to_field(psi, field)
+                torch.mul(field.real, field.real, out=scale)
+                scale.addcmul_(field.imag, field.imag).add_(_EPS2).rsqrt_().mul_(self.measured[n])
+                field.mul_(scale)
+                delta_box = self._box_spectrum(field).sub_(psi_box)
+                step = transfer.conj() * ideal_gain if aberration is None else self.object_step(transfer)
+                if update_pupil:
+                    old = win.clone()
+                    win.addcmul_(step, delta_box)
+                    mag = old.abs()
+                    peak = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+                    coef = self.beta * mag / (peak * (mag.square() + self.delta_pupil * peak.square()))
+                    aberration.addcmul_(coef * old.conj() * ctf.conj(), delta_box)
+                else:
+                    win.addcmul_(step, delta_box)
+            if stopped:
+                break
+            done = it + 1
+            yield done
+        pupils = None
+        if pupil_update:
+            pupils = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
+            pupils[:, r0:r1, c0:c1] = aberration * self.fwd.support[r0:r1, c0:c1]
+        self.result = (FPMForward.inverse_spectrum(spec), pupils, done)
+
+
 def _check_inputs(raw: RawData, z_um, iterations: int, mode: str) -> np.ndarray:
     z = np.asarray(z_um, dtype=np.float64).reshape(-1)
     if z.size == 0 or not np.all(np.isfinite(z)):
@@ -214,21 +293,22 @@ def _auto_chunk(hr_shape: tuple[int, int], lr_shape: tuple[int, int], device: to
 def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "batched",
                       pupil_update: bool = False, device="auto", stop=None, plane_chunk: int | None = None,
                       alpha: float = 1.0, delta: float = 1.0, beta: float = 1.0,
-                      delta_pupil: float = 1.0) -> Iterator[ConventionalProgress]:
+                      delta_pupil: float = 1.0, subpixel: bool = True) -> Iterator[ConventionalProgress]:
     """Reconstruct the planes ``z_um`` (µm) of ``raw`` independently; yields progress events.
 
     One event per finished pass over the LEDs (of the plane batch in progress). The last event
     has ``.stack``: a :class:`Stack` of the planes in ``z_um`` order. ``stop`` (a callable or a
     ``threading.Event``) is polled before every LED update; when it fires the last event has
     ``stopped=True`` and a stack of the planes started so far at their current estimate
-    (``meta["complete"] = False``).
+    (``meta["complete"] = False``). ``subpixel=False`` snaps every LED to its nearest hr
+    frequency bin (the reference implementation's model) instead of the exact sub-bin transfer.
     """
     z = _check_inputs(raw, z_um, iterations, mode)
     iterations = int(iterations)
     dev = resolve_device(device)
     t0 = time.perf_counter()
     with torch.no_grad():
-        solver = _Solver(raw, dev, alpha, delta, beta, delta_pupil)
+        solver = _Solver(raw, dev, alpha, delta, beta, delta_pupil, subpixel)
         if mode == "per_plane":
             chunk = 1
         else:
@@ -264,6 +344,7 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
             "method": "fpm", "algorithm": "quasi-newton", "iterations": iterations, "alpha": alpha,
             "delta": delta, "pupil_update": bool(pupil_update), "mode": mode, "device": str(dev),
             "elapsed_s": elapsed, "complete": not stopped,
+            "subpixel": not solver.fwd.on_grid,
             "source": None if raw.source is None else str(raw.source),
         }
         stack = Stack(amplitude=np.concatenate(amplitudes), phase=np.concatenate(phases), z_um=z[:n_out],

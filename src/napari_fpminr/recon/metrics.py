@@ -59,7 +59,7 @@ def psnr_scaled(estimate, truth, mask=None) -> float:
     return 10.0 * math.log10(peak * peak / mse)
 
 
-def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil):
+def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil, subpixel=True):
     """Forward model of hr fields ``(Z, H, W)`` at their depths, in plane chunks of bounded size.
 
     Yields ``(slice, predicted amplitudes (z, N, h, w), measured amplitudes (N, h, w))``.
@@ -67,7 +67,7 @@ def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil):
     one (then the transfer is built here: pupil × defocus of each plane's depth).
     """
     dev = resolve_device(device)
-    fwd = FPMForward(raw_normalized.optics, raw_normalized.lr_shape, dev)
+    fwd = FPMForward(raw_normalized.optics, raw_normalized.lr_shape, dev, subpixel=subpixel)
     field = torch.as_tensor(_numpy(field_hr)).to(device=dev, dtype=torch.complex64)
     if field.ndim == 2:
         field = field[None]
@@ -83,26 +83,24 @@ def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil):
     with torch.no_grad():
         for start in range(0, z.size, chunk):
             sl = slice(start, min(start + chunk, z.size))
-            p = pupils if pupils is None or pupils.ndim == 2 else pupils[sl][:, None]
-            if p is None:
-                pred = fwd.amplitudes(field[sl], z[sl])
-            else:
-                spec = fwd.spectrum(field[sl])
-                trans = (p if p.ndim == 4 else p[None, None]) * fwd.defocus(z[sl])[:, None]
-                pred = fwd.inverse_spectrum(fwd.windows(spec) * trans).abs()
+            p = pupils if pupils is None or pupils.ndim == 2 else pupils[sl]
+            # per-LED transfers at each LED's sub-bin tilt (FPMForward.led_transfer)
+            pred = fwd.amplitudes(field[sl], z[sl], pupil=p)
             yield sl, pred, measured
 
 
-def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", pupil=None) -> np.ndarray:
+def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", pupil=None,
+                       subpixel: bool = True) -> np.ndarray:
     """Relative amplitude misfit ``(Z,)`` of hr fields ``(Z, H, W)`` at depths ``z_um`` (µm).
 
     ``raw_normalized`` should be :meth:`RawData.normalized` data (transparent sample ≈ 1), the
     scale the reconstructions use. ``pupil``: optional complex ``(h, w)`` or per-plane
-    ``(Z, h, w)`` pupil (defaults to the optics' pupil).
+    ``(Z, h, w)`` pupil (defaults to the optics' pupil). ``subpixel=False``: the snapped forward
+    model (to judge a reconstruction made with it).
     """
     out = np.empty(np.asarray(z_um).size)
     norm = float(np.linalg.norm(np.sqrt(raw_normalized.intensities, dtype=np.float64)))
-    for sl, pred, measured in _predicted_chunks(raw_normalized, field_hr, z_um, device, pupil):
+    for sl, pred, measured in _predicted_chunks(raw_normalized, field_hr, z_um, device, pupil, subpixel):
         out[sl] = (torch.linalg.vector_norm(pred - measured[None], dim=(1, 2, 3)) / norm).cpu().numpy()
     return out
 

@@ -3,7 +3,10 @@
 :func:`recon.train.iter_train` predicts every LED's raw amplitude
 ``|F^-1{W_i[F{o_z}] · P · exp(i·kz·z)}|`` from the hr field ``o_z`` with one hr FFT, one gather of
 all LED windows from the *uncentred* spectrum and one batched inverse FFT, without rolling any
-large tensor. These functions must reproduce :meth:`FPMForward.amplitudes` exactly (tested).
+large tensor. These functions must reproduce :meth:`FPMForward.amplitudes` exactly (tested),
+including LEDs off the hr frequency grid: then the transfer is per LED
+(:meth:`FPMForward.led_transfer`, ``(Z, N, h, w)``) and :func:`led_amplitudes` takes the chunk's
+LED indices.
 The optional spectral preconditioner of the field gradient lives here too, since it is built
 from the same window indices.
 """
@@ -71,20 +74,30 @@ class PreconditionGradient(torch.autograd.Function):
 
 def spectrum_and_transfer(field_hr: torch.Tensor, z: torch.Tensor, fwd: FPMForward,
                            pupil: torch.Tensor | None, kz_shifted: torch.Tensor):
-    """Uncentred hr spectra ``(Z, H·W)`` of ``field_hr`` and uncentred transfers ``(Z, h, w)``."""
+    """Uncentred hr spectra ``(Z, H·W)`` of ``field_hr`` and uncentred transfers.
+
+    Transfers are ``(Z, h, w)`` when every LED is on the bin grid, else one per LED,
+    ``(Z, N, h, w)`` (sub-bin tilts; ``kz_shifted`` is then unused).
+    """
     spectrum = torch.fft.fft2(field_hr, norm="forward").flatten(1)
     pupil_c = pupil if pupil is not None else fwd.pupil
+    if not fwd.on_grid:
+        return spectrum, torch.fft.ifftshift(fwd.led_transfer(z, None, pupil_c), dim=(-2, -1))
     transfer = torch.fft.ifftshift(pupil_c, dim=(-2, -1)) * torch.polar(
         torch.ones_like(kz_shifted), kz_shifted * z[:, None, None])
     return spectrum, transfer
 
 
 def led_amplitudes(spectrum: torch.Tensor, transfer: torch.Tensor, flat_idx: torch.Tensor, n_leds: int,
-                    lr_shape: tuple[int, int]) -> torch.Tensor:
+                    lr_shape: tuple[int, int], leds: torch.Tensor | None = None) -> torch.Tensor:
     """Predicted raw amplitudes ``(Z, n, h, w)`` of one LED chunk: the training path's forward model.
 
     Must equal :meth:`FPMForward.amplitudes` (tested): windows gathered from the uncentred
-    spectrum in ifftshifted order, uncentred transfer, one batched inverse FFT.
+    spectrum in ifftshifted order, uncentred transfer, one batched inverse FFT. A per-LED
+    transfer ``(Z, N, h, w)`` is narrowed to the chunk's LEDs ``leds`` (all when ``None``).
     """
     win = spectrum.index_select(1, flat_idx).reshape(spectrum.shape[0], n_leds, *lr_shape)
+    if transfer.ndim == 4:
+        per_led = transfer if leds is None else transfer.index_select(1, leds)
+        return torch.fft.ifft2(win * per_led, norm="forward").abs()
     return torch.fft.ifft2(win * transfer[:, None], norm="forward").abs()
