@@ -14,9 +14,10 @@ from napari_fpminr.recon.metrics import measurement_misfit, psnr_scaled
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-@pytest.mark.parametrize("pupil_update", [False, True])
-def test_per_led_path_with_zero_shifts_equals_the_shared_transfer_path(monkeypatch, pupil_update):
-    """The sub-bin solver loop, fed zero shifts, does exactly what the on-grid loop does."""
+@pytest.mark.parametrize("pupil_update,table", [(False, True), (True, True), (False, False)])
+def test_per_led_path_with_zero_shifts_equals_the_shared_transfer_path(monkeypatch, pupil_update, table):
+    """The sub-bin solver loop, fed zero shifts, does exactly what the on-grid loop does
+    (with the per-LED transfers precomputed, and built per LED step when they do not fit)."""
     sim = simulate("single", size=24, seed=0, z_um=3.0)
     reference = reconstruct_stack(sim.raw, [3.0, -2.0], iterations=3, pupil_update=pupil_update, device="cpu",
                                   subpixel=False)
@@ -30,6 +31,8 @@ def test_per_led_path_with_zero_shifts_equals_the_shared_transfer_path(monkeypat
         self.led_disk, self.led_kz, self.aberration = disk[:, r0:r1, c0:c1].float(), kz[:, r0:r1, c0:c1], None
 
     monkeypatch.setattr(conventional._Solver, "__init__", forced)
+    if not table:
+        monkeypatch.setattr(conventional, "_CTF_TABLE_BYTES", 0)
     per_led = reconstruct_stack(sim.raw, [3.0, -2.0], iterations=3, pupil_update=pupil_update, device="cpu",
                                 subpixel=False)
     np.testing.assert_allclose(per_led.complex_field(), reference.complex_field(), atol=1e-4)

@@ -14,8 +14,9 @@ model defines it. One update for LED ``i`` (window ``W_i`` of the centred hr spe
 with ``α = 1``, ``δ = 1``. LEDs off the hr frequency grid (sub-bin tilts, see
 :mod:`napari_fpminr.optics.forward`) get their own transfer ``T_{z,i} = A·P_disk(k + δ_i)·
 exp(i·kz(k + δ_i)·z)``: the disk and defocus at the LED's shifted coordinates times the pupil's
-aberration ``A`` (1 for an ideal pupil), built per LED step from precomputed per-LED disks and
-axial wavenumbers inside the pupil box (on the grid, one shared transfer as before). The optional pupil step is the analogue with the roles swapped,
+aberration ``A`` (1 for an ideal pupil): per-LED disks and axial wavenumbers inside the pupil
+box are precomputed, and so are the transfers of a plane batch when they fit in 128 MB (else
+they are built per LED step); on the grid, one shared transfer as before. The optional pupil step is the analogue with the roles swapped,
 ``T_z += β · |W| · conj(W) · ΔΨ / (max|W| · (|W|² + δ_p · max|W|²))`` restricted to the pupil
 support (``δ_p`` is relative to ``max|W|²`` because spectra are normalized so that a transparent
 sample has DC 1); it starts after the first pass and gives one recovered pupil per plane. With
@@ -59,6 +60,7 @@ __all__ = ["ConventionalProgress", "iter_conventional", "reconstruct_stack"]
 
 MODES = ("batched", "per_plane")
 _EPS2 = 1e-12  # guards |f| = 0 in the amplitude projection (intensities are ~1 in bright field)
+_CTF_TABLE_BYTES = 128 << 20  # per-LED transfers of a plane batch are precomputed up to this size
 
 
 @dataclass
@@ -218,6 +220,10 @@ class _Solver:
                 (r1 - r0, c1 - c0), dtype=torch.complex64, device=self.device)
             aberration = base.expand(zc, r1 - r0, c1 - c0).clone()
         ideal_gain = self.alpha / (1.0 + self.delta)  # object step of a unit-modulus transfer on its disk
+        # per-LED disk·defocus of this plane batch, precomputed when it fits (no trig in the LED loop)
+        table = None
+        if self.n_leds * zc * (r1 - r0) * (c1 - c0) * 8 <= _CTF_TABLE_BYTES:
+            table = torch.polar(self.led_disk[:, None].expand(-1, zc, -1, -1), self.led_kz[:, None] * z[None])
         psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
         psi_box = psi[:, r0:r1, c0:c1]
         field = torch.empty_like(psi)
@@ -230,7 +236,8 @@ class _Solver:
                 if should_stop(stop):
                     stopped = True
                     break
-                ctf = torch.polar(self.led_disk[n].expand(zc, -1, -1), self.led_kz[n] * z)  # disk·defocus
+                ctf = table[n] if table is not None else torch.polar(self.led_disk[n].expand(zc, -1, -1),
+                                                                     self.led_kz[n] * z)  # disk·defocus
                 transfer = ctf if aberration is None else ctf * aberration
                 top, left = self.tops[n] + r0, self.lefts[n] + c0
                 win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
