@@ -84,3 +84,15 @@ def test_calibration_file_round_trip_is_exact(raw_file, tmp_path):
     back = read_calibration(write_calibration(cal, tmp_path / "r.calib.json"))
     assert back.to_dict() == cal.to_dict()
     assert np.array_equal(back.apply(raw).intensities, cal.apply(raw).intensities)
+
+
+@pytest.mark.slow
+def test_reconstruct_calibrate_inline_with_the_bright_field_seed(raw_file, tmp_path, capsys):
+    """``--calibrate`` fits inline (here seeded by the bright-field disks) and reports what it found."""
+    path, raw, _ = raw_file
+    out = tmp_path / "s.npz"
+    assert main(["reconstruct", str(path), "-o", str(out), "--method", "fpm", "--z", "0", "--iterations", "3",
+                 "--calibrate", "--calib-rounds", "1", "--calib-method", "both", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "misfit" in err and "board shift" in err
+    assert np.load(out)["amplitude"].shape[0] == 1
