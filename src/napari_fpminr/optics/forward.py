@@ -183,16 +183,19 @@ class FPMForward:
         """Coherent transfer function ``P·exp(i·kz·z)``, shape ``(Z, h, w)``."""
         return (self.pupil if pupil is None else pupil) * self.defocus(z_um)
 
-    def shifted_ctf(self, leds=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def shifted_ctf(self, leds=None, box: tuple[int, int, int, int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-LED disk and axial wavenumber at the shifted coordinates ``k + δ_i``.
 
         Returns ``(support (n, h, w) bool, kz (n, h, w) float32 rad/µm, 0 outside the disk)``;
         computed on demand (nothing per LED is stored), so callers may work in LED chunks.
+        ``box=(r0, r1, c0, c1)`` restricts both to those rows and columns of the centred grid.
         """
         idx = self.led_index(leds)
         shift = self.led_shift[idx]
-        fy = self._fy[None] + shift[:, 0, None, None]
-        fx = self._fx[None] + shift[:, 1, None, None]
+        r0, r1, c0, c1 = box if box is not None else (0, self.lr_shape[0], 0, self.lr_shape[1])
+        fy = self._fy[r0:r1, c0:c1][None] + shift[:, 0, None, None]
+        fx = self._fx[r0:r1, c0:c1][None] + shift[:, 1, None, None]
         k2 = fy.square() + fx.square()
         lam = self.optics.wavelength_um
         support = k2.sqrt() <= self.optics.na_obj / lam + 1e-12

@@ -102,23 +102,17 @@ class _Solver:
         self.alpha, self.delta, self.beta, self.delta_pupil = alpha, delta, beta, delta_pupil
         self.even = self.h % 2 == 0 and self.w % 2 == 0
         self.support = self.fwd.support.to(torch.complex64)
-        covered = self.fwd.support.clone()
-        if not self.fwd.on_grid:  # every LED's shifted disk must fit in the box
-            for start in range(0, self.n_leds, 16):
-                covered |= self.fwd.shifted_ctf(range(start, min(start + 16, self.n_leds)))[0].any(dim=0)
-        rows = torch.nonzero(covered.any(dim=1)).flatten().cpu()
-        cols = torch.nonzero(covered.any(dim=0)).flatten().cpu()
+        rows = torch.nonzero(self.fwd.support.any(dim=1)).flatten().cpu()
+        cols = torch.nonzero(self.fwd.support.any(dim=0)).flatten().cpu()
         if rows.numel() == 0:
             raise FPMInputError("the objective pupil covers no frequency of the raw grid", raw.source)
-        self.bbox = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-        r0, r1, c0, c1 = self.bbox
+        pad = 0 if self.fwd.on_grid else 1  # shifted disks reach at most one bin further
+        self.bbox = (max(0, int(rows[0]) - pad), min(self.h, int(rows[-1]) + 1 + pad),
+                     max(0, int(cols[0]) - pad), min(self.w, int(cols[-1]) + 1 + pad))
         if not self.fwd.on_grid:  # per-LED disks and axial wavenumbers inside the box
-            disks, kzs = [], []
-            for start in range(0, self.n_leds, 16):
-                d, k = self.fwd.shifted_ctf(range(start, min(start + 16, self.n_leds)))
-                disks.append(d[:, r0:r1, c0:c1].to(torch.float32))
-                kzs.append(k[:, r0:r1, c0:c1])
-            self.led_disk, self.led_kz = torch.cat(disks), torch.cat(kzs)
+            r0, r1, c0, c1 = self.bbox
+            disk, self.led_kz = self.fwd.shifted_ctf(None, self.bbox)
+            self.led_disk = disk.to(torch.float32)
             ideal = data.optics.pupil is None
             self.aberration = None if ideal else self.fwd.extend_pupil(self.fwd.pupil)[r0:r1, c0:c1].contiguous()
         # initial spectrum: zero-padded spectrum of the lowest-NA amplitude image
@@ -247,7 +241,10 @@ class _Solver:
                 scale.addcmul_(field.imag, field.imag).add_(_EPS2).rsqrt_().mul_(self.measured[n])
                 field.mul_(scale)
                 delta_box = self._box_spectrum(field).sub_(psi_box)
-                step = transfer.conj() * ideal_gain if aberration is None else self.object_step(transfer)
+                if aberration is None:  # unit-modulus transfer on its disk: step = gain·conj(T)
+                    win.addcmul_(transfer.conj(), delta_box, value=ideal_gain)
+                    continue
+                step = self.object_step(transfer)
                 if update_pupil:
                     old = win.clone()
                     win.addcmul_(step, delta_box)
