@@ -181,6 +181,7 @@ def bench_local_angles(size: int, cache: Path, results: dict) -> None:
     depth = true_depth(meta, t["amplitude"].shape[0], float(t["dx_hr_um"]))
     job = TiledJob(src, layout, "fpm", planes, cache / f"centre_na_{size}.tiles", leds=None,
                    options={"iterations": ITERATIONS[0], "mode": "batched", "recover_pupil": False, "device": "cpu"})
+    job.work_dir.mkdir(parents=True, exist_ok=True)
     r_, c_ = layout.grid_shape
     edge = [tl for tl in layout.tiles() if tl.row in (0, r_ - 1) or tl.col in (0, c_ - 1)]
     pick = edge[:: max(1, len(edge) // 8)][:8]
