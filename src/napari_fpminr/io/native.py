@@ -157,9 +157,9 @@ def sidecar_na(meta: dict[str, Any], side: Path) -> np.ndarray:
 
 
 def sidecar_leds(meta: dict[str, Any], side: Path) -> LEDArray | None:
-    """The LED board's geometry: ``led_array`` (explicit offsets), ``led_grid`` (also as top-level
-    keys), or ``None`` when the sidecar gives NAs only."""
-    if "led_array" in meta:
+    """The LED board's geometry: ``led_grid`` (also as top-level keys), else ``led_array`` (explicit
+    offsets, as written for simulations), or ``None`` when the sidecar gives NAs only."""
+    if "led_array" in meta and "led_grid" not in meta:
         try:
             return LEDArray.from_dict(meta["led_array"])
         except ValueError as exc:
