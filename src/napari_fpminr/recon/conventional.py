@@ -40,7 +40,6 @@ give the same result to float32 round-off.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
