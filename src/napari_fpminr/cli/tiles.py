@@ -33,6 +33,8 @@ def add_tiling_options(p) -> None:
     g.add_argument("--led-pitch-mm", type=float, help="LED pitch (with --led-distance-mm; the unit of the offsets)")
     g.add_argument("--centre-na", action="store_true",
                    help="every tile uses the NAs of the frame centre (for comparisons; not recommended)")
+    g.add_argument("--guard", type=int, default=0,
+                   help="fpm: raw px of context read around each tile, reconstructed and dropped (default 0)")
     g.add_argument("--keep-tiles", action="store_true", help="keep OUT.tiles/ after the output is written")
 
 
@@ -71,6 +73,10 @@ def build_job(args, raw_path: Path, out: Path):
     if args.method == "fpm":
         options = {"iterations": args.iterations, "mode": args.mode, "recover_pupil": args.recover_pupil,
                    "device": args.device}
+        if args.guard:
+            if args.guard < 0:
+                raise FPMInputError(f"--guard must be >= 0 raw px, got {args.guard}")
+            options["guard"] = int(args.guard)
     else:
         options = {"train": _train_options(args)}
     return TiledJob(source, layout, args.method, planes, work_dir_for(out), leds=leds, options=options)

@@ -82,10 +82,23 @@ class TiledJob:
         if self.level is None:
             self.level = self.source.background_level()
         opts = dict(self.options, torch_threads=torch_threads)
-        raw = None if self.source.lazy else self.source.tile_raw(*tile.window)
+        window = self.guarded_window(tile)
+        raw = None if self.source.lazy else self.source.tile_raw(*window)
         return TileTask(tile=tile, na_illum=self.tile_na(tile), method=self.method, planes=self.planes,
                         options=opts, level=float(self.level), work_dir=str(self.work_dir),
-                        job_hash=self.job_hash, source=self.source if self.source.lazy else None, raw=raw)
+                        job_hash=self.job_hash, source=self.source if self.source.lazy else None, raw=raw,
+                        window=window)
+
+    def guarded_window(self, tile) -> tuple[int, int, int, int]:
+        """The raw window a tile reads: fpm tiles add ``options["guard"]`` px of context on every
+        side (inside the frame), reconstructed and then dropped; inr tiles read the tile itself."""
+        g = int(self.options.get("guard", 0) or 0) if self.method == "fpm" else 0
+        if g <= 0:
+            return tile.window
+        H, W = self.layout.frame_shape
+        top, left = max(0, tile.top - g), max(0, tile.left - g)
+        bottom, right = min(H, tile.top + tile.height + g), min(W, tile.left + tile.width + g)
+        return (top, left, bottom - top, right - left)
 
     def finished(self) -> dict:
         """``{(row, col): marker}`` of the tiles already done by this job."""

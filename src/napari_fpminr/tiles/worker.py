@@ -63,6 +63,11 @@ class TileTask:
     job_hash: str
     source: Any = None          # a lazy source (reads its own window), or
     raw: RawData | None = None  # the tile's data already cut out (in-memory formats)
+    window: tuple[int, int, int, int] | None = None  # raw window read: the tile plus its guard band
+
+    @property
+    def read_window(self) -> tuple[int, int, int, int]:
+        return tuple(self.window) if self.window is not None else self.tile.window
 
     @property
     def stem(self) -> Path:
@@ -98,7 +103,7 @@ def _tile_raw(task: TileTask) -> RawData:
     if task.raw is not None:
         raw = task.raw
     else:
-        raw = task.source.tile_raw(*task.tile.window)
+        raw = task.source.tile_raw(*task.read_window)
     return raw.with_optics(na_illum=np.asarray(task.na_illum, np.float64), pupil=None)
 
 
@@ -151,8 +156,13 @@ def _run_fpm(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
         pass
     if last is None or last.stopped or last.stack is None:
         return None
-    amp = (last.stack.amplitude * np.float32(scale)).astype(np.float32)
-    phase = last.stack.phase.astype(np.float32)
+    # keep the tile itself: a guard band (read around the tile, reconstructed, dropped) keeps
+    # the tile's own edge, where a reconstruction degrades, out of the mosaic
+    up = raw.optics.upsample
+    top, left = (task.tile.top - task.read_window[0]) * up, (task.tile.left - task.read_window[1]) * up
+    keep = (slice(None), slice(top, top + task.tile.height * up), slice(left, left + task.tile.width * up))
+    amp = (last.stack.amplitude[keep] * np.float32(scale)).astype(np.float32)
+    phase = last.stack.phase[keep].astype(np.float32)
     path = task.stem.with_suffix(".safetensors")
     with atomic_write(path) as tmp:
         save_file({"amplitude": torch.from_numpy(np.ascontiguousarray(amp)),
