@@ -28,7 +28,7 @@ SAMPLE_MODEL = Path(__file__).resolve().parents[2] / "src" / "napari_fpminr" / "
 def make_base(kind: str, folder: Path) -> tuple[Path, Path]:
     """Write a small valid file of ``kind``; returns (file to read, file to corrupt)."""
     import scipy.io
-    from conftest import make_raw, write_mat73
+    from io_cases import make_raw, write_mat73
 
     from napari_fpminr.io import write_raw
 

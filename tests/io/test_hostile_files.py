@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 import tifffile
-from conftest import make_raw, write_mat73
+from io_cases import make_raw, write_mat73
 
 from napari_fpminr.errors import FPMInputError
 from napari_fpminr.io import read_raw, write_raw

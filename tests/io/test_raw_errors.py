@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 import tifffile
-from conftest import make_raw
+from io_cases import make_raw
 
 from napari_fpminr.errors import FPMInputError, MissingParameterError
 from napari_fpminr.io import detect_format, read_raw, write_raw

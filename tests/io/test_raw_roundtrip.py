@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-from conftest import make_raw, write_mat73
+from io_cases import make_raw, write_mat73
 
 from napari_fpminr.errors import MissingParameterError
 from napari_fpminr.io import atomic_write, detect_format, read_raw, write_raw

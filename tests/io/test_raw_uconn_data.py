@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from conftest import write_mat73
+from io_cases import write_mat73
 
 from napari_fpminr.io import detect_format, read_raw
 from napari_fpminr.optics import FPMForward
