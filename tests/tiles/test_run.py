@@ -165,6 +165,18 @@ def test_inr_mosaic_renders_any_region_and_level_from_the_tiles_it_needs(tmp_pat
     assert main(["render", str(out), "-o", str(tmp_path / "bad.npz"), "--z", "0", "--region", "0", "0", "999", "9"]) == 2
 
 
+def test_info_describes_a_mosaic(tmp_path, capsys):
+    raw_path = tmp_path / "small.tif"
+    write_raw(simulate("tilted", size=64, seed=0).raw.crop(0, 0, 32, 56), raw_path)
+    out = tmp_path / "m.fpminr"
+    assert main(["reconstruct", str(raw_path), "-o", str(out), "--method", "inr", "--z-min", "-3", "--z-max", "3",
+                 "--tile", "32", "--overlap", "8", "-q", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mosaic" in text and "2 tiles" in text and "32x56 px raw frame" in text and "z -3..3 um" in text
+
+
 def test_bad_tiled_options_are_one_line_errors(slide, tmp_path, capsys):
     out = str(tmp_path / "x.npz")
     assert main(["reconstruct", str(slide), "-o", out, *FPM_ARGS, "--crop", "0", "0", "32", "32"]) == 2

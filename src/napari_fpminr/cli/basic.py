@@ -14,6 +14,11 @@ def cmd_info(args) -> int:
     path = Path(args.path)
     if path.suffix.lower() == MODEL_SUFFIX:
         from ..io.model_file import model_info
+        from ..io.mosaic_file import is_mosaic
+
+        if is_mosaic(path):
+            print(_mosaic_info(path))
+            return 0
 
         print(model_info(path))
         return 0
@@ -59,3 +64,19 @@ def cmd_gui(args) -> int:
     return launch([args.path] if args.path else [])
 
 
+def _mosaic_info(path: Path) -> str:
+    """Text for ``fpminr info`` of a whole-slide mosaic model: frame, tiles, z range, size."""
+    from ..io.mosaic_file import load_mosaic
+
+    m = load_mosaic(path)
+    lay = m.layout
+    H, W = m.hr_shape
+    size = path.stat().st_size
+    stack = 161 * 2 * H * W * 4
+    return "\n".join([
+        f"FPM-INR mosaic model {path.name}: {lay.n_tiles} tiles of {lay.tile} raw px (overlap {lay.overlap}) "
+        f"over a {lay.frame_shape[0]}x{lay.frame_shape[1]} px raw frame",
+        f"reconstruction {H} x {W} px, pixel {m.dx_hr_um:.4f} um, z {m.z_min_um:g}..{m.z_max_um:g} um",
+        f"file size      {size / 1e6:.3f} MB; a 161-plane float32 amplitude+phase stack of the whole field is "
+        f"{stack / 1e6:.1f} MB: compression {stack / size:.1f}x",
+    ])
