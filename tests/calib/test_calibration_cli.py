@@ -53,6 +53,14 @@ def test_reconstruct_applies_a_calibration_and_the_model_records_it(raw_file, tm
     assert recorded["kind"] == "board" and not recorded["fallback"]
     trained_na = np.sort(np.hypot(*load_model(model).optics.na_illum.T))  # calibrated NAs (any LED order)
     assert np.allclose(trained_na, np.sort(np.hypot(*cal.na(raw).T)))
+    # depth from the measurements: the raw file alone is not the training data, with the calibration it is
+    aif = tmp_path / "aif.npz"
+    assert main(["render", str(model), "-o", str(aif), "--all-in-focus", "--raw", str(path), "--z-step", "1",
+                 "--patch", "16", "--stride", "8", "-q"]) == 2
+    assert "not the ones the model was trained on" in capsys.readouterr().err
+    assert main(["render", str(model), "-o", str(aif), "--all-in-focus", "--raw", str(path), "--calibration",
+                 str(calib), "--z-step", "1", "--patch", "16", "--stride", "8", "-q"]) == 0
+    assert aif.exists()
 
 
 def test_bad_calibration_files_are_one_line_errors(raw_file, tmp_path, capsys):

@@ -107,9 +107,13 @@ def _training_raw(args, model):
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
+    if getattr(args, "calibration", None):
+        from .calibrate import apply_calibration_args
+
+        raw = apply_calibration_args(args, raw)
     if not model.trained_on(raw):
         raise FPMInputError("these raw data are not the ones the model was trained on (size or content hash "
-                            "differs); pass the same file, --crop and optics options as to 'fpminr reconstruct'",
+                            "differs); pass the same file, --crop, --calibration and optics options as to 'fpminr reconstruct'",
                             raw_path)
     return raw
 

@@ -57,6 +57,8 @@ def _render(args, path: Path, out: Path) -> int:
                            budget.render_bytes(hr, len(planes), channels))
     if args.raw and not args.all_in_focus:
         raise FPMInputError("--raw is used by --all-in-focus (depth from the measurements) only", Path(args.raw))
+    if getattr(args, "calibration", None) and not args.raw:
+        raise FPMInputError("--calibration goes with --raw (the calibrated training data)", Path(args.calibration))
     if args.all_in_focus:
         from ..volume import all_in_focus
 
@@ -112,6 +114,7 @@ def add_render_parser(sub) -> None:
                                  "(recommended for models, whose slices change little with z)")
     p.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="the --crop given to reconstruct (with --raw)")
+    p.add_argument("--calibration", metavar="FILE", help="the --calibration given to reconstruct (with --raw)")
     _add_optics_overrides(p)
     p.add_argument("--patch", type=int, default=64, help="all-in-focus patch (hr px)")
     p.add_argument("--stride", type=int, default=16, help="all-in-focus patch stride (hr px)")
