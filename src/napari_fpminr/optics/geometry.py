@@ -140,17 +140,8 @@ def led_grid_na(grid_size, pitch_mm: float, distance_mm: float, *, centre_mm=(0.
         rotation_deg: rotation of the board relative to the camera (counter-clockwise).
         slab_thickness_mm, slab_index: glass slab under the sample (0 = none).
     """
-    if np.ndim(grid_size) == 0:
-        n_rows = n_cols = int(grid_size)
-    else:
-        n_rows, n_cols = (int(v) for v in grid_size)
-    if order == "spiral":
-        if n_rows != n_cols:
-            raise ValueError(f"a spiral order needs a square grid, got {n_rows}x{n_cols}")
-        offsets = spiral_offsets(n_rows * n_cols)
-    elif order == "raster":
-        offsets = raster_offsets(n_rows, n_cols)
-    else:
-        raise ValueError(f"LED order must be 'raster' or 'spiral', got {order!r}")
-    pos = led_positions_mm(offsets, pitch_mm, centre_mm, rotation_deg)
-    return illumination_na(pos, distance_mm, slab_thickness_mm, slab_index)
+    from .led_array import LEDArray  # the board type builds on this module's functions
+
+    return LEDArray.grid(grid_size, pitch_mm, distance_mm, order=order, centre_mm=centre_mm,
+                         rotation_deg=rotation_deg, slab_thickness_mm=slab_thickness_mm,
+                         slab_index=slab_index).na_at()
