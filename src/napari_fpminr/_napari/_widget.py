@@ -45,10 +45,11 @@ from ._state import StateMachine, TrainState, buttons_for
 from ._params import PRESETS
 from ._training import (
     calibrate,
-    crop_box,
+    crop_origin_um,
     default_parameters,
     estimate_seconds,
     prepare_raw,
+    status_text,
     train_events,
     warm_up,
 )
@@ -422,24 +423,3 @@ class ReconstructionWidget(ModelViews, QWidget):
 
 
 __all__ = ["ReconstructionWidget", "StopFlag"]
-
-PHASE_NAMES = {"seed": "seed (conventional planes)", "init": "init (low-rank SVD)", "polish": "polish",
-               "distill": "distill (MLP)", "train": "train"}
-
-
-def status_text(event) -> str:
-    """One status line for a progress event, in every phase of the pipeline."""
-    phase = getattr(event, "phase", "train")
-    where = f"epoch {event.epoch}/{event.n_epochs}  " if phase == "train" and event.n_epochs else ""
-    loss = f"loss {event.loss:.3g}" if np.isfinite(event.loss) else "loss —"
-    return (f"{PHASE_NAMES.get(phase, phase)}: {where}step {event.step}/{event.n_steps}  {loss}  "
-            f"elapsed {format_seconds(event.elapsed_s)}  ETA {format_seconds(event.eta_s)}")
-
-
-def crop_origin_um(raw, params) -> tuple[float, float]:
-    """(y, x) µm of the top-left corner of the trained field on the raw image."""
-    box = crop_box(raw, params.crop_px)
-    if box is None:
-        return (0.0, 0.0)
-    dx = float(raw.optics.dx_lr_um)
-    return (box[0] * dx, box[1] * dx)
