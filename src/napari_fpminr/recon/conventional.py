@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from ..device import heap_pages_kept, resolve_device
 from ..errors import FPMInputError
 from ..rawdata import RawData
 from ..optics.forward import FPMForward
@@ -310,7 +310,7 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
     iterations = int(iterations)
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), heap_pages_kept(dev):  # CPU: no page faults on every LED step's temporaries
         solver = _Solver(raw, dev, alpha, delta, beta, delta_pupil, subpixel)
         if mode == "per_plane":
             chunk = 1

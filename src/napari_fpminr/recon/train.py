@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import resolve_device
+from ..device import heap_pages_kept, resolve_device
 from ..errors import FPMInputError
 from ..optics.forward import FPMForward, frequency_grid
 from ..rawdata import RawData
@@ -55,10 +55,11 @@ def iter_train(raw: RawData, z_min_um: float, z_max_um: float, config: TrainConf
     if not (math.isfinite(float(z_min_um)) and math.isfinite(float(z_max_um)) and float(z_max_um) > float(z_min_um)):
         raise FPMInputError(f"z range must be finite and increasing, got [{z_min_um}, {z_max_um}] um", raw.source)
     device = resolve_device(cfg.device)
-    if cfg.init == "seeded":
-        yield from _iter_seeded_events(raw, float(z_min_um), float(z_max_um), cfg, device, stop)
-    else:
-        yield from _iter_random(raw, float(z_min_um), float(z_max_um), cfg, device, stop)
+    with heap_pages_kept(device):  # CPU: no page faults on every step's temporaries
+        if cfg.init == "seeded":
+            yield from _iter_seeded_events(raw, float(z_min_um), float(z_max_um), cfg, device, stop)
+        else:
+            yield from _iter_random(raw, float(z_min_um), float(z_max_um), cfg, device, stop)
 
 
 def _summary(cfg: TrainConfig, device, t0: float, steps: int, stopped: bool, final_loss, **extra) -> dict:

@@ -25,15 +25,17 @@ class TrainConfig:
         rank: separable terms of the low-rank field (8 reproduces a 41-plane stack).
         seed_iterations: quasi-Newton passes of the seed (10: converged at the layer depths).
         seed_spacing: seed node spacing as a fraction of the synthetic-NA depth of field
-            ``λ/NA_syn²`` (0.5: z-Nyquist, ~1 µm for the paper's optics).
+            ``λ/NA_syn²`` (1.0: half the complex-field z-Nyquist interval, ~2 µm and 21 nodes over
+            ±20 µm for the paper's optics; 0.5 gives the same layers for twice the seed time).
         polish_steps, polish_lr, polish_z_per_step, polish_beta: self-supervised polish (Adam with
-            a cosine decay to 0, random continuous depths per step, smooth-L1 β). 100 steps at
-            1e-3: shorter, faster polishes lose the tilted 128² sample. Per-layer PSNR with
-            sub-bin illumination (stack: 64² layers 26.91 / 24.43 / 23.21, tilted 23.17; 128²
-            layers 19.78 / 22.32 / 23.04, tilted 29.95): 100 @ 1e-3 27.16 / 24.80 / 23.54, 24.79;
-            20.00 / 22.41 / 24.50, 30.01. 50 @ 3e-3 (128²) 20.03 / 22.42 / 24.65, 29.51;
-            40 @ 3e-3 27.03 / 24.68 / 23.56, 24.65; 19.94 / 22.33 / 24.56, 29.60; 60 @ 1.5e-3
-            (128² tilted) 29.72; seed only (64²) 26.93 / 24.39 / 23.23, 23.21.
+            a cosine decay to 0, continuous depths spread by a golden-ratio sequence, smooth-L1 β).
+            Measured with sub-bin illumination (stack: 64² layers 26.91 / 24.43 / 23.21, tilted
+            23.17; 128² layers 19.78 / 22.32 / 23.04, tilted 29.95), seed spacing 1.0:
+            120 × 1 depth @ 1e-3 (default) 27.3 / 25.0 / 23.5, 25.0; 20.1 / 22.5 / 24.6, 30.1.
+            100 × 1 depth 20.06 / 22.46 / 24.56, 29.99 (128²); 100 × 2 depths 20.16 / 22.56 / 24.68,
+            30.18 at 1.5× the polish time. Uniform random depths instead of the sequence: 100 × 1
+            gives the tilted 128² sample 29.51 (gaps in z), 150 × 1 29.92. Seed only (64², spacing
+            0.5) 26.93 / 24.39 / 23.23, 23.21.
         guard_every, invariance_tolerance: the polish stops, keeping the last accepted state, when
             the z-invariance index (mean correlation of distant slices) rises more than this above
             the seed's; checked every ``guard_every`` steps.
@@ -70,10 +72,10 @@ class TrainConfig:
     representation: str = "lowrank"
     rank: int = 8
     seed_iterations: int = 10
-    seed_spacing: float = 0.5
-    polish_steps: int = 100
+    seed_spacing: float = 1.0
+    polish_steps: int = 120
     polish_lr: float = 1e-3
-    polish_z_per_step: int = 2
+    polish_z_per_step: int = 1
     polish_beta: float = 0.01
     guard_every: int = 10
     invariance_tolerance: float = 0.08
