@@ -121,7 +121,7 @@ def quality(amp_at_depth: np.ndarray, truth: np.ndarray, layout) -> dict:
 
 
 def bench_fpm(size: int, cache: Path, results: dict) -> None:
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
 
     raw = simulate_cached(size, cache)
     t = np.load(raw.with_suffix(".truth.npz"))
@@ -142,7 +142,7 @@ def bench_fpm(size: int, cache: Path, results: dict) -> None:
 
 
 def bench_single_piece(size: int, cache: Path, results: dict) -> None:
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
 
     raw = simulate_cached(size, cache)
     t = np.load(raw.with_suffix(".truth.npz"))
@@ -165,7 +165,7 @@ def bench_local_angles(size: int, cache: Path, results: dict) -> None:
     from safetensors.numpy import load_file
 
     from napari_fpminr.recon.metrics import psnr_scaled
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
     from napari_fpminr.tiles.run import TiledJob
     from napari_fpminr.tiles.source import open_source
     from napari_fpminr.tiles.worker import run_tile
@@ -214,7 +214,7 @@ def bench_inr(size: int, cache: Path, results: dict) -> None:
                    str(OVERLAP), "--z-min", f"{lo - 2:.3f}", "--z-max", f"{hi + 2:.3f}", "-q", "--device", "cpu",
                    "--keep-tiles"])
     from napari_fpminr.io.mosaic_file import load_mosaic
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
 
     mosaic = load_mosaic(out)
     amp, _ = mosaic.render(planes_for(meta))
@@ -231,7 +231,7 @@ def bench_inr(size: int, cache: Path, results: dict) -> None:
 def bench_decode(cache: Path, results: dict, source_size: int = 512, frame: int = 2048) -> None:
     from napari_fpminr._napari._mosaic import MosaicLevels
     from napari_fpminr.io.mosaic_file import load_mosaic, save_mosaic
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
 
     small = load_mosaic(cache / f"inr_{source_size}.fpminr")
     work = cache / f"inr_{source_size}.fpminr.tiles"
@@ -276,7 +276,7 @@ def projection(results: dict) -> None:
     r = results.get("fpm_tiles_1024") or results.get("fpm_tiles_512")
     if not r:
         return
-    from napari_fpminr.tiles.layout import axis_starts
+    from napari_fpminr.tile_layout import axis_starts
 
     n = len(axis_starts(2048, TILE, OVERLAP)) ** 2
     per_tile = 60.0 / r["tiles_per_min_per_worker"] * 225 / 69

@@ -36,7 +36,7 @@ def big_mosaic(small_mosaic) -> Path:
     tile models alternately: large enough for a pyramid, cheap to build."""
     from napari_fpminr.io.mosaic_file import save_mosaic
     from napari_fpminr.optics.simulate import paper_optics
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
 
     work = small_mosaic.with_name(small_mosaic.name + ".tiles")
     markers0 = [json.loads((work / f"tile_000_00{c}.json").read_text()) for c in (0, 1)]

@@ -7,7 +7,7 @@ import pytest
 
 from napari_fpminr.errors import FPMInputError
 from napari_fpminr.optics.led_array import LEDArray
-from napari_fpminr.tiles.layout import TileLayout, axis_starts
+from napari_fpminr.tile_layout import TileLayout, axis_starts
 from napari_fpminr.tiles.local_na import leds_from_na, local_na, tile_leds
 
 

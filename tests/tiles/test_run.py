@@ -118,7 +118,7 @@ def test_changed_options_recompute_the_tiles(slide, tmp_path):
 def test_stop_cancels_the_remaining_tiles_and_keeps_the_finished(slide, tmp_path):
     import threading
 
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
     from napari_fpminr.tiles.run import TiledJob, iter_tiles
     from napari_fpminr.tiles.source import open_source
 
@@ -189,7 +189,7 @@ def test_bad_tiled_options_are_one_line_errors(slide, tmp_path, capsys):
 
 
 def test_guard_band_reads_context_around_each_tile_and_keeps_the_tile(slide, reference, tmp_path):
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
     from napari_fpminr.tiles.run import TiledJob
     from napari_fpminr.tiles.source import open_source
 

@@ -89,7 +89,7 @@ DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 @pytest.mark.skipif(not (DATA / "bloodsmear_green.mat").is_file(), reason="real data (../shared/data) absent")
 def test_uconn_file_gives_per_tile_nas_from_its_led_board():
     """UConn data (MATLAB v5: read into memory once) carry the board: a corner tile sees shifted NAs."""
-    from napari_fpminr.tiles.layout import TileLayout
+    from napari_fpminr.tile_layout import TileLayout
     from napari_fpminr.tiles.local_na import local_na, tile_leds
 
     src = open_source(DATA / "bloodsmear_green.mat")

@@ -26,7 +26,7 @@ __all__ = ["TilesPanel", "tiled_job_for", "run_tiled_mosaic"]
 
 def tiled_job_for(raw, tile: int, overlap: int, z_range: tuple[float, float], out: Path, device: str = "auto"):
     """The :class:`TiledJob` of a seeded INR mosaic of ``raw`` (lazy file reading when it has a file)."""
-    from ..tiles.layout import TileLayout
+    from ..tile_layout import TileLayout
     from ..tiles.local_na import tile_leds
     from ..tiles.run import TiledJob, work_dir_for
     from ..tiles.source import MemorySource, open_source

@@ -49,7 +49,7 @@ def _train_options(args) -> dict:
 
 def build_job(args, raw_path: Path, out: Path):
     """The :class:`TiledJob` the options describe (source opened lazily where possible)."""
-    from ..tiles.layout import TileLayout
+    from ..tile_layout import TileLayout
     from ..tiles.local_na import tile_leds
     from ..tiles.run import TiledJob, work_dir_for
     from ..tiles.source import open_source

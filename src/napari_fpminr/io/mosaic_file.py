@@ -34,7 +34,7 @@ from ..optics.system import Optics
 from ..recon.inr import FPMINR, INRArchitecture
 from ..recon.lowrank import LowRankArchitecture, LowRankField
 from ..recon.model import Model
-from ..tiles.layout import TileLayout
+from ..tile_layout import TileLayout
 from .atomic import atomic_write
 from .model_file import LOWRANK_PREFIX, PUPIL_KEY, _check_layout, _expected_layout
 

@@ -258,6 +258,7 @@ def _distill(mlp: FPMINR, teacher: LowRankField, cfg, device, stop, cost: CostMo
     steps = int(cfg.distill_steps)
     optimizer = torch.optim.Adam(mlp.parameters(), lr=cfg.distill_lr)
     rng = np.random.default_rng(cfg.seed + 1)
+    z_offset = float(rng.uniform())
     H, W = mlp.arch.hr_shape
     stride = max(1, int(cfg.distill_stride))
     a = mlp.arch
@@ -271,8 +272,8 @@ def _distill(mlp: FPMINR, teacher: LowRankField, cfg, device, stop, cost: CostMo
         lr = lr_scale * cfg.distill_lr * 0.5 * (1 + math.cos(math.pi * k / steps))
         for g in optimizer.param_groups:
             g["lr"] = lr
-        z = torch.as_tensor(rng.uniform(a.z_min_um, a.z_max_um, cfg.distill_z_per_step), dtype=torch.float32,
-                            device=device)
+        z = torch.as_tensor(_spread_depths(k, cfg.distill_z_per_step, a.z_min_um, a.z_max_um, z_offset),
+                            dtype=torch.float32, device=device)
         oy, ox = (int(v) for v in rng.integers(stride, size=2))
         rows = torch.arange(oy, H, stride, device=device)
         cols = torch.arange(ox, W, stride, device=device)
@@ -284,7 +285,7 @@ def _distill(mlp: FPMINR, teacher: LowRankField, cfg, device, stop, cost: CostMo
             amplitude, phase = mlp.amplitude.forward_full(z), mlp.phase.forward_full(z)
         else:
             amplitude, phase = mlp(z, rows, cols)
-        loss = (torch.polar(amplitude.float(), phase.float()) - target).abs().square().mean()
+        loss = _distill_loss(amplitude.float(), phase.float(), target)
         loss.backward()
         optimizer.step()
         recent.append(float(loss.detach()))
@@ -301,6 +302,23 @@ def _distill(mlp: FPMINR, teacher: LowRankField, cfg, device, stop, cost: CostMo
         yield PhaseStep("distill", float(loss.detach()), lr, float(z[0]), cost.distill)
     _restore_best(mlp, best, recent or last)
     return True
+
+
+def _distill_loss(amplitude: torch.Tensor, phase: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Decoupled field loss: ``mean (A - |T|)² + mean ||T|·e^{iφ} - T|²`` for the teacher field ``T``.
+
+    Its minimum is the complex-field loss's (``A = |T|``, ``φ = arg T``), but the amplitude network
+    is fitted to the teacher's amplitude whatever the phase network's error, and the phase
+    network to the teacher's phase weighted by its intensity (``2|T|²(1 - cos(φ - arg T))``:
+    dark pixels' phase does not matter). Measured through the whole pipeline (per-layer PSNR,
+    stack 64² 26.91 / 24.43 / 23.21, tilted 23.17): complex-field loss 26.26 / 24.63 / 23.77,
+    tilted 24.27; decoupled 26.86 / 25.19 / 23.22, tilted 24.76; 128² layers (stack 19.78 /
+    22.32 / 23.04) 20.26 / 22.32 / 23.91.
+    """
+    t_amp = target.abs()
+    amp_loss = (amplitude - t_amp).square().mean()
+    phase_loss = 2.0 * (t_amp.square() * (1.0 - torch.cos(phase - target.angle()))).mean()
+    return amp_loss + phase_loss
 
 
 def _restore_best(mlp: FPMINR, best: tuple, recent: list[float]) -> None:

@@ -40,16 +40,19 @@ class TrainConfig:
             the z-invariance index (mean correlation of distant slices) rises more than this above
             the seed's; checked every ``guard_every`` steps.
         distill_steps, distill_lr, distill_z_per_step, distill_stride: MLP distillation (supervised,
-            complex-field loss on a random ``stride``-strided pixel subgrid).
+            decoupled amplitude/phase loss, see ``recon.seeded._distill_loss``; depths spread by
+            the golden-ratio sequence; a random ``stride``-strided pixel subgrid per step).
         distill_q, distill_plane_downsample: the distilled networks' feature channels and hr px per
-            plane node; their z line has one node per seed node. Measured on the 64² layered
-            sample (2000 steps; teacher 27.9 / 25.1 / 25.4 dB, stack 27.7 / 24.9 / 24.8): hr/4 × 32
-            channels 24.1 / 25.1 / 23.9 dB after 800 steps; hr/2 × 16 27.5 / 25.7 / 25.2 (storage
-            ≤ 80.5×); hr/2 × 14 27.4 / 25.2 / 25.0 (≤ 92×, the default). Learning rate, through
-            the whole pipeline (stack 64²: 27.7 / 24.9 / 24.8, 128²: 19.8 / 22.2 / 23.5): 1e-2 gives
-            27.4 / 25.0 / 25.1 at 64² but Adam spikes at 128² (20.2 / 20.4 / 21.0 after the spike
-            guard); 7e-3 27.2 / 25.1 / 25.2 and 20.2 / 21.8 / 15.5; 5e-3 (default, no spike seen)
-            26.3 / 25.4 / 24.6 and 19.9 / 22.8 / 23.7.
+            plane node; their z line has one node per seed node. Capacity is bounded by storage
+            (≥ 80× the stack): hr/2 × 14 channels stores 88× / 91× / 92× at 64² / 128² / 256² raw,
+            hr/2 × 16 77× / 80× / 80×. Measured (sub-bin illumination, seed spacing 1.0; stack 64²
+            layers 26.91 / 24.43 / 23.21, tilted 23.17; 128² layers 19.78 / 22.32 / 23.04, tilted
+            29.95): 2000 steps @ 5e-3, complex-field loss 26.26 / 24.63 / 23.77, tilted 24.27;
+            decoupled loss 26.86 / 25.19 / 23.22, tilted 24.76, 128² 20.26 / 22.32 / 23.91, tilted
+            28.76 (−1.2 dB: still converging); 2000 @ 1e-2 128² tilted 28.95; 4000 @ 5e-3 29.51;
+            4000 @ 1e-2 29.38 (lower loss, lower PSNR); 4000 @ 5e-3 with 16 channels 29.59.
+            Earlier (snapped illumination, complex loss): hr/4 × 32 channels 24.1 / 25.1 / 23.9 dB
+            after 800 steps; lr 1e-2 spiked at 128².
 
     Paper's training (``init="random"``, always ``representation="mlp"``): ``epochs`` (odd: the
     z-line nodes, even: random continuous z), ``lr`` (1e-2 here, not the reference's 1e-3: one
@@ -79,7 +82,7 @@ class TrainConfig:
     polish_beta: float = 0.01
     guard_every: int = 10
     invariance_tolerance: float = 0.08
-    distill_steps: int = 2000
+    distill_steps: int = 4000
     distill_lr: float = 5e-3
     distill_z_per_step: int = 4
     distill_stride: int = 1

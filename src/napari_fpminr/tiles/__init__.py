@@ -1,9 +1,9 @@
 """Whole slides: overlapping tiles, each with its own illumination angles, run on dask.
 
-Modules (import them directly; this package imports nothing on its own, so that
-``io.mosaic_file`` can use :mod:`.layout` without pulling in the runner):
+Modules (import them directly; this package imports nothing on its own). The tile grid, the
+tile centres in mm and the blending weights are a data type below ``recon`` and ``io``
+(:mod:`napari_fpminr.tile_layout`), which the model files use too.
 
-* :mod:`.layout`: the tile grid, tile centres in mm, blending weights;
 * :mod:`.local_na`: the illumination NAs seen from a tile's centre;
 * :mod:`.source`: lazy per-tile reading of the raw stack;
 * :mod:`.worker`: one tile's reconstruction (a dask task) and its files;

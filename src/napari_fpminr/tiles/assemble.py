@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .layout import TileLayout
+from ..tile_layout import TileLayout
 
 __all__ = ["stack_region", "mosaic_source", "write_whole", "write_ome_zarr", "BLOCK"]
 

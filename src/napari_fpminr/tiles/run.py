@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from ..recon.stop import should_stop
-from .layout import TileLayout
+from ..tile_layout import TileLayout
 from .local_na import local_na
 from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..rawdata import RawData
-from .layout import Tile
+from ..tile_layout import Tile
 
 __all__ = ["TileTask", "run_tile", "tile_done", "read_marker", "best_focus", "register_stop", "release_stop"]
 
