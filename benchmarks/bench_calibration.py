@@ -32,7 +32,7 @@ def run(size: int, preset: str, seed: int, device: str, rounds: int) -> dict:
 
     from napari_fpminr.calib import calibrate
     from napari_fpminr.optics.geometry import led_positions_mm
-    from napari_fpminr.optics.simulate import paper_leds, simulate
+    from napari_fpminr.simulate import paper_leds, simulate
     from napari_fpminr.rawdata import RawData
     from napari_fpminr.recon.conventional import reconstruct_stack
     from napari_fpminr.recon.metrics import psnr_scaled

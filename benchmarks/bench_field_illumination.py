@@ -46,7 +46,7 @@ def _psnr(amplitude, truth, top, left, region, up) -> float:
 
 
 def field_illumination(args) -> None:
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
     from napari_fpminr.recon.conventional import reconstruct_stack
 
     from napari_fpminr.optics.slide import slide_optics
@@ -108,7 +108,7 @@ def solver_cost(args) -> None:
     import torch
 
     from napari_fpminr.optics import FPMForward
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
     from napari_fpminr.recon.conventional import reconstruct_stack
 
     sim = simulate("single", size=args.timing_size, seed=args.seed, z_um=0.0)
@@ -128,7 +128,7 @@ def solver_cost(args) -> None:
 
 
 def _slide_child(size, seed, queue):
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     t = time.perf_counter()
     sim = simulate("slide", size=size, seed=seed, device="cpu")

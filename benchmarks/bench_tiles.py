@@ -44,7 +44,7 @@ SEAM_PX = 8
 
 def simulate_cached(size: int, cache: Path) -> Path:
     from napari_fpminr.io import write_raw
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     path = cache / f"slide_{size}.tif"
     if path.exists() and path.with_suffix(".truth.npz").exists():

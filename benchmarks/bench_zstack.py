@@ -47,7 +47,7 @@ def _peak_memory_mb(device) -> float:
 
 
 def _simulate(size: int, seed: int, preset: str = "layers"):
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     return simulate(preset=preset, size=size, seed=seed)
 
@@ -131,7 +131,7 @@ def job_render_1024(device: str) -> dict:
     import torch
 
     from napari_fpminr.device import resolve_device
-    from napari_fpminr.optics.simulate import paper_optics
+    from napari_fpminr.simulate import paper_optics
     from napari_fpminr.recon.inr import FPMINR, INRArchitecture
     from napari_fpminr.recon.lowrank import LowRankArchitecture, LowRankField
     from napari_fpminr.recon.model import Model

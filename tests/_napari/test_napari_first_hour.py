@@ -27,14 +27,14 @@ GREEN = DATA / "bloodsmear_green.mat"
 
 @pytest.fixture(scope="module")
 def small_raw():
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     return simulate(preset="tilted", size=24, seed=1).raw
 
 
 @pytest.fixture(scope="module")
 def other_raw():
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     return simulate(preset="tilted", size=24, seed=5).raw
 

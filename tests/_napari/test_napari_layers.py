@@ -33,7 +33,7 @@ def test_pyramid_only_for_large_fields():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
     from napari_fpminr.recon.train import TrainConfig, train
 
     raw = simulate(preset="tilted", size=24, seed=2).raw

@@ -15,7 +15,7 @@ import pytest
 
 from napari_fpminr.cli import main
 from napari_fpminr.io import write_raw
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def big_mosaic(small_mosaic) -> Path:
     """A 13 x 13-tile mosaic (320 x 320 raw px, 640 x 640 hr px) whose tiles reuse the two trained
     tile models alternately: large enough for a pyramid, cheap to build."""
     from napari_fpminr.io.mosaic_file import save_mosaic
-    from napari_fpminr.optics.simulate import paper_optics
+    from napari_fpminr.simulate import paper_optics
     from napari_fpminr.tile_layout import TileLayout
 
     work = small_mosaic.with_name(small_mosaic.name + ".tiles")

@@ -24,7 +24,7 @@ PLUGIN, WIDGET = "napari-fpminr", "FPM-INR reconstruction"
 
 @pytest.fixture(scope="module")
 def small_raw():
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     return simulate(preset="tilted", size=32, seed=1).raw
 

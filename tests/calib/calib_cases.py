@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from napari_fpminr.optics.simulate import paper_leds, simulate
+from napari_fpminr.simulate import paper_leds, simulate
 from napari_fpminr.optics.system import Optics
 from napari_fpminr.rawdata import RawData
 

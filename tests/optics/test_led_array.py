@@ -6,7 +6,7 @@ import pytest
 from napari_fpminr.io import read_raw, write_raw
 from napari_fpminr.optics.geometry import led_grid_na
 from napari_fpminr.optics.led_array import LEDArray
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 
 
 def test_centre_na_matches_the_grid_formula():

@@ -9,7 +9,7 @@ import torch
 
 from napari_fpminr.errors import FPMInputError
 from napari_fpminr.optics import FPMForward
-from napari_fpminr.optics.simulate import multislice_intensities, paper_optics, simulate
+from napari_fpminr.simulate import multislice_intensities, paper_optics, simulate
 
 
 def random_layer(shape, seed):

@@ -12,7 +12,7 @@ from napari_fpminr.io import read_raw
 from napari_fpminr.optics import FPMForward
 from napari_fpminr.optics.led_array import LEDArray
 from napari_fpminr.optics.slide import chebyshev_node_count, slide_images, slide_optics
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 
 CPU = torch.device("cpu")
 

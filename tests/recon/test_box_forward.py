@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from napari_fpminr.optics.forward import FPMForward
-from napari_fpminr.optics.simulate import paper_optics
+from napari_fpminr.simulate import paper_optics
 from napari_fpminr.recon.box_forward import PupilBox
 from napari_fpminr.recon.seeded import _BoxTransfer
 

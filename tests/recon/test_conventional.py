@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_fpminr.errors import FPMInputError
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 from napari_fpminr.recon.conventional import iter_conventional, reconstruct_stack
 from napari_fpminr.recon.metrics import measurement_misfit, psnr_scaled
 

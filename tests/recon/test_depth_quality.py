@@ -9,7 +9,7 @@ must be most of them (the coverage check), so that a method cannot pass by givin
 import numpy as np
 import pytest
 
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 from napari_fpminr.recon.conventional import reconstruct_stack
 from napari_fpminr.recon.metrics import psnr_scaled
 from napari_fpminr.volume import all_in_focus

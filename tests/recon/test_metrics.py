@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 from napari_fpminr.recon.metrics import measurement_misfit, psnr_scaled
 
 

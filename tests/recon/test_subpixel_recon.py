@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_fpminr.optics import FPMForward
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 from napari_fpminr.recon import conventional
 from napari_fpminr.recon.conventional import reconstruct_stack
 from napari_fpminr.recon.metrics import measurement_misfit, psnr_scaled

@@ -206,7 +206,7 @@ def test_seeded_init_reproduces_the_conventional_seed_and_polish_lowers_the_misf
 def test_polish_guard_stops_before_the_slices_become_z_invariant():
     """On the layered sample an aggressive polish makes distant slices alike (measured); the guard
     stops it and keeps the last state within the tolerance."""
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     raw = simulate("layers", size=32, seed=0).raw
     model = train(raw, -20, 20, TrainConfig(device="cpu", seed_iterations=3, polish_steps=40, polish_lr=3e-2,
@@ -254,7 +254,7 @@ def _layer_psnrs(stack_amp, zs, truth):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["layers", "tilted"])
 def test_inr_beats_the_conventional_stack_per_layer_and_all_in_focus(preset):
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
     from napari_fpminr.recon.conventional import reconstruct_stack
     from napari_fpminr.recon.metrics import psnr_scaled
     from napari_fpminr.volume import all_in_focus
@@ -297,7 +297,7 @@ def test_real_blood_smear_agrees_with_conventional_at_the_stated_depth(name):
 def test_training_forward_model_equals_fpmforward(led_batch):
     """The fused training path (uncentred windows, uncentred transfer) predicts exactly the raw
     amplitudes of FPMForward for the same field and depths: same windows, kz, defocus sign, scale."""
-    from napari_fpminr.optics.simulate import paper_optics
+    from napari_fpminr.simulate import paper_optics
     from napari_fpminr.recon.train_forward import led_amplitudes, spectrum_and_transfer, window_indices
 
     optics = paper_optics()
@@ -322,7 +322,7 @@ def test_coverage_preconditioner_normalises_by_how_many_leds_see_a_frequency():
     at NA 0.248, may fall just outside the discrete pupil) and DC gets weight c̄/(c(0) + ε c̄);
     frequencies beyond the synthetic aperture are seen by none and get no gradient; the filter
     is what the backward pass applies to the spectrum gradient."""
-    from napari_fpminr.optics.simulate import paper_optics
+    from napari_fpminr.simulate import paper_optics
     from napari_fpminr.recon.train_forward import PreconditionGradient, coverage_preconditioner, window_indices
 
     optics = paper_optics()

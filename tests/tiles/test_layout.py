@@ -96,7 +96,7 @@ def test_leds_from_na_and_distance_give_back_the_file_nas_and_the_right_local_sh
 
 
 def test_tile_leds_prefers_the_file_geometry_and_needs_a_distance_otherwise():
-    from napari_fpminr.optics.simulate import simulate
+    from napari_fpminr.simulate import simulate
 
     raw = simulate("single", size=16).raw
     assert tile_leds(raw) is raw.leds

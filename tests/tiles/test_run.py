@@ -15,7 +15,7 @@ import pytest
 
 from napari_fpminr.cli import main
 from napari_fpminr.io import write_raw
-from napari_fpminr.optics.simulate import simulate
+from napari_fpminr.simulate import simulate
 
 FPM_ARGS = ["--method", "fpm", "--z", "-1", "1", "--tile", "32", "--overlap", "8", "--iterations", "4", "-q",
             "--device", "cpu"]

@@ -10,7 +10,7 @@ import pytest
 
 from napari_fpminr.io import read_raw, write_raw
 from napari_fpminr.optics.led_array import LEDArray
-from napari_fpminr.optics.simulate import paper_optics
+from napari_fpminr.simulate import paper_optics
 from napari_fpminr.rawdata import RawData
 from napari_fpminr.tiles.source import open_source
 

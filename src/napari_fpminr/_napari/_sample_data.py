@@ -1,7 +1,7 @@
 """File > Open Sample: a simulated raw data set to train on, and a small pretrained model.
 
 * ``sample_raw``: the simulator's ``"tilted"`` preset, a blood-smear-like slide tilted through
-  the depth of field, with the paper-like optics (``optics.simulate.paper_optics``).
+  the depth of field, with the paper-like optics (``optics.presets.paper_optics``).
 * ``sample_model``: ``data/tilted_smear.fpminr`` shipped in the package, an FPM-INR trained on
   that set by ``scripts/make_sample_model.py``; it opens as lazy layers instantly.
 """
@@ -19,7 +19,7 @@ SAMPLE_MODEL = "tilted_smear.fpminr"
 
 def simulated_raw(size: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED):
     """RawData of the simulated tilted smear (the same set the shipped model was trained on)."""
-    from ..optics.simulate import simulate
+    from ..simulate import simulate
 
     return simulate(preset="tilted", size=size, seed=seed).raw
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(p)
     p.set_defaults(func=cmd_info)
 
-    from ..optics.simulate import PRESETS
+    from ..simulate import PRESETS
 
     p = sub.add_parser("simulate", help="write a synthetic raw dataset and its ground truth")
     p.add_argument("out", help="raw file to write (.tif native, .mat FPM-INR, .hdf5 PtyLab)")

@@ -43,7 +43,7 @@ def cmd_info(args) -> int:
 def cmd_simulate(args) -> int:
     from ..io import write_raw
     from ..io.safety import check_output_path, writing
-    from ..optics.simulate import simulate
+    from ..simulate import simulate
 
     out = check_output_path(Path(args.out))
     if not 8 <= args.size <= 4096:

@@ -69,7 +69,7 @@ _TOL = 1e-5
 
 def slide_leds(n_leds: int = 69, *, pitch_mm: float = 2.0, distance_mm: float = 30.0) -> LEDArray:
     """The ``n_leds`` LEDs nearest the centre of a square grid (raster order), 2 mm pitch, 30 mm below."""
-    from .simulate import paper_leds
+    from .presets import paper_leds
 
     return paper_leds(n_leds, pitch_mm=pitch_mm, distance_mm=distance_mm)
 

@@ -135,6 +135,27 @@ class _Solver:
             return torch.fft.fft(rows, dim=-2, norm="forward")[:, r0:r1, :]
         return torch.fft.fftshift(torch.fft.fft2(f, norm="forward"), dim=(-2, -1))[:, r0:r1, c0:c1]
 
+    def _projection_delta(self, win: torch.Tensor, transfer: torch.Tensor, n: int, psi: torch.Tensor,
+                          field: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """ΔΨ inside the pupil box for LED ``n``: ``F{sqrt(I_n)·f/|f|} - ψ`` with ``f = F^-1{ψ}``,
+        ``ψ = W_n[O]·T`` (``psi`` is zero outside the box; ``field``/``scale`` are work buffers)."""
+        r0, r1, c0, c1 = self.bbox
+        psi_box = psi[:, r0:r1, c0:c1]
+        psi_box.copy_(win).mul_(transfer)
+        self._to_field(psi, field)
+        # amplitude projection f <- sqrt(I)·f/|f|, with |f|² from real and imaginary parts
+        torch.mul(field.real, field.real, out=scale)
+        scale.addcmul_(field.imag, field.imag).add_(_EPS2).rsqrt_().mul_(self.measured[n])
+        field.mul_(scale)
+        return self._box_spectrum(field).sub_(psi_box)
+
+    def _pupil_step(self, old_win: torch.Tensor) -> torch.Tensor:
+        """The pupil update's weight ``β·|W|·conj(W) / (max|W|·(|W|² + δ_p·max|W|²))`` for the
+        object window ``W`` before its own update (module docstring)."""
+        mag = old_win.abs()
+        peak = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        return (self.beta * mag / (peak * (mag.square() + self.delta_pupil * peak.square()))) * old_win.conj()
+
     def object_step(self, transfer: torch.Tensor) -> torch.Tensor:
         mag = transfer.abs()
         peak = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
@@ -158,7 +179,6 @@ class _Solver:
         support = self.support[r0:r1, c0:c1]
         step = self.object_step(transfer)
         psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)  # zero outside the box
-        psi_box = psi[:, r0:r1, c0:c1]
         field = torch.empty_like(psi)
         scale = torch.empty((zc, h, w), dtype=torch.float32, device=self.device)
         done = 0
@@ -171,20 +191,11 @@ class _Solver:
                     break
                 top, left = self.tops[n] + r0, self.lefts[n] + c0
                 win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
-                psi_box.copy_(win).mul_(transfer)
-                self._to_field(psi, field)
-                # amplitude projection f <- sqrt(I)·f/|f|, with |f|² from real and imaginary parts
-                torch.mul(field.real, field.real, out=scale)
-                scale.addcmul_(field.imag, field.imag).add_(_EPS2).rsqrt_().mul_(self.measured[n])
-                field.mul_(scale)
-                delta_box = self._box_spectrum(field).sub_(psi_box)  # ΔΨ inside the box
+                delta_box = self._projection_delta(win, transfer, n, psi, field, scale)
                 if update_pupil:
                     old = win.clone()
                     win.addcmul_(step, delta_box)
-                    mag = old.abs()
-                    peak = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-                    coef = self.beta * mag / (peak * (mag.square() + self.delta_pupil * peak.square()))
-                    transfer.addcmul_(coef * old.conj() * support, delta_box)
+                    transfer.addcmul_(self._pupil_step(old) * support, delta_box)
                     step = self.object_step(transfer)
                 else:
                     win.addcmul_(step, delta_box)
@@ -217,8 +228,7 @@ class _Solver:
         table = None
         if self.n_leds * zc * (r1 - r0) * (c1 - c0) * 8 <= _CTF_TABLE_BYTES:
             table = torch.polar(self.led_disk[:, None].expand(-1, zc, -1, -1), self.led_kz[:, None] * z[None])
-        psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
-        psi_box = psi[:, r0:r1, c0:c1]
+        psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)  # zero outside the box
         field = torch.empty_like(psi)
         scale = torch.empty((zc, h, w), dtype=torch.float32, device=self.device)
         done = 0
@@ -234,12 +244,7 @@ class _Solver:
                 transfer = ctf if aberration is None else ctf * aberration
                 top, left = self.tops[n] + r0, self.lefts[n] + c0
                 win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
-                psi_box.copy_(win).mul_(transfer)
-                self._to_field(psi, field)
-                torch.mul(field.real, field.real, out=scale)
-                scale.addcmul_(field.imag, field.imag).add_(_EPS2).rsqrt_().mul_(self.measured[n])
-                field.mul_(scale)
-                delta_box = self._box_spectrum(field).sub_(psi_box)
+                delta_box = self._projection_delta(win, transfer, n, psi, field, scale)
                 if aberration is None:  # unit-modulus transfer on its disk: step = gain·conj(T)
                     win.addcmul_(transfer.conj(), delta_box, value=ideal_gain)
                     continue
@@ -247,10 +252,7 @@ class _Solver:
                 if update_pupil:
                     old = win.clone()
                     win.addcmul_(step, delta_box)
-                    mag = old.abs()
-                    peak = mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-                    coef = self.beta * mag / (peak * (mag.square() + self.delta_pupil * peak.square()))
-                    aberration.addcmul_(coef * old.conj() * ctf.conj(), delta_box)
+                    aberration.addcmul_(self._pupil_step(old) * ctf.conj(), delta_box)
                 else:
                     win.addcmul_(step, delta_box)
             if stopped:

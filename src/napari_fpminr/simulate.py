@@ -49,47 +49,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import resolve_device
-from ..errors import FPMInputError
-from ..io.atomic import atomic_write
-from ..rawdata import RawData
-from .forward import FPMForward
-from .led_array import LEDArray
-from .samples import band_limit, cell_layer, structure_mask
-from .system import Optics
+from .device import resolve_device
+from .errors import FPMInputError
+from .io.atomic import atomic_write
+from .optics.forward import FPMForward
+from .optics.led_array import LEDArray
+from .optics.presets import paper_leds, paper_optics
+from .optics.samples import band_limit, cell_layer, structure_mask
+from .optics.system import Optics
+from .rawdata import RawData
 
 __all__ = ["PRESETS", "Simulation", "Truth", "multislice_intensities", "paper_optics", "simulate"]
 
 PRESETS = ("layers", "tilted", "single", "slide")
 _LED_ELEMENTS = 1 << 23  # complex elements per LED chunk in the multislice (64 MiB)
-
-
-def paper_leds(n_leds: int = 69, *, pitch_mm: float = 4.0, distance_mm: float = 70.0) -> LEDArray:
-    """The ``n_leds`` LEDs nearest the centre of a square grid (ties broken in raster order), in
-    raster acquisition order (row by row), ``distance_mm`` below the sample, no slab."""
-    if n_leds < 1:
-        raise FPMInputError(f"n_leds must be >= 1, got {n_leds}")
-    half = int(math.ceil(math.sqrt(n_leds))) + 1
-    j, i = np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1), indexing="ij")
-    offsets = np.stack([i.ravel(), j.ravel()], axis=1).astype(np.float64)  # (dx, dy) in pitches
-    r2 = (offsets**2).sum(axis=1)
-    chosen = np.sort(np.argsort(r2, kind="stable")[:n_leds])  # raster order
-    return LEDArray(offsets=offsets[chosen], pitch_mm=pitch_mm, distance_mm=distance_mm)
-
-
-def paper_optics(n_leds: int = 69, *, wavelength_um: float = 0.522, na_obj: float = 0.25, mag: float = 10.0,
-                 pixel_um: float = 3.45, pitch_mm: float = 4.0, distance_mm: float = 70.0,
-                 upsample: int = 2) -> Optics:
-    """Optics like the FPM-INR paper's simulation: λ 0.522 µm, NA 0.25, 10×, 3.45 µm pixels, 2× upsampling.
-
-    LEDs (:func:`paper_leds`) sit on a square grid of pitch ``pitch_mm`` at ``distance_mm`` below
-    the sample (no slab), illumination NA ``l/sqrt(l² + distance²)`` with the DESIGN.md sign
-    ``(na_x, na_y) = -NA_ill·(cos φ, sin φ)``. With the defaults the 69 LEDs of the disk
-    ``i² + j² <= 20`` reach illumination NA 0.248 (just inside the objective NA 0.25).
-    """
-    leds = paper_leds(n_leds, pitch_mm=pitch_mm, distance_mm=distance_mm)
-    return Optics(wavelength_um=wavelength_um, na_obj=na_obj, mag=mag, pixel_um=pixel_um,
-                  na_illum=leds.na_at(), upsample=upsample)
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,7 +236,7 @@ def _add_noise(intensity: np.ndarray, seed: int, noise: float, photons: float | 
 
 
 def _simulate_slide(size, seed, noise, photons, optics, leds, dev, options) -> Simulation:
-    from .slide import simulate_slide
+    from .optics.slide import simulate_slide
 
     try:
         intensity, band, depth, optics, leds, used = simulate_slide(size, seed, optics, leds, dev, **options)
