@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import FPMInputError
+from .errors import FPMInputError
 
 __all__ = ["Tile", "TileLayout", "axis_starts"]
 
