@@ -171,50 +171,35 @@ class _Solver:
             yield from self._run_subbin(z_um, iterations, pupil_update, stop)
             return
         zc = z_um.size
-        h, w = self.h, self.w
         r0, r1, c0, c1 = self.bbox
         spec = self.init_spectrum.expand(zc, self.H, self.W).clone()
         # everything in Fourier space lives inside the pupil support's bounding box
         transfer = self.fwd.transfer(z_um)[:, r0:r1, c0:c1].contiguous()
         support = self.support[r0:r1, c0:c1]
         step = self.object_step(transfer)
-        psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)  # zero outside the box
-        field = torch.empty_like(psi)
-        scale = torch.empty((zc, h, w), dtype=torch.float32, device=self.device)
-        done = 0
-        stopped = False
-        for it in range(iterations):
-            update_pupil = pupil_update and it >= 1
-            for n in range(self.n_leds):
-                if should_stop(stop):
-                    stopped = True
-                    break
-                top, left = self.tops[n] + r0, self.lefts[n] + c0
-                win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
-                delta_box = self._projection_delta(win, transfer, n, psi, field, scale)
-                if update_pupil:
-                    old = win.clone()
-                    win.addcmul_(step, delta_box)
-                    transfer.addcmul_(self._pupil_step(old) * support, delta_box)
-                    step = self.object_step(transfer)
-                else:
-                    win.addcmul_(step, delta_box)
-            if stopped:
-                break
-            done = it + 1
-            yield done
+
+        def update(n: int, update_pupil: bool, buffers) -> None:
+            nonlocal step
+            win = self._window(spec, n)
+            delta_box = self._projection_delta(win, transfer, n, *buffers)
+            if update_pupil:
+                old = win.clone()
+                win.addcmul_(step, delta_box)
+                transfer.addcmul_(self._pupil_step(old) * support, delta_box)
+                step = self.object_step(transfer)
+            else:
+                win.addcmul_(step, delta_box)
+
+        done = yield from self._passes(zc, iterations, pupil_update, stop, update)
         pupils = None
         if pupil_update:
-            pupils = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
             # the recovered pupil proper: the plane's transfer without its own defocus
-            pupils[:, r0:r1, c0:c1] = transfer * self.fwd.defocus(z_um)[:, r0:r1, c0:c1].conj()
+            pupils = self._boxed(transfer * self.fwd.defocus(z_um)[:, r0:r1, c0:c1].conj())
         self.result = (FPMForward.inverse_spectrum(spec), pupils, done)
-
 
     def _run_subbin(self, z_um: np.ndarray, iterations: int, pupil_update: bool, stop) -> Iterator[int]:
         """:meth:`run` with one transfer per LED (sub-bin tilts): ``T_i = A·disk_i·exp(i·kz_i·z)``."""
         zc = z_um.size
-        h, w = self.h, self.w
         r0, r1, c0, c1 = self.bbox
         spec = self.init_spectrum.expand(zc, self.H, self.W).clone()
         z = torch.as_tensor(z_um, dtype=torch.float32, device=self.device)[:, None, None]
@@ -228,42 +213,59 @@ class _Solver:
         table = None
         if self.n_leds * zc * (r1 - r0) * (c1 - c0) * 8 <= _CTF_TABLE_BYTES:
             table = torch.polar(self.led_disk[:, None].expand(-1, zc, -1, -1), self.led_kz[:, None] * z[None])
-        psi = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)  # zero outside the box
-        field = torch.empty_like(psi)
-        scale = torch.empty((zc, h, w), dtype=torch.float32, device=self.device)
+
+        def update(n: int, update_pupil: bool, buffers) -> None:
+            ctf = table[n] if table is not None else torch.polar(self.led_disk[n].expand(zc, -1, -1),
+                                                                 self.led_kz[n] * z)  # disk·defocus
+            transfer = ctf if aberration is None else ctf * aberration
+            win = self._window(spec, n)
+            delta_box = self._projection_delta(win, transfer, n, *buffers)
+            if aberration is None:  # unit-modulus transfer on its disk: step = gain·conj(T)
+                win.addcmul_(transfer.conj(), delta_box, value=ideal_gain)
+                return
+            step = self.object_step(transfer)
+            if update_pupil:
+                old = win.clone()
+                win.addcmul_(step, delta_box)
+                aberration.addcmul_(self._pupil_step(old) * ctf.conj(), delta_box)
+            else:
+                win.addcmul_(step, delta_box)
+
+        done = yield from self._passes(zc, iterations, pupil_update, stop, update)
+        pupils = self._boxed(aberration * self.fwd.support[r0:r1, c0:c1]) if pupil_update else None
+        self.result = (FPMForward.inverse_spectrum(spec), pupils, done)
+
+    def _passes(self, zc: int, iterations: int, pupil_update: bool, stop, update) -> Iterator[int]:
+        """Run ``iterations`` sequential passes of ``update(n, update_pupil, buffers)`` over the
+        LEDs (NA order) for a batch of ``zc`` planes; yields the passes done after each one and
+        returns how many finished (fewer when ``stop`` fired). The pupil step starts after the
+        first pass; ``buffers`` are the work arrays of :meth:`_projection_delta`."""
+        psi = torch.zeros((zc, self.h, self.w), dtype=torch.complex64, device=self.device)  # zero outside the box
+        buffers = (psi, torch.empty_like(psi), torch.empty((zc, self.h, self.w), dtype=torch.float32,
+                                                            device=self.device))
         done = 0
-        stopped = False
         for it in range(iterations):
             update_pupil = pupil_update and it >= 1
             for n in range(self.n_leds):
                 if should_stop(stop):
-                    stopped = True
-                    break
-                ctf = table[n] if table is not None else torch.polar(self.led_disk[n].expand(zc, -1, -1),
-                                                                     self.led_kz[n] * z)  # disk·defocus
-                transfer = ctf if aberration is None else ctf * aberration
-                top, left = self.tops[n] + r0, self.lefts[n] + c0
-                win = spec[:, top:top + r1 - r0, left:left + c1 - c0]
-                delta_box = self._projection_delta(win, transfer, n, psi, field, scale)
-                if aberration is None:  # unit-modulus transfer on its disk: step = gain·conj(T)
-                    win.addcmul_(transfer.conj(), delta_box, value=ideal_gain)
-                    continue
-                step = self.object_step(transfer)
-                if update_pupil:
-                    old = win.clone()
-                    win.addcmul_(step, delta_box)
-                    aberration.addcmul_(self._pupil_step(old) * ctf.conj(), delta_box)
-                else:
-                    win.addcmul_(step, delta_box)
-            if stopped:
-                break
+                    return done
+                update(n, update_pupil, buffers)
             done = it + 1
             yield done
-        pupils = None
-        if pupil_update:
-            pupils = torch.zeros((zc, h, w), dtype=torch.complex64, device=self.device)
-            pupils[:, r0:r1, c0:c1] = aberration * self.fwd.support[r0:r1, c0:c1]
-        self.result = (FPMForward.inverse_spectrum(spec), pupils, done)
+        return done
+
+    def _window(self, spec: torch.Tensor, n: int) -> torch.Tensor:
+        """LED ``n``'s pupil box of the centred hr spectra ``spec`` (a view: updated in place)."""
+        r0, r1, c0, c1 = self.bbox
+        top, left = self.tops[n] + r0, self.lefts[n] + c0
+        return spec[:, top:top + r1 - r0, left:left + c1 - c0]
+
+    def _boxed(self, box: torch.Tensor) -> torch.Tensor:
+        """Per-plane raw-grid arrays ``(Z, h, w)``: ``box`` inside the pupil box, zero outside."""
+        r0, r1, c0, c1 = self.bbox
+        out = torch.zeros((box.shape[0], self.h, self.w), dtype=torch.complex64, device=self.device)
+        out[:, r0:r1, c0:c1] = box
+        return out
 
 
 def _check_inputs(raw: RawData, z_um, iterations: int, mode: str) -> np.ndarray:
