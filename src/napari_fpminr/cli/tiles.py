@@ -35,6 +35,9 @@ def add_tiling_options(p) -> None:
                    help="every tile uses the NAs of the frame centre (for comparisons; not recommended)")
     g.add_argument("--guard", type=int, default=0,
                    help="fpm: raw px of context read around each tile, reconstructed and dropped (default 0)")
+    g.add_argument("--keep-edge-leds", action="store_true",
+                   help="use every LED in every tile (default: leave out each tile's pupil-edge LEDs, whose "
+                        "|NA| comes within one raw frequency bin of the objective NA over the tile)")
     g.add_argument("--keep-tiles", action="store_true", help="keep OUT.tiles/ after the output is written")
 
 
@@ -79,6 +82,7 @@ def build_job(args, raw_path: Path, out: Path):
             options["guard"] = int(args.guard)
     else:
         options = {"train": _train_options(args)}
+    options["edge_leds"] = "keep" if args.keep_edge_leds else "drop"
     return TiledJob(source, layout, args.method, planes, work_dir_for(out), leds=leds, options=options)
 
 

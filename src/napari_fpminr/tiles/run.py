@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import FPMInputError
 from ..recon.stop import should_stop
 from ..tile_layout import TileLayout
-from .local_na import local_na
+from .local_na import corner_points_mm, local_na, pupil_edge_leds
 from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
 
 __all__ = ["TiledJob", "TileProgress", "iter_tiles", "work_dir_for", "default_workers"]
@@ -47,8 +47,10 @@ class TiledJob:
 
     ``planes``: the fpm planes (µm), or for inr the z range's end points (min and max are used).
     ``leds``: the board geometry for per-tile NAs (``None``: every tile uses the file's NAs).
-    ``options``: fpm ``iterations``/``mode``/``recover_pupil``/``device``; inr ``train`` (a
-    :class:`TrainConfig` as a dict).
+    ``options``: fpm ``iterations``/``mode``/``recover_pupil``/``device``/``guard``; inr ``train``
+    (a :class:`TrainConfig` as a dict); both ``edge_leds``: ``"drop"`` (default) leaves out each
+    tile's pupil-edge LEDs (:func:`~napari_fpminr.tiles.local_na.pupil_edge_leds`), ``"keep"``
+    uses every LED.
     """
 
     source: Any
@@ -69,6 +71,31 @@ class TiledJob:
     def tile_na(self, tile) -> np.ndarray:
         return local_na(self.leds, self.layout.centre_mm(tile), self.source.header.optics.na_illum)
 
+    def kept_leds(self, tile) -> np.ndarray | None:
+        """Indices of the LEDs a tile uses (``None``: all): without its pupil-edge LEDs by default.
+
+        The edge test looks at the LEDs' NAs over the window the tile reads (its centre and
+        corners, from the board geometry; the tile's NAs alone without one), widened by one raw
+        frequency bin of that window. If it would leave fewer than half the LEDs, all are kept.
+        """
+        if self.options.get("edge_leds", "drop") == "keep":
+            return None
+        o = self.source.header.optics
+        top, left, h, w = self.guarded_window(tile)
+        if self.leds is None:
+            na = np.asarray(o.na_illum, np.float64)[None]
+        else:
+            H, W = self.layout.frame_shape
+            scale = self.layout.dx_lr_um / 1000.0
+            centre = ((left + w / 2.0 - W / 2.0) * scale, (top + h / 2.0 - H / 2.0) * scale)
+            points = corner_points_mm(centre, (w / 2.0 * scale, h / 2.0 * scale))
+            na = np.stack([self.leds.na_at(p) for p in points])
+        bin_na = o.wavelength_um / (min(h, w) * o.dx_lr_um)
+        edge = pupil_edge_leds(na, o.na_obj, bin_na)
+        if not edge.any() or edge.sum() * 2 > edge.size:
+            return None
+        return np.flatnonzero(~edge)
+
     @property
     def job_hash(self) -> str:
         """Hash of everything that decides a tile's result (input, tiles, NAs, method, settings)."""
@@ -87,7 +114,7 @@ class TiledJob:
         return TileTask(tile=tile, na_illum=self.tile_na(tile), method=self.method, planes=self.planes,
                         options=opts, level=float(self.level), work_dir=str(self.work_dir),
                         job_hash=self.job_hash, source=self.source if self.source.lazy else None, raw=raw,
-                        window=window)
+                        window=window, keep_leds=self.kept_leds(tile))
 
     def guarded_window(self, tile) -> tuple[int, int, int, int]:
         """The raw window a tile reads: fpm tiles add ``options["guard"]`` px of context on every

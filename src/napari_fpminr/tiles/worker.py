@@ -10,8 +10,8 @@ over the z range, :func:`recon.train.iter_train`) and writes, atomically, into t
   tile's best-focus depth, timing. A tile counts as done only when this file exists with the
   job's hash, so a run killed at any moment leaves either a finished tile or nothing usable.
 
-Amplitude scale: each tile's reconstruction normalises by the tile's own bright-field mean
-(:meth:`RawData.normalized`); multiplying its amplitude by ``sqrt(level_tile / level_frame)``
+Amplitude scale: each tile's reconstruction normalises by the tile's own bright-field mean over
+the LEDs it uses (:meth:`RawData.normalized`; pupil-edge LEDs, half dark, are not among them); multiplying its amplitude by ``sqrt(level_tile / level_frame)``
 puts every tile on the whole frame's scale (a transparent sample ≈ 1 everywhere).
 """
 
@@ -64,6 +64,7 @@ class TileTask:
     source: Any = None          # a lazy source (reads its own window), or
     raw: RawData | None = None  # the tile's data already cut out (in-memory formats)
     window: tuple[int, int, int, int] | None = None  # raw window read: the tile plus its guard band
+    keep_leds: np.ndarray | None = None  # LEDs the tile uses (None: all); pupil-edge LEDs left out
 
     @property
     def read_window(self) -> tuple[int, int, int, int]:
@@ -104,7 +105,8 @@ def _tile_raw(task: TileTask) -> RawData:
         raw = task.raw
     else:
         raw = task.source.tile_raw(*task.read_window)
-    return raw.with_optics(na_illum=np.asarray(task.na_illum, np.float64), pupil=None)
+    raw = raw.with_optics(na_illum=np.asarray(task.na_illum, np.float64), pupil=None)
+    return raw if task.keep_leds is None else raw.select_leds(np.asarray(task.keep_leds))
 
 
 def run_tile(task: TileTask, stop_token: str | None = None) -> dict:
@@ -133,7 +135,9 @@ def run_tile(task: TileTask, stop_token: str | None = None) -> dict:
         return {"stopped": True, "row": task.tile.row, "col": task.tile.col}
     marker = {"version": MARKER_VERSION, "job_hash": task.job_hash, "row": task.tile.row, "col": task.tile.col,
               "window": list(task.tile.window), "amplitude_scale": scale, "elapsed_s": time.perf_counter() - t0,
-              "na_illum_mean": np.asarray(task.na_illum).mean(axis=0).tolist(), **info}
+              "na_illum_mean": np.asarray(task.na_illum).mean(axis=0).tolist(),
+              "leds_used": int(raw.n_leds), "leds_left_out": [] if task.keep_leds is None else
+              sorted(set(range(len(task.na_illum))) - set(int(i) for i in task.keep_leds)), **info}
     from ..io.atomic import atomic_write
 
     with atomic_write(task.stem.with_suffix(".json")) as tmp:
