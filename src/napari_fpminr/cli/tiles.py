@@ -37,7 +37,7 @@ def add_tiling_options(p) -> None:
                    help="fpm: raw px of context read around each tile, reconstructed and dropped (default 0)")
     g.add_argument("--keep-edge-leds", action="store_true",
                    help="use every LED in every tile (default: leave out each tile's pupil-edge LEDs, whose "
-                        "|NA| comes within one raw frequency bin of the objective NA over the tile)")
+                        "|NA| comes within two raw frequency bins of the objective NA over the tile)")
     g.add_argument("--keep-tiles", action="store_true", help="keep OUT.tiles/ after the output is written")
 
 

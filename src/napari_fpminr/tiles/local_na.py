@@ -13,16 +13,17 @@ NA, ``r = d · s / sqrt(1 - s²)`` in the direction opposite to ``(na_x, na_y)``
 **LEDs on the pupil edge.** An LED whose illumination NA ``|NA_i|`` is within a hair of the
 objective's NA puts the sample's zero order (nearly all of a slide's light) right on the pupil's
 edge: its image flips between bright and dark field with the slightest change of angle. Across a
-tile the angle does change (each point sees the LED from its own place, 0.0026 NA over a 128 px
-tile 30 mm above the board), and a tile's discrete spectrum cannot place the zero order closer
-than about one raw frequency bin (``λ/(w·dx)`` in NA) to the edge anyway. The tile's model then
-fits those images badly, and the solvers spread the misfit over the whole tile as low-frequency
-background errors that grow towards the tile's edges (measured on the simulated slide, 128 px
-tiles: 26.9 → 33.9 dB with the 8 pupil-edge LEDs of the 69 left out; 22.8 → 41.6 dB on a
-256 px window). :func:`pupil_edge_leds` finds them: the LEDs whose ``|NA|``, over the tile's
-corners and centre, comes within one raw bin of the objective NA. Tiled runs leave them out by
-default (``--keep-edge-leds`` keeps them); the neighbouring LEDs' overlapping pupils cover the
-same part of the spectrum.
+tile the angle does change (each point sees the LED from its own place: 0.0026 NA over a 128 px
+tile 30 mm above the board), and a tile's discrete spectrum places the zero order only to within
+a raw frequency bin (``λ/(w·dx)`` in NA, 0.0047 for that tile). The tile's model then fits those
+images badly, and the solvers spread the misfit over the whole tile as low-frequency background
+errors that grow towards the tile's edges. Measured on the simulated slide (spherical waves from
+30 mm; 128 px window, conventional solver, ``benchmarks`` figures in docs/benchmarks.md): with a
+ring of 8 LEDs 0.5 / 1 / 1.5 / 2 / 3 bins from the pupil edge the window loses 7.8 / 1.5 / 2.5 /
+1.2 / 0.5 dB against the same data without that ring. :func:`pupil_edge_leds` finds the LEDs whose
+``|NA|``, over the tile's corners and centre, comes within :data:`EDGE_BAND_BINS` raw bins of the
+objective NA. Tiled runs leave them out by default (``--keep-edge-leds`` keeps them); the
+neighbouring LEDs' overlapping pupils cover the same part of the spectrum.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ import numpy as np
 from ..errors import FPMInputError
 from ..optics.led_array import LEDArray
 
-__all__ = ["leds_from_na", "tile_leds", "local_na", "pupil_edge_leds", "corner_points_mm"]
+#: half-width, in raw frequency bins of the tile, of the band around the objective NA whose LEDs a
+#: tile leaves out (measured, see the module docstring)
+EDGE_BAND_BINS = 2.0
+
+__all__ = ["EDGE_BAND_BINS", "leds_from_na", "tile_leds", "local_na", "pupil_edge_leds", "corner_points_mm"]
 
 
 def leds_from_na(na_illum: np.ndarray, distance_mm: float, pitch_mm: float | None = None) -> LEDArray:
@@ -79,13 +84,13 @@ def corner_points_mm(centre_mm, half_size_mm) -> np.ndarray:
     return np.array([[cx, cy], [cx - hx, cy - hy], [cx + hx, cy - hy], [cx - hx, cy + hy], [cx + hx, cy + hy]])
 
 
-def pupil_edge_leds(na_at_points: np.ndarray, na_obj: float, bin_na: float) -> np.ndarray:
-    """Boolean ``(N,)``: LEDs whose ``|NA|`` comes within ``bin_na`` of ``na_obj`` anywhere in a window.
+def pupil_edge_leds(na_at_points: np.ndarray, na_obj: float, band_na: float) -> np.ndarray:
+    """Boolean ``(N,)``: LEDs whose ``|NA|`` comes within ``band_na`` of ``na_obj`` anywhere in a window.
 
     ``na_at_points``: ``(K, N, 2)`` illumination NAs of the ``N`` LEDs seen from ``K`` points of the
-    window (its centre and corners; one point when no board geometry is known). ``bin_na``: one
-    raw frequency bin in NA units, ``λ / (w · dx_lr)``.
+    window (its centre and corners; one point when no board geometry is known). ``band_na``: the
+    band's half-width in NA, ``EDGE_BAND_BINS · λ / (w · dx_lr)`` for a window ``w`` raw px wide.
     """
     s = np.hypot(na_at_points[..., 0], na_at_points[..., 1]).reshape(-1, na_at_points.shape[-2])
-    lo, hi = s.min(axis=0) - float(bin_na), s.max(axis=0) + float(bin_na)
+    lo, hi = s.min(axis=0) - float(band_na), s.max(axis=0) + float(band_na)
     return (lo <= float(na_obj)) & (hi >= float(na_obj))
