@@ -7,8 +7,9 @@
    tilts and once snapped. Amplitude PSNR (scale fitted, against the band-limited truth) in a
    ``--region``² raw window at the centre and at each corner (``--inset`` raw pixels from the edges).
 2. The same windows reconstructed from crops (window plus ``--pad`` raw pixels where the field
-   allows) with the NAs that the crop's centre sees (``LEDArray.na_at``): what per-tile local
-   angles buy; the real tiling (blending, seams) is ``napari_fpminr.tiles``.
+   allows) with the NAs that the crop's centre sees (``LEDArray.na_at``), and from the real tiled
+   runner (``napari_fpminr.tiles``: tiles of ``--tile`` with ``--overlap``, blended): with per-tile
+   NAs (pupil-edge LEDs left out, the default), with every LED, and with the centre's NAs.
 3. Solver cost: conventional reconstruction of ``--timing-size``² paper-optics data (all LEDs
    off the bin grid) at ``--timing-planes`` planes, sub-bin vs snapped, interleaved repeats in
    this process; the median ratio is the figure.
@@ -90,12 +91,42 @@ def field_illumination(args) -> None:
         local[name] = _psnr(amp, truth, top, left, args.region, up)
     if local:
         rows["crops, local NAs, sub-bin"] = (local, time.perf_counter() - t)
+    if args.tile:
+        for label, leds, edge in (("tiles, per-tile NAs (default)", raw.leds, "drop"),
+                                  ("tiles, per-tile NAs, every LED", raw.leds, "keep"),
+                                  ("tiles, centre NAs", None, "drop")):
+            t = time.perf_counter()
+            amp = _tiled_amplitude(raw, args, leds, edge)
+            rows[label] = ({k: _psnr(amp, truth, *v, args.region, up) for k, v in wins.items()},
+                           time.perf_counter() - t)
     print(f"\namplitude PSNR (dB) in {args.region}² raw windows ({args.inset} px inset), {args.iterations} passes")
     print(f"| reconstruction | {' | '.join(wins)} | worst corner - centre | time |")
     print("|---|" + "---|" * (len(wins) + 2))
     for label, (psnr, sec) in rows.items():
         worst = min(v for k, v in psnr.items() if k != "centre") - psnr["centre"]
         print(f"| {label} | {' | '.join(f'{psnr[k]:.1f}' for k in wins)} | {worst:+.1f} | {sec:.0f} s |")
+
+
+def _tiled_amplitude(raw, args, leds, edge_leds: str) -> np.ndarray:
+    """The whole field's amplitude at z = 0 from ``napari_fpminr.tiles`` (in process, blended)."""
+    import tempfile
+
+    from napari_fpminr.tile_layout import TileLayout
+    from napari_fpminr.tiles.assemble import stack_region
+    from napari_fpminr.tiles.run import TiledJob, iter_tiles
+    from napari_fpminr.tiles.source import MemorySource
+
+    o = raw.optics
+    layout = TileLayout(raw.lr_shape, args.tile, args.overlap, o.upsample, o.dx_lr_um)
+    with tempfile.TemporaryDirectory() as work:
+        job = TiledJob(MemorySource.from_raw(raw), layout, "fpm", [0.0], work, leds=leds,
+                       options={"iterations": args.iterations, "device": "cpu", "edge_leds": edge_leds})
+        last = None
+        for last in iter_tiles(job):
+            pass
+        H, W = layout.hr_shape
+        amp, _ = stack_region(layout, last.markers, work, (0, 0, H, W), 1)
+    return amp[0]
 
 
 def _with_optics(raw, na):
@@ -163,6 +194,8 @@ def main() -> None:
                     help="LED board distance; the pitch scales with it (same centre NAs)")
     ap.add_argument("--margin", type=int, default=0, help="slide simulation margin (raw px; 0 = default)")
     ap.add_argument("--no-crops", action="store_true")
+    ap.add_argument("--tile", type=int, default=128, help="tiled rows: tile size in raw px (0: no tiled rows)")
+    ap.add_argument("--overlap", type=int, default=16)
     ap.add_argument("--skip", nargs="*", default=[], choices=["field", "cost"])
     args = ap.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
