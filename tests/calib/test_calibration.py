@@ -91,7 +91,7 @@ def test_never_worse_guard_rejects_a_fit_that_raises_the_misfit(monkeypatch):
         return start.replace(kind="board", shift_mm=(3.0, -2.0), rotation_deg=10.0, height_scale=0.8)
 
     monkeypatch.setattr(calibrate_module, "fit_geometry", wrong_board)
-    cal = calibrate(raw, rounds=1, brightness=False, device="cpu")  # candidates: the wrong geometry only
+    cal = calibrate(raw, rounds=1, brightness=False, edge_object=False, device="cpu")  # the wrong geometry only
     assert cal.fallback and cal.shift_mm == (0.0, 0.0)
     assert cal.report["misfit_after"] > cal.report["misfit_before"]
     assert cal.report["rejected"]["shift_mm"] == [3.0, -2.0]
@@ -121,10 +121,14 @@ def test_similarity_model_without_board_geometry():
     """NAs only (no LED board): a shift/rotation/scale of the NAs is fitted instead."""
     raw, true, _, _ = miscalibrated(48, brightness_spread=0.0)
     raw = type(raw)(intensities=raw.intensities, optics=raw.optics, z_um=0.0)
-    cal = calibrate(raw, rounds=2, brightness=False, device="cpu")
+    cal = calibrate(raw, rounds=2, brightness=False, device="cpu", edge_object=False)
     assert cal.kind == "similarity" and not cal.fallback
     err = np.abs(cal.na(raw) - true.na_at()).max()
     assert err < 0.5 * np.abs(raw.optics.na_illum - true.na_at()).max()
+    # with the pupil-edge candidate the choice stays the one of least misfit, never above the model's
+    both = calibrate(raw, rounds=2, brightness=False, device="cpu")
+    assert both.kind == "similarity" and both.report["misfit_after"] <= cal.report["misfit_after"] + 1e-12
+    assert both.report["misfit_after"] == min(both.report["candidates"].values())
 
 
 def test_identity_round_trips_and_refuses_bad_values():

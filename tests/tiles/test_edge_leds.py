@@ -10,7 +10,8 @@ from napari_fpminr.recon.conventional import reconstruct_stack
 from napari_fpminr.recon.metrics import psnr_scaled
 from napari_fpminr.simulate import simulate
 from napari_fpminr.tile_layout import TileLayout
-from napari_fpminr.tiles.local_na import corner_points_mm, pupil_edge_leds
+from napari_fpminr.optics.pupil_edge import pupil_edge_leds
+from napari_fpminr.tiles.local_na import corner_points_mm
 from napari_fpminr.tiles.run import TiledJob
 from napari_fpminr.tiles.source import MemorySource
 

@@ -10,20 +10,8 @@ simulations: ``RawData.leds``) that is used. Files that carry only the NAs seen 
 need the board's distance (``--led-distance-mm``): each LED's position is then recovered from its
 NA, ``r = d · s / sqrt(1 - s²)`` in the direction opposite to ``(na_x, na_y)`` (no glass slab).
 
-**LEDs on the pupil edge.** An LED whose illumination NA ``|NA_i|`` is within a hair of the
-objective's NA puts the sample's zero order (nearly all of a slide's light) right on the pupil's
-edge: its image flips between bright and dark field with the slightest change of angle. Across a
-tile the angle does change (each point sees the LED from its own place: 0.0026 NA over a 128 px
-tile 30 mm above the board), and a tile's discrete spectrum places the zero order only to within
-a raw frequency bin (``λ/(w·dx)`` in NA, 0.0047 for that tile). The tile's model then fits those
-images badly, and the solvers spread the misfit over the whole tile as low-frequency background
-errors that grow towards the tile's edges. Measured on the simulated slide (spherical waves from
-30 mm; 128 px window, conventional solver, ``benchmarks`` figures in docs/benchmarks.md): with a
-ring of 8 LEDs 0.5 / 1 / 1.5 / 2 / 3 bins from the pupil edge the window loses 7.8 / 1.5 / 2.5 /
-1.2 / 0.5 dB against the same data without that ring. :func:`pupil_edge_leds` finds the LEDs whose
-``|NA|``, over the tile's corners and centre, comes within :data:`EDGE_BAND_BINS` raw bins of the
-objective NA. Tiled runs leave them out by default (``--keep-edge-leds`` keeps them); the
-neighbouring LEDs' overlapping pupils cover the same part of the spectrum.
+LEDs on the pupil edge, which tiles leave out, are found by
+:func:`napari_fpminr.optics.pupil_edge.pupil_edge_leds` (the physics is told there).
 """
 
 from __future__ import annotations
@@ -33,11 +21,7 @@ import numpy as np
 from ..errors import FPMInputError
 from ..optics.led_array import LEDArray
 
-#: half-width, in raw frequency bins of the tile, of the band around the objective NA whose LEDs a
-#: tile leaves out (measured, see the module docstring)
-EDGE_BAND_BINS = 2.0
-
-__all__ = ["EDGE_BAND_BINS", "leds_from_na", "tile_leds", "local_na", "pupil_edge_leds", "corner_points_mm"]
+__all__ = ["leds_from_na", "tile_leds", "local_na", "corner_points_mm"]
 
 
 def leds_from_na(na_illum: np.ndarray, distance_mm: float, pitch_mm: float | None = None) -> LEDArray:
@@ -82,15 +66,3 @@ def corner_points_mm(centre_mm, half_size_mm) -> np.ndarray:
     cx, cy = (float(v) for v in centre_mm)
     hx, hy = (float(v) for v in half_size_mm)
     return np.array([[cx, cy], [cx - hx, cy - hy], [cx + hx, cy - hy], [cx - hx, cy + hy], [cx + hx, cy + hy]])
-
-
-def pupil_edge_leds(na_at_points: np.ndarray, na_obj: float, band_na: float) -> np.ndarray:
-    """Boolean ``(N,)``: LEDs whose ``|NA|`` comes within ``band_na`` of ``na_obj`` anywhere in a window.
-
-    ``na_at_points``: ``(K, N, 2)`` illumination NAs of the ``N`` LEDs seen from ``K`` points of the
-    window (its centre and corners; one point when no board geometry is known). ``band_na``: the
-    band's half-width in NA, ``EDGE_BAND_BINS · λ / (w · dx_lr)`` for a window ``w`` raw px wide.
-    """
-    s = np.hypot(na_at_points[..., 0], na_at_points[..., 1]).reshape(-1, na_at_points.shape[-2])
-    lo, hi = s.min(axis=0) - float(band_na), s.max(axis=0) + float(band_na)
-    return (lo <= float(na_obj)) & (hi >= float(na_obj))

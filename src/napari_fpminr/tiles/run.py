@@ -33,7 +33,8 @@ import numpy as np
 from ..errors import FPMInputError
 from ..recon.stop import should_stop
 from ..tile_layout import TileLayout
-from .local_na import EDGE_BAND_BINS, corner_points_mm, local_na, pupil_edge_leds
+from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
+from .local_na import corner_points_mm, local_na
 from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
 
 __all__ = ["TiledJob", "TileProgress", "iter_tiles", "work_dir_for", "default_workers"]
@@ -76,7 +77,7 @@ class TiledJob:
 
         The edge test looks at the LEDs' NAs over the window the tile reads (its centre and
         corners, from the board geometry; the tile's NAs alone without one), widened by
-        :data:`EDGE_BAND_BINS` raw frequency bins of that window. If it would leave fewer than half the LEDs, all are kept.
+        :data:`~napari_fpminr.optics.pupil_edge.EDGE_BAND_BINS` raw frequency bins of that window. If it would leave fewer than half the LEDs, all are kept.
         """
         if self.options.get("edge_leds", "drop") == "keep":
             return None
@@ -90,8 +91,7 @@ class TiledJob:
             centre = ((left + w / 2.0 - W / 2.0) * scale, (top + h / 2.0 - H / 2.0) * scale)
             points = corner_points_mm(centre, (w / 2.0 * scale, h / 2.0 * scale))
             na = np.stack([self.leds.na_at(p) for p in points])
-        band_na = EDGE_BAND_BINS * o.wavelength_um / (min(h, w) * o.dx_lr_um)
-        edge = pupil_edge_leds(na, o.na_obj, band_na)
+        edge = pupil_edge_leds(na, o.na_obj, edge_band_na(o.wavelength_um, min(h, w), o.dx_lr_um))
         if not edge.any() or edge.sum() * 2 > edge.size:
             return None
         return np.flatnonzero(~edge)

