@@ -232,6 +232,48 @@ def bench_local_angles(size: int, cache: Path, results: dict) -> None:
     print(f"local angles {size}^2: {json.dumps(results[f'local_angles_{size}'])}", flush=True)
 
 
+def bench_local_angles_same_leds(size: int, cache: Path, results: dict) -> None:
+    """The edge tiles once more, one plane at each tile's mean depth, per-tile vs centre NAs with the
+    *same* LEDs (the tile's own pupil-edge LEDs left out in both): the NAs alone, without the
+    choice of LEDs that the NAs also drive in a tiled run."""
+    from napari_fpminr.recon.conventional import reconstruct_stack
+    from napari_fpminr.recon.metrics import psnr_scaled
+    from napari_fpminr.tile_layout import TileLayout
+    from napari_fpminr.tiles.run import TiledJob
+    from napari_fpminr.tiles.source import open_source
+
+    raw_path = cache / f"slide_{size}.tif"
+    t = np.load(raw_path.with_suffix(".truth.npz"))
+    meta = json.loads(str(t["meta"]))
+    src = open_source(raw_path)
+    o = src.header.optics
+    layout = TileLayout(src.frame_shape, TILE, OVERLAP, o.upsample, o.dx_lr_um)
+    depth = true_depth(meta, t["amplitude"].shape[0], float(t["dx_hr_um"]))
+    job = TiledJob(src, layout, "fpm", [0.0], cache / "unused.tiles", leds=src.header.leds)
+    r_, c_ = layout.grid_shape
+    edge = [tl for tl in layout.tiles() if tl.row in (0, r_ - 1) or tl.col in (0, c_ - 1)]
+    pick = edge[:: max(1, len(edge) // 8)][:8]
+    rows = []
+    for tile in pick:
+        T, L, h, w = layout.hr_window(tile)
+        z = float(depth[T:T + h, L:L + w].mean())
+        keep = job.kept_leds(tile)
+        raw = src.tile_raw(*tile.window)
+        m = 8 * o.upsample
+        truth = t["amplitude"][T:T + h, L:L + w][m:-m, m:-m]
+        scores = []
+        for na in (job.tile_na(tile), o.na_illum):
+            r = raw.with_optics(na_illum=na, pupil=None)
+            r = r if keep is None else r.select_leds(keep)
+            a = reconstruct_stack(r, [z], iterations=ITERATIONS[0], device="cpu").amplitude[0]
+            scores.append(psnr_scaled(a[m:-m, m:-m], truth))
+        rows.append({"tile": [tile.row, tile.col], "z_um": z, "local_na_db": scores[0], "centre_na_db": scores[1]})
+    gain = [r["local_na_db"] - r["centre_na_db"] for r in rows]
+    results[f"local_angles_same_leds_{size}"] = {"tiles": rows, "mean_gain_db": float(np.mean(gain)),
+                                                 "min_gain_db": float(np.min(gain))}
+    print(f"local angles, same LEDs {size}^2: {json.dumps(results[f'local_angles_same_leds_{size}'])}", flush=True)
+
+
 def bench_inr(size: int, cache: Path, results: dict) -> None:
     raw = simulate_cached(size, cache)
     t = np.load(raw.with_suffix(".truth.npz"))
@@ -348,6 +390,7 @@ def main() -> None:
         save()
     if "local" in stages:
         bench_local_angles(max(args.sizes), cache, results)
+        bench_local_angles_same_leds(max(args.sizes), cache, results)
         save()
     projection(results)
     save()
