@@ -65,6 +65,7 @@ def run(path: Path, z0: float) -> dict:
     nominal, z_nom, _ = best_misfit(crop, z0)
     out = {"stated_z_um": z0, "nominal": nominal, "nominal_z_um": z_nom, "calibration_s": t_cal,
            "chosen": cal.report.get("chosen"), "fallback": bool(cal.fallback),
+           "calibration_misfit_before": cal.report.get("misfit_before"),
            "candidates": cal.report.get("candidates")}
     if not cal.fallback:
         calibrated = cal.apply(crop)

@@ -31,10 +31,12 @@ def _best_misfit(raw, z0: float) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, z0, most", [("green", 10.0, 0.70), ("red", -55.0, 0.90)])
+@pytest.mark.parametrize("name, z0, most", [("green", 10.0, 0.70), ("red", -55.0, 0.75)])
 def test_calibration_lowers_the_misfit_at_best_focus_on_real_data(name, z0, most):
-    """Green: ≥ 30 % lower (measured 0.173 -> 0.107). Red: lower (measured 0.196 -> 0.154, −22 %;
-    the issue's 30 % is not reached there, docs/calibration.md)."""
+    """The issue's target is ≥ 30 % lower on both files. Measured: green 0.173 -> 0.108 (−37 %),
+    red 0.196 -> 0.131 (−33 %). Red's chosen candidate wins the calibration's own comparison by
+    under 1 % over brightness alone (which gives about −27 % here), so its bound keeps a margin
+    for that near tie (docs/calibration.md)."""
     raw = read_raw(DATA / f"bloodsmear_{name}.mat").with_optics(pupil=None)
     cal = calibrate(raw, device="cpu")
     assert not cal.fallback and cal.report["misfit_after"] < cal.report["misfit_before"]

@@ -86,7 +86,7 @@ def _misfit_measured(field, pupil, z, data_norm: RawData, cal_raw: RawData, brig
 
 
 def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "data", rounds: int = 3,
-                   iterations: int = 8, crop_px: int | None = 64, per_led: bool = False,
+                   iterations: int = 25, crop_px: int | None = 64, per_led: bool = False,
                    brightness: bool = True, geometry: bool = True, min_gain: float = 0.01, use_tilt: bool = True,
                    edge_object: bool = True, device="auto", stop=None) -> Iterator[CalibrationProgress]:
     """Fit a :class:`Calibration` to ``raw``; yields progress, the last event has ``.calibration``.
