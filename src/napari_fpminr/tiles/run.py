@@ -50,7 +50,7 @@ class TiledJob:
     ``leds``: the board geometry for per-tile NAs (``None``: every tile uses the file's NAs).
     ``options``: fpm ``iterations``/``mode``/``recover_pupil``/``device``/``guard``; inr ``train``
     (a :class:`TrainConfig` as a dict); both ``edge_leds``: ``"drop"`` (default) leaves out each
-    tile's pupil-edge LEDs (:func:`~napari_fpminr.tiles.local_na.pupil_edge_leds`), ``"keep"``
+    tile's pupil-edge LEDs (:func:`~napari_fpminr.optics.pupil_edge.pupil_edge_leds`), ``"keep"``
     uses every LED.
     """
 
@@ -77,7 +77,8 @@ class TiledJob:
 
         The edge test looks at the LEDs' NAs over the window the tile reads (its centre and
         corners, from the board geometry; the tile's NAs alone without one), widened by
-        :data:`~napari_fpminr.optics.pupil_edge.EDGE_BAND_BINS` raw frequency bins of that window. If it would leave fewer than half the LEDs, all are kept.
+        :data:`~napari_fpminr.optics.pupil_edge.EDGE_BAND_BINS` raw frequency bins of that window.
+        If it would leave fewer than half the LEDs, all are kept.
         """
         if self.options.get("edge_leds", "drop") == "keep":
             return None

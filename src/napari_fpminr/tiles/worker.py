@@ -11,8 +11,9 @@ over the z range, :func:`recon.train.iter_train`) and writes, atomically, into t
   job's hash, so a run killed at any moment leaves either a finished tile or nothing usable.
 
 Amplitude scale: each tile's reconstruction normalises by the tile's own bright-field mean over
-the LEDs it uses (:meth:`RawData.normalized`; pupil-edge LEDs, half dark, are not among them); multiplying its amplitude by ``sqrt(level_tile / level_frame)``
-puts every tile on the whole frame's scale (a transparent sample ≈ 1 everywhere).
+the LEDs it uses (:meth:`RawData.normalized`; pupil-edge LEDs, half dark, are not among them);
+multiplying its amplitude by ``sqrt(level_tile / level_frame)`` puts every tile on the whole
+frame's scale (a transparent sample ≈ 1 everywhere).
 """
 
 from __future__ import annotations
