@@ -7,7 +7,7 @@ import pytest
 
 from napari_fpminr.optics import FPMForward
 from napari_fpminr.simulate import simulate
-from napari_fpminr.recon import conventional
+from napari_fpminr.recon import qnewton
 from napari_fpminr.recon.conventional import reconstruct_stack
 from napari_fpminr.recon.metrics import measurement_misfit, psnr_scaled
 
@@ -21,7 +21,7 @@ def test_per_led_path_with_zero_shifts_equals_the_shared_transfer_path(monkeypat
     sim = simulate("single", size=24, seed=0, z_um=3.0)
     reference = reconstruct_stack(sim.raw, [3.0, -2.0], iterations=3, pupil_update=pupil_update, device="cpu",
                                   subpixel=False)
-    original = conventional._Solver.__init__
+    original = qnewton.QNewtonSolver.__init__
 
     def forced(self, *args, **kwargs):
         original(self, *args, **kwargs)  # snapped: on the grid, zero shifts
@@ -30,9 +30,9 @@ def test_per_led_path_with_zero_shifts_equals_the_shared_transfer_path(monkeypat
         self.fwd.on_grid = False
         self.led_disk, self.led_kz, self.aberration = disk[:, r0:r1, c0:c1].float(), kz[:, r0:r1, c0:c1], None
 
-    monkeypatch.setattr(conventional._Solver, "__init__", forced)
+    monkeypatch.setattr(qnewton.QNewtonSolver, "__init__", forced)
     if not table:
-        monkeypatch.setattr(conventional, "_CTF_TABLE_BYTES", 0)
+        monkeypatch.setattr(qnewton, "_CTF_TABLE_BYTES", 0)
     per_led = reconstruct_stack(sim.raw, [3.0, -2.0], iterations=3, pupil_update=pupil_update, device="cpu",
                                 subpixel=False)
     np.testing.assert_allclose(per_led.complex_field(), reference.complex_field(), atol=1e-4)
