@@ -167,6 +167,13 @@ def bench_single_piece(size: int, cache: Path, results: dict) -> None:
     print(f"fpm single piece {size}^2: {json.dumps(r)}", flush=True)
 
 
+def edge_tiles(layout, n: int = 8) -> list:
+    """``n`` tiles spread along the field's edge (raster order, evenly strided)."""
+    r_, c_ = layout.grid_shape
+    edge = [tl for tl in layout.tiles() if tl.row in (0, r_ - 1) or tl.col in (0, c_ - 1)]
+    return edge[:: max(1, len(edge) // n)][:n]
+
+
 def psnr_complex(estimate: np.ndarray, truth: np.ndarray) -> float:
     """PSNR (dB) of ``c·estimate`` against the complex ``truth``, ``c`` the least-squares complex scale
     (a reconstruction's global phase and brightness are free)."""
@@ -203,9 +210,7 @@ def bench_local_angles(size: int, cache: Path, results: dict) -> None:
     job = TiledJob(src, layout, "fpm", planes, cache / f"centre_na_{size}.tiles", leds=None,
                    options={"iterations": ITERATIONS[0], "mode": "batched", "recover_pupil": False, "device": "cpu"})
     job.work_dir.mkdir(parents=True, exist_ok=True)
-    r_, c_ = layout.grid_shape
-    edge = [tl for tl in layout.tiles() if tl.row in (0, r_ - 1) or tl.col in (0, c_ - 1)]
-    pick = edge[:: max(1, len(edge) // 8)][:8]
+    pick = edge_tiles(layout)
     rows = []
     for tile in pick:
         run_tile(job.task(tile))
@@ -250,9 +255,7 @@ def bench_local_angles_same_leds(size: int, cache: Path, results: dict) -> None:
     layout = TileLayout(src.frame_shape, TILE, OVERLAP, o.upsample, o.dx_lr_um)
     depth = true_depth(meta, t["amplitude"].shape[0], float(t["dx_hr_um"]))
     job = TiledJob(src, layout, "fpm", [0.0], cache / "unused.tiles", leds=src.header.leds)
-    r_, c_ = layout.grid_shape
-    edge = [tl for tl in layout.tiles() if tl.row in (0, r_ - 1) or tl.col in (0, c_ - 1)]
-    pick = edge[:: max(1, len(edge) // 8)][:8]
+    pick = edge_tiles(layout)
     rows = []
     for tile in pick:
         T, L, h, w = layout.hr_window(tile)

@@ -43,10 +43,10 @@ import torch
 
 from ..device import resolve_device
 from ..errors import FPMInputError
+from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from ..rawdata import RawData
 from ..recon.stop import should_stop
 from .brightfield import fit_brightfield_disks
-from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from .fit import fit_brightness, fit_geometry, object_tilt, quick_field, refine_positions, subbin_amplitudes
 from .model import Calibration
 
@@ -196,13 +196,13 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 candidates["geometry+brightness (recovered pupil)"] = geo_only.replace(brightness=b, background=bg * level)
             candidates["brightness (recovered pupil)"] = nominal.replace(brightness=b, background=bg * level)
         if edge_object:
-            start = nominal  # the file's geometry: the board fit is a candidate of its own
+            # from the file's geometry (the board fit is a candidate of its own)
             na_clean = _positions_without_edge_leds(base_data, z, int(iterations), dev, stop, use_tilt)
             if should_stop(stop):
                 yield stopped_event()
                 return
             if na_clean is not None:
-                per_led_cal = start.replace(na_illum=na_clean)
+                per_led_cal = nominal.replace(na_illum=na_clean)
                 name = "pupil-edge LEDs refined (object without them)"
                 candidates[name] = per_led_cal
                 if brightness:

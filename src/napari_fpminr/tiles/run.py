@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import FPMInputError
 from ..recon.stop import should_stop
-from ..tile_layout import TileLayout
+from ..tile_layout import Tile, TileLayout
 from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from .local_na import corner_points_mm, local_na
 from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
@@ -87,10 +87,9 @@ class TiledJob:
         if self.leds is None:
             na = np.asarray(o.na_illum, np.float64)[None]
         else:
-            H, W = self.layout.frame_shape
-            scale = self.layout.dx_lr_um / 1000.0
-            centre = ((left + w / 2.0 - W / 2.0) * scale, (top + h / 2.0 - H / 2.0) * scale)
-            points = corner_points_mm(centre, (w / 2.0 * scale, h / 2.0 * scale))
+            read = Tile(tile.row, tile.col, top, left, h, w)  # the window read, guard band included
+            half_mm = 0.5 * self.layout.dx_lr_um / 1000.0
+            points = corner_points_mm(self.layout.centre_mm(read), (w * half_mm, h * half_mm))
             na = np.stack([self.leds.na_at(p) for p in points])
         edge = pupil_edge_leds(na, o.na_obj, edge_band_na(o.wavelength_um, min(h, w), o.dx_lr_um))
         if not edge.any() or edge.sum() * 2 > edge.size:
