@@ -1,7 +1,10 @@
 """Data-driven pieces of the illumination calibration (numerics; the driver is :mod:`.calibrate`).
 
 * :func:`quick_field`: a short conventional reconstruction of one plane (pupil recovered) — the
-  object estimate every other step compares the measurements with.
+  object estimate every other step compares the measurements with. It keeps the solver's constant
+  unit step even inside tiled runs: measured on the real blood smears (docs/calibration.md), a
+  calibration built on adaptive-step estimates lowers the misfit at best focus by 16 % (green)
+  instead of 36 %; the brightness candidates no longer win.
 * :func:`subbin_amplitudes`: the forward model of shared/DESIGN.md §1 with LED windows at
   *continuous* positions: the window of LED ``i`` samples the object spectrum at
   ``-na_i/λ + k``; writing ``-na_i/(λ·df) = n + f`` (``n`` integer bins, ``|f| <= 1/2``), the
@@ -52,7 +55,7 @@ def quick_field(raw: RawData, z_um: float, *, iterations: int, pupil_update: boo
     """
     last = None
     for last in iter_conventional(raw, [float(z_um)], iterations=iterations, pupil_update=pupil_update,
-                                  device=device, stop=stop, alpha=alpha):
+                                  device=device, stop=stop, alpha=alpha, adaptive_step=False):
         pass
     if last is None or last.stopped or last.stack is None:
         return None

@@ -69,7 +69,8 @@ def _reconstruct_fpm(args, raw, planes: np.ndarray, out: Path) -> int:
           f"{args.iterations} iterations", file=sys.stderr)
     stack = None
     for event in iter_conventional(raw, planes, iterations=args.iterations, mode=args.mode,
-                                   pupil_update=args.recover_pupil, device=args.device):
+                                   pupil_update=args.recover_pupil, device=args.device,
+                                   adaptive_step=getattr(args, "step", None) == "adaptive"):
         bar.update(event.fraction, fpm_progress_text(event))
         stack = event.stack if event.stack is not None else stack
     bar.close(fpm_progress_text(event) if stack is not None else "done")
@@ -105,6 +106,8 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     for flag, field in (("epochs", "epochs"), ("rank", "rank")):
         if getattr(args, flag, None) is not None:
             config_kwargs[field] = getattr(args, flag)
+    if getattr(args, "step", None):
+        config_kwargs["seed_adaptive_step"] = args.step == "adaptive"
     config = TrainConfig(**config_kwargs)
     config = _fit_memory(config, raw, out)
     z_min, z_max = float(planes.min()), float(planes.max())
@@ -180,6 +183,9 @@ def add_reconstruct_parser(sub) -> None:
     p.add_argument("--iterations", type=int, default=25, help="FPM iterations per plane")
     p.add_argument("--mode", choices=("batched", "per_plane"), default="batched", help="FPM plane scheduling")
     p.add_argument("--recover-pupil", action="store_true", help="jointly recover the pupil aberration")
+    p.add_argument("--step", choices=("constant", "adaptive"),
+                   help="quasi-Newton step of fpm and of the inr seed: constant, or halved whenever a pass "
+                        "stalls (default: adaptive with --tile, constant otherwise)")
     p.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="reconstruct a raw-pixel region only")
     p.add_argument("--seed", type=int, default=0)

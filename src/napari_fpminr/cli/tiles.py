@@ -37,7 +37,7 @@ def add_tiling_options(p) -> None:
                    help="fpm: raw px of context read around each tile, reconstructed and dropped (default 0)")
     g.add_argument("--keep-edge-leds", action="store_true",
                    help="use every LED in every tile (default: leave out each tile's pupil-edge LEDs, whose "
-                        "|NA| comes within two raw frequency bins of the objective NA over the tile)")
+                        "|NA| comes within three raw frequency bins of the objective NA over the tile)")
     g.add_argument("--keep-tiles", action="store_true", help="keep OUT.tiles/ after the output is written")
 
 
@@ -83,6 +83,7 @@ def build_job(args, raw_path: Path, out: Path):
     else:
         options = {"train": _train_options(args)}
     options["edge_leds"] = "keep" if args.keep_edge_leds else "drop"
+    options["step"] = getattr(args, "step", None) or "adaptive"
     return TiledJob(source, layout, args.method, planes, work_dir_for(out), leds=leds, options=options)
 
 

@@ -28,7 +28,7 @@ __all__ = ["EDGE_BAND_BINS", "edge_band_na", "pupil_edge_leds"]
 
 #: half-width, in raw frequency bins of the window, of the band around the objective NA whose LEDs
 #: count as on the pupil edge (measured, see the module docstring)
-EDGE_BAND_BINS = 2.0
+EDGE_BAND_BINS = 3.0
 
 
 def edge_band_na(wavelength_um: float, width_px: int, dx_lr_um: float, bins: float = EDGE_BAND_BINS) -> float:

@@ -79,7 +79,8 @@ def _auto_chunk(hr_shape: tuple[int, int], lr_shape: tuple[int, int], device: to
 def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "batched",
                       pupil_update: bool = False, device="auto", stop=None, plane_chunk: int | None = None,
                       alpha: float = 1.0, delta: float = 1.0, beta: float = 1.0,
-                      delta_pupil: float = 1.0, subpixel: bool = True) -> Iterator[ConventionalProgress]:
+                      delta_pupil: float = 1.0, subpixel: bool = True,
+                      adaptive_step: bool = False) -> Iterator[ConventionalProgress]:
     """Reconstruct the planes ``z_um`` (µm) of ``raw`` independently; yields progress events.
 
     One event per finished pass over the LEDs (of the plane batch in progress). The last event
@@ -88,13 +89,16 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
     ``stopped=True`` and a stack of the planes started so far at their current estimate
     (``meta["complete"] = False``). ``subpixel=False`` snaps every LED to its nearest hr
     frequency bin (the reference implementation's model) instead of the exact sub-bin transfer.
+    ``adaptive_step=True`` halves a plane's step whenever a pass stops lowering its misfit (Zuo et
+    al. 2016; :mod:`napari_fpminr.recon.qnewton`): what tiles use, whose data the per-tile model
+    cannot fit exactly.
     """
     z = _check_inputs(raw, z_um, iterations, mode)
     iterations = int(iterations)
     dev = resolve_device(device)
     t0 = time.perf_counter()
     with torch.no_grad(), heap_pages_kept(dev):  # CPU: no page faults on every LED step's temporaries
-        solver = QNewtonSolver(raw, dev, alpha, delta, beta, delta_pupil, subpixel)
+        solver = QNewtonSolver(raw, dev, alpha, delta, beta, delta_pupil, subpixel, adaptive_step)
         if mode == "per_plane":
             chunk = 1
         else:
@@ -128,7 +132,8 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
         n_out = sum(a.shape[0] for a in amplitudes)
         meta: dict[str, Any] = {
             "method": "fpm", "algorithm": "quasi-newton", "iterations": iterations, "alpha": alpha,
-            "delta": delta, "pupil_update": bool(pupil_update), "mode": mode, "device": str(dev),
+            "delta": delta, "adaptive_step": bool(adaptive_step), "pupil_update": bool(pupil_update),
+            "mode": mode, "device": str(dev),
             "elapsed_s": elapsed, "complete": not stopped,
             "subpixel": not solver.fwd.on_grid,
             "source": None if raw.source is None else str(raw.source),

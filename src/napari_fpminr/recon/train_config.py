@@ -24,6 +24,8 @@ class TrainConfig:
             (the paper's feature plane + MLP, distilled from the polished low-rank field).
         rank: separable terms of the low-rank field (8 reproduces a 41-plane stack).
         seed_iterations: quasi-Newton passes of the seed (10: converged at the layer depths).
+        seed_adaptive_step: the seed's solver halves its step when a pass stalls (what tiles use;
+            :mod:`napari_fpminr.recon.qnewton`).
         seed_spacing: seed node spacing as a fraction of the synthetic-NA depth of field
             ``λ/NA_syn²`` (1.0: half the complex-field z-Nyquist interval, ~2 µm and 21 nodes over
             ±20 µm for the paper's optics; 0.5 gives the same layers for twice the seed time).
@@ -75,6 +77,7 @@ class TrainConfig:
     representation: str = "lowrank"
     rank: int = 8
     seed_iterations: int = 10
+    seed_adaptive_step: bool = False
     seed_spacing: float = 1.0
     polish_steps: int = 120
     polish_lr: float = 1e-3

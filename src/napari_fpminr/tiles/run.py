@@ -39,7 +39,7 @@ from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
 
 __all__ = ["TiledJob", "TileProgress", "iter_tiles", "work_dir_for", "default_workers"]
 
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: adaptive step and a 3-bin pupil-edge band by default
 
 
 @dataclasses.dataclass
@@ -51,7 +51,8 @@ class TiledJob:
     ``options``: fpm ``iterations``/``mode``/``recover_pupil``/``device``/``guard``; inr ``train``
     (a :class:`TrainConfig` as a dict); both ``edge_leds``: ``"drop"`` (default) leaves out each
     tile's pupil-edge LEDs (:func:`~napari_fpminr.optics.pupil_edge.pupil_edge_leds`), ``"keep"``
-    uses every LED.
+    uses every LED; both ``step``: ``"adaptive"`` (default) or ``"constant"``, the quasi-Newton
+    solver's step (fpm, and the inr seed).
     """
 
     source: Any

@@ -2,7 +2,10 @@
 
 A task reads its window of the raw stack, sets the illumination NAs seen from the tile's centre,
 reconstructs (``fpm``: the conventional stack at the requested planes; ``inr``: the seeded model
-over the z range, :func:`recon.train.iter_train`) and writes, atomically, into the work folder:
+over the z range, :func:`recon.train.iter_train`; both with the quasi-Newton solver's adaptive step
+unless ``options["step"] == "constant"``: a tile's data never fit its model exactly, and with a
+constant step the last bright-field LEDs' misfit ends up in the tile) and writes, atomically, into
+the work folder:
 
 * ``tile_RRR_CCC.safetensors`` (fpm: ``amplitude`` and ``phase`` float32 ``(Z, h·up, w·up)``)
   or ``tile_RRR_CCC.fpminr`` (inr: the tile's model file);
@@ -157,7 +160,8 @@ def _run_fpm(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
     last = None
     for last in iter_conventional(raw, task.planes, iterations=int(o.get("iterations", 25)),
                                   mode=o.get("mode", "batched"), pupil_update=bool(o.get("recover_pupil")),
-                                  device=o.get("device", "auto"), stop=stop):
+                                  device=o.get("device", "auto"), stop=stop,
+                                  adaptive_step=o.get("step", "adaptive") == "adaptive"):
         pass
     if last is None or last.stopped or last.stack is None:
         return None
@@ -181,7 +185,7 @@ def _run_inr(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
     from ..recon.train import TrainConfig, iter_train
 
     o = task.options
-    config = TrainConfig(**o.get("train", {}))
+    config = TrainConfig(**{"seed_adaptive_step": o.get("step", "adaptive") == "adaptive", **o.get("train", {})})
     z = np.asarray(task.planes, np.float64)
     model = None
     for event in iter_train(raw, float(z.min()), float(z.max()), config, stop=stop):
