@@ -92,11 +92,12 @@ def field_illumination(args) -> None:
     if local:
         rows["crops, local NAs, sub-bin"] = (local, time.perf_counter() - t)
     if args.tile:
-        for label, leds, edge in (("tiles, per-tile NAs (default)", raw.leds, "drop"),
-                                  ("tiles, per-tile NAs, every LED", raw.leds, "keep"),
-                                  ("tiles, centre NAs", None, "drop")):
+        for label, leds, edge, step in (("tiles, per-tile NAs (default)", raw.leds, "drop", "adaptive"),
+                                        ("tiles, per-tile NAs, constant step", raw.leds, "drop", "constant"),
+                                        ("tiles, per-tile NAs, every LED", raw.leds, "keep", "adaptive"),
+                                        ("tiles, centre NAs", None, "drop", "adaptive")):
             t = time.perf_counter()
-            amp = _tiled_amplitude(raw, args, leds, edge)
+            amp = _tiled_amplitude(raw, args, leds, edge, step)
             rows[label] = ({k: _psnr(amp, truth, *v, args.region, up) for k, v in wins.items()},
                            time.perf_counter() - t)
     print(f"\namplitude PSNR (dB) in {args.region}² raw windows ({args.inset} px inset), {args.iterations} passes")
@@ -107,7 +108,7 @@ def field_illumination(args) -> None:
         print(f"| {label} | {' | '.join(f'{psnr[k]:.1f}' for k in wins)} | {worst:+.1f} | {sec:.0f} s |")
 
 
-def _tiled_amplitude(raw, args, leds, edge_leds: str) -> np.ndarray:
+def _tiled_amplitude(raw, args, leds, edge_leds: str, step: str) -> np.ndarray:
     """The whole field's amplitude at z = 0 from ``napari_fpminr.tiles`` (in process, blended)."""
     import tempfile
 
@@ -120,7 +121,8 @@ def _tiled_amplitude(raw, args, leds, edge_leds: str) -> np.ndarray:
     layout = TileLayout(raw.lr_shape, args.tile, args.overlap, o.upsample, o.dx_lr_um)
     with tempfile.TemporaryDirectory() as work:
         job = TiledJob(MemorySource.from_raw(raw), layout, "fpm", [0.0], work, leds=leds,
-                       options={"iterations": args.iterations, "device": "cpu", "edge_leds": edge_leds})
+                       options={"iterations": args.iterations, "device": "cpu", "edge_leds": edge_leds,
+                                "step": step})
         last = None
         for last in iter_tiles(job):
             pass

@@ -22,6 +22,7 @@ exact spherical-wave illumination per pixel, a tilted and slightly curved slide)
   a 1920×1080 view at full resolution and the whole field zoomed out to fit, cold caches.
 
 Run:  .venv/bin/python benchmarks/bench_tiles.py [--sizes 512 1024] [--inr-size 512 1024] [--skip-inr] [--cache DIR]
+      [--iterations N (fpm passes per plane; default 25, the CLI's)]
 Results: printed, and written as JSON to ``--out`` (default ``bench_tiles.json`` in the cache).
 """
 
@@ -240,7 +241,7 @@ def bench_local_angles(size: int, cache: Path, results: dict) -> None:
 def bench_local_angles_same_leds(size: int, cache: Path, results: dict) -> None:
     """The edge tiles once more, one plane at each tile's mean depth, per-tile vs centre NAs with the
     *same* LEDs (the tile's own pupil-edge LEDs left out in both): the NAs alone, without the
-    choice of LEDs that the NAs also drive in a tiled run."""
+    choice of LEDs that the NAs also drive in a tiled run. Adaptive step, as tiles use."""
     from napari_fpminr.recon.conventional import reconstruct_stack
     from napari_fpminr.recon.metrics import psnr_scaled
     from napari_fpminr.tile_layout import TileLayout
@@ -268,7 +269,7 @@ def bench_local_angles_same_leds(size: int, cache: Path, results: dict) -> None:
         for na in (job.tile_na(tile), o.na_illum):
             r = raw.with_optics(na_illum=na, pupil=None)
             r = r if keep is None else r.select_leds(keep)
-            a = reconstruct_stack(r, [z], iterations=ITERATIONS[0], device="cpu").amplitude[0]
+            a = reconstruct_stack(r, [z], iterations=ITERATIONS[0], device="cpu", adaptive_step=True).amplitude[0]
             scores.append(psnr_scaled(a[m:-m, m:-m], truth))
         rows.append({"tile": [tile.row, tile.col], "z_um": z, "local_na_db": scores[0], "centre_na_db": scores[1]})
     gain = [r["local_na_db"] - r["centre_na_db"] for r in rows]
