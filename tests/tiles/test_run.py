@@ -115,6 +115,19 @@ def test_changed_options_recompute_the_tiles(slide, tmp_path):
     assert first["job_hash"] != second["job_hash"]
 
 
+def test_step_option_reaches_the_tiles_and_their_hash(slide, reference, tmp_path):
+    """Tiles use the adaptive step by default; ``--step constant`` is a different job with a
+    different result (the option is not lost on the way to the solver)."""
+    out = tmp_path / "c.npz"
+    assert main(["reconstruct", str(slide), "-o", str(out), *FPM_ARGS, "--step", "constant", "--keep-tiles"]) == 0
+    marker = json.loads((tmp_path / "c.npz.tiles" / "tile_000_000.json").read_text())
+    default = tmp_path / "d.npz"
+    assert main(["reconstruct", str(slide), "-o", str(default), *FPM_ARGS, "--keep-tiles"]) == 0
+    assert marker["job_hash"] != json.loads((tmp_path / "d.npz.tiles" / "tile_000_000.json").read_text())["job_hash"]
+    np.testing.assert_array_equal(np.load(default)["amplitude"], reference["amplitude"])
+    assert _rel(np.load(out)["amplitude"], reference["amplitude"]) > 1e-3
+
+
 def test_stop_cancels_the_remaining_tiles_and_keeps_the_finished(slide, tmp_path):
     import threading
 

@@ -11,8 +11,9 @@ model defines it. One update for LED ``i`` (window ``W_i`` of the centred hr spe
     ΔΨ  = F{f'} - ψ
     W_i[O] += α · |T_z| · conj(T_z) · ΔΨ / (max|T_z| · (|T_z|² + δ))      (quasi-Newton, Tian 2014)
 
-with ``α = 1``, ``δ = 1``, times the plane's step gain ``g`` (adaptive step size, Zuo, Sun & Chen,
-Opt. Express 24, 20724 (2016)): ``g = 1`` at first, halved after every pass that lowered the plane's
+with ``α = 1``, ``δ = 1``. Step size: ``ΔΨ`` (so the object step, and the pupil step below) is
+multiplied by the plane's step gain ``g`` (adaptive step size, Zuo, Sun & Chen, Opt. Express 24,
+20724 (2016)) when ``adaptive=True``: ``g = 1`` at first, halved after every pass that lowered the plane's
 misfit ``E = Σ_i Σ_px (|f| - sqrt(I_i))²`` (summed over the pass, before each update) by less than
 :data:`ADAPTIVE_TOL` of the previous pass's. With a constant unit step, each LED's update writes its
 own image's misfit into the spectrum, and the last bright-field LEDs (the highest-NA ones, nearest
@@ -21,7 +22,9 @@ word on the low frequencies: on a 128 px tile of the simulated slide one such LE
 constant step and 2 dB with the adaptive one (docs/benchmarks.md). Tiled runs use the adaptive step;
 single-piece reconstructions keep ``g = 1`` by default (``adaptive=False``; the paper's protocol):
 on exact single-piece simulations both reach the same PSNR, and the adaptive step's stack maps the
-tilted smear's depth less well (median error 1.28 µm against under 1 µm). LEDs off the hr frequency grid (sub-bin tilts, see
+tilted smear's depth less well (median error 1.28 µm against under 1 µm).
+
+LEDs off the hr frequency grid (sub-bin tilts, see
 :mod:`napari_fpminr.optics.forward`) get their own transfer ``T_{z,i} = A·P_disk(k + δ_i)·
 exp(i·kz(k + δ_i)·z)``: the disk and defocus at the LED's shifted coordinates times the pupil's
 aberration ``A`` (1 for an ideal pupil): per-LED disks and axial wavenumbers inside the pupil
