@@ -31,9 +31,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import FPMInputError
+from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from ..recon.stop import should_stop
 from ..tile_layout import Tile, TileLayout
-from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from .local_na import corner_points_mm, local_na
 from .worker import TileTask, register_stop, release_stop, run_tile, tile_done
 

@@ -149,6 +149,11 @@ def run_tile(task: TileTask, stop_token: str | None = None) -> dict:
     return dict(marker, skipped=False)
 
 
+def _adaptive_step(options: dict) -> bool:
+    """Whether the tile's quasi-Newton solver (fpm, inr seed) uses the adaptive step (the default)."""
+    return options.get("step", "adaptive") == "adaptive"
+
+
 def _run_fpm(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
     import torch
     from safetensors.torch import save_file
@@ -161,7 +166,7 @@ def _run_fpm(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
     for last in iter_conventional(raw, task.planes, iterations=int(o.get("iterations", 25)),
                                   mode=o.get("mode", "batched"), pupil_update=bool(o.get("recover_pupil")),
                                   device=o.get("device", "auto"), stop=stop,
-                                  adaptive_step=o.get("step", "adaptive") == "adaptive"):
+                                  adaptive_step=_adaptive_step(o)):
         pass
     if last is None or last.stopped or last.stack is None:
         return None
@@ -185,7 +190,7 @@ def _run_inr(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
     from ..recon.train import TrainConfig, iter_train
 
     o = task.options
-    config = TrainConfig(**{"seed_adaptive_step": o.get("step", "adaptive") == "adaptive", **o.get("train", {})})
+    config = TrainConfig(**{"seed_adaptive_step": _adaptive_step(o), **o.get("train", {})})
     z = np.asarray(task.planes, np.float64)
     model = None
     for event in iter_train(raw, float(z.min()), float(z.max()), config, stop=stop):
