@@ -32,6 +32,9 @@ class RawData:
         meta: free-form provenance (format name, original keys, ...), JSON-safe.
         leds: the LED board's geometry when the file gives it (UConn, native ``led_grid``,
             simulations), in the same order as the images; ``None`` when only NAs are known.
+        valid: ``(N, h, w)`` bool, True where a pixel is a true intensity measurement; False
+            where the camera saturated (the true intensity is unknown, only ``>=`` the stored
+            value). Solvers leave such pixels out of the data term. ``None``: every pixel valid.
     """
 
     intensities: np.ndarray
@@ -40,6 +43,7 @@ class RawData:
     z_um: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     leds: LEDArray | None = None
+    valid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.intensities)
@@ -67,6 +71,12 @@ class RawData:
         if self.leds is not None and self.leds.n_leds != arr.shape[0]:
             raise FPMInputError(f"{arr.shape[0]} images but an LED array of {self.leds.n_leds} LEDs", where)
         object.__setattr__(self, "intensities", arr)
+        if self.valid is not None:
+            valid = np.asarray(self.valid)
+            if valid.shape != arr.shape:
+                raise FPMInputError(f"valid-pixel mask has shape {valid.shape}, the intensities {arr.shape}", where)
+            valid = np.ascontiguousarray(valid, dtype=bool)
+            object.__setattr__(self, "valid", None if valid.all() else valid)
         if self.source is not None:
             object.__setattr__(self, "source", Path(self.source))
 
@@ -82,6 +92,20 @@ class RawData:
     def hr_shape(self) -> tuple[int, int]:
         up = self.optics.upsample
         return (self.lr_shape[0] * up, self.lr_shape[1] * up)
+
+    @property
+    def is_simulated(self) -> bool:
+        """True for data made by :func:`napari_fpminr.simulate.simulate` (in memory or read back from a
+        file it wrote); everything else is a measurement and gets the real-data defaults."""
+        return self.meta.get("format") == "simulated" or self.meta.get("simulated") is True
+
+    def saturated_fraction(self) -> float:
+        """Share of the bright-field pixels marked saturated (0 without a mask)."""
+        if self.valid is None:
+            return 0.0
+        bf = self.optics.bright_field
+        v = self.valid[bf] if bf.any() else self.valid
+        return float(1.0 - v.mean())
 
     def background_level(self) -> float:
         """Mean intensity over the bright-field images (the transparent-sample level)."""
@@ -106,7 +130,9 @@ class RawData:
     def select_leds(self, indices) -> "RawData":
         idx = np.asarray(indices)
         leds = None if self.leds is None else self.leds.select(idx)
-        return replace(self, intensities=self.intensities[idx], optics=self.optics.select_leds(idx), leds=leds)
+        valid = None if self.valid is None else self.valid[idx]
+        return replace(self, intensities=self.intensities[idx], optics=self.optics.select_leds(idx), leds=leds,
+                       valid=valid)
 
     def crop(self, top: int, left: int, height: int, width: int) -> "RawData":
         """Spatial crop of every image (pupil must be re-sampled by the caller if present).
@@ -122,7 +148,8 @@ class RawData:
         if self.optics.pupil is not None and (height, width) != self.lr_shape:
             raise FPMInputError("cannot crop data that carries a calibrated pupil", self.source)
         sub = self.intensities[:, top:top + height, left:left + width]
-        return replace(self, intensities=sub)
+        valid = None if self.valid is None else self.valid[:, top:top + height, left:left + width]
+        return replace(self, intensities=sub, valid=valid)
 
     def with_optics(self, **changes: Any) -> "RawData":
         return replace(self, optics=self.optics.replace(**changes))
@@ -131,5 +158,7 @@ class RawData:
         """sha256 of the intensities and the optics (identifies the training data of a model)."""
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.intensities).tobytes())
+        if self.valid is not None:
+            h.update(np.packbits(self.valid).tobytes())
         h.update(repr(sorted(self.optics.to_dict().items())).encode())
         return h.hexdigest()
