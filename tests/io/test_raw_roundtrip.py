@@ -9,7 +9,7 @@ from io_cases import make_raw, write_mat73
 
 from napari_fpminr.errors import MissingParameterError
 from napari_fpminr.io import atomic_write, detect_format, read_raw, write_raw
-from napari_fpminr.optics.geometry import led_grid_na
+from napari_fpminr.optics.led_array import led_grid_na
 
 
 def assert_same(a, b, pupil=True):

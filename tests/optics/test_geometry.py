@@ -5,12 +5,12 @@ import pytest
 
 from napari_fpminr.optics.geometry import (
     illumination_na,
-    led_grid_na,
     led_positions_mm,
     raster_offsets,
     refracted_sine,
     spiral_offsets,
 )
+from napari_fpminr.optics.led_array import led_grid_na
 
 H_MM, T_MM, N_GLASS = 90.88, 1.0, 1.52
 

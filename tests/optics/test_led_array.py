@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_fpminr.io import read_raw, write_raw
-from napari_fpminr.optics.geometry import led_grid_na
+from napari_fpminr.optics.led_array import led_grid_na
 from napari_fpminr.optics.led_array import LEDArray
 from napari_fpminr.simulate import simulate
 

@@ -14,11 +14,12 @@ calibrated NAs, so every reconstruction method uses the calibration without know
 The NAs come from one of two geometric models, fitted to the data:
 
 * ``"board"`` (the raw data carry an :class:`~napari_fpminr.optics.led_array.LEDArray`): the nominal
-  board moved by ``shift_mm`` (the ``(0, 0)`` LED's position), rotated by ``rotation_deg`` and with
-  its distance scaled by ``height_scale``; NAs by :meth:`LEDArray.na_at` (refraction in the slab
-  included).
-* ``"similarity"`` (NAs only): ``na = height_scale⁻¹ · R(rotation_deg) · na_nominal + shift_na`` (a
-  small-angle similarity transform of the nominal NAs).
+  board re-oriented by ``orientation`` (one of the 8 turns/mirrors of
+  :mod:`napari_fpminr.optics.orientation`, composed with the board's own), moved by ``shift_mm`` (in
+  the camera frame), rotated by ``rotation_deg`` and with its distance scaled by ``height_scale``;
+  NAs by :meth:`LEDArray.na_at` (refraction in the slab included).
+* ``"similarity"`` (NAs only): ``na = height_scale⁻¹ · R(rotation_deg) · T · na_nominal + shift_na``
+  (``T`` the orientation's matrix; a small-angle similarity transform of the nominal NAs).
 
 Optionally ``na_illum`` holds per-LED NAs that replace the model's (per-LED refinement).
 """
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FPMInputError
+from ..optics import orientation as board_orientation
 from ..optics.led_array import LEDArray
 from ..rawdata import RawData
 
@@ -64,6 +66,7 @@ class Calibration:
         na_illum: optional ``(N, 2)`` per-LED NAs replacing the geometric model's.
         fallback: True when the fit did not lower the misfit and the nominal model was kept.
         report: JSON-safe figures of the fit (misfits before/after, spreads, messages).
+        orientation: the board's orientation found relative to the stated one (0 = as stated).
     """
 
     kind: str
@@ -77,6 +80,7 @@ class Calibration:
     na_illum: np.ndarray | None = None
     fallback: bool = False
     report: dict[str, Any] = field(default_factory=dict)
+    orientation: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,6 +89,7 @@ class Calibration:
         if n < 1:
             raise ValueError(f"calibration n_leds must be >= 1, got {self.n_leds}")
         object.__setattr__(self, "n_leds", n)
+        object.__setattr__(self, "orientation", board_orientation._check(self.orientation))
         object.__setattr__(self, "shift_mm", _floats(self.shift_mm, 2, "shift_mm"))
         object.__setattr__(self, "shift_na", _floats(self.shift_na, 2, "shift_na"))
         for name in ("rotation_deg", "height_scale", "background"):
@@ -116,15 +121,18 @@ class Calibration:
 
     # ---- geometry -----------------------------------------------------------------------
     def board(self, nominal: LEDArray) -> LEDArray:
-        """The calibrated board: nominal board moved, rotated and at the scaled distance."""
+        """The calibrated board: nominal board re-oriented, moved, rotated and at the scaled distance."""
         cx, cy = nominal.centre_mm
-        # shift_mm moves the whole board in the sample frame; LEDArray rotates its centre with the
-        # board, so express the displacement in the board's own (unrotated) frame
+        orient = board_orientation.compose(self.orientation, nominal.orientation)
+        # shift_mm moves the whole board in the sample frame; LEDArray orients and rotates its centre
+        # with the board, so express the displacement in the board's own coordinates: T⁻¹·R(-rot)·shift
         rot = math.radians(nominal.rotation_deg + self.rotation_deg)
         dx, dy = self.shift_mm
-        bx = math.cos(rot) * dx + math.sin(rot) * dy
-        by = -math.sin(rot) * dx + math.cos(rot) * dy
-        return nominal.replace(centre_mm=(cx + bx, cy + by), rotation_deg=nominal.rotation_deg + self.rotation_deg,
+        ux = math.cos(rot) * dx + math.sin(rot) * dy
+        uy = -math.sin(rot) * dx + math.cos(rot) * dy
+        bx, by = board_orientation.matrix(orient).T @ np.array([ux, uy])
+        return nominal.replace(centre_mm=(cx + float(bx), cy + float(by)), orientation=orient,
+                               rotation_deg=nominal.rotation_deg + self.rotation_deg,
                                distance_mm=nominal.distance_mm * self.height_scale)
 
     def na(self, raw: RawData) -> np.ndarray:
@@ -137,7 +145,8 @@ class Calibration:
                 raise FPMInputError("this calibration is a board model but the data carry no LED board "
                                     "geometry", raw.source)
             return self.board(raw.leds).na_at()
-        return similarity_na(raw.optics.na_illum, self.shift_na, self.rotation_deg, self.height_scale)
+        return similarity_na(raw.optics.na_illum, self.shift_na, self.rotation_deg, self.height_scale,
+                             self.orientation)
 
     def _check(self, raw: RawData) -> None:
         if raw.n_leds != self.n_leds:
@@ -163,11 +172,13 @@ class Calibration:
 
     def summary(self) -> dict[str, Any]:
         """Compact JSON-safe description (what model files record)."""
-        out = {"kind": self.kind, "shift_mm": list(self.shift_mm), "shift_na": list(self.shift_na),
+        out = {"kind": self.kind, "orientation": self.orientation,
+               "orientation_name": board_orientation.describe(self.orientation),
+               "shift_mm": list(self.shift_mm), "shift_na": list(self.shift_na),
                "rotation_deg": self.rotation_deg, "height_scale": self.height_scale,
                "brightness_spread": self.brightness_spread(), "background": self.background,
                "per_led_na": self.na_illum is not None, "fallback": self.fallback}
-        for key in ("misfit_before", "misfit_after", "source"):
+        for key in ("misfit_before", "misfit_after", "source", "orientation_verdict"):
             if key in self.report:
                 out[key] = self.report[key]
         return out
@@ -178,7 +189,7 @@ class Calibration:
                 "height_scale": self.height_scale, "brightness": self.brightness.tolist(),
                 "background": self.background,
                 "na_illum": None if self.na_illum is None else self.na_illum.tolist(),
-                "fallback": self.fallback, "report": self.report}
+                "fallback": self.fallback, "report": self.report, "orientation": self.orientation}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
@@ -193,7 +204,7 @@ class Calibration:
             if key not in data:
                 raise ValueError(f"calibration lacks '{key}'")
         known = {"kind", "n_leds", "shift_mm", "shift_na", "rotation_deg", "height_scale", "brightness",
-                 "background", "na_illum", "fallback", "report"}
+                 "background", "na_illum", "fallback", "report", "orientation"}
         kwargs = {k: v for k, v in data.items() if k in known}
         if not isinstance(kwargs.get("report", {}), dict):
             raise ValueError("calibration 'report' must be an object")
@@ -204,8 +215,10 @@ class Calibration:
             raise ValueError(" ".join(str(exc).split())) from None
 
 
-def similarity_na(na_nominal: np.ndarray, shift_na, rotation_deg: float, height_scale: float) -> np.ndarray:
-    """``na = R(rotation)·na_nominal / height_scale + shift_na`` (small-angle board model)."""
+def similarity_na(na_nominal: np.ndarray, shift_na, rotation_deg: float, height_scale: float,
+                  orientation: int = 0) -> np.ndarray:
+    """``na = R(rotation)·T·na_nominal / height_scale + shift_na`` (small-angle board model; ``T`` the
+    orientation's matrix: the NA vector is minus the LED's direction, so it turns with the board)."""
     t = math.radians(rotation_deg)
-    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]) @ board_orientation.matrix(orientation)
     return np.asarray(na_nominal, dtype=np.float64) @ rot.T / height_scale + np.asarray(shift_na)[None]

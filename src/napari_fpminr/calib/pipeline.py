@@ -12,7 +12,17 @@ Pipeline (each round on a central crop of the data, all in normalised units):
 4. per-LED brightness and a common background by least squares of measured against predicted
    intensities (``fit_brightness``).
 
-Optionally the geometry is first seeded from the bright-field disks of the raw spectra
+Board search first (``search=True``, the default): :mod:`.board_search` scores the stated board
+in all 8 orientations (turns by 90° and mirrors) over a wide range of placements (shift ±3 % of
+the board distance, rotation ±8°, height ±8 %) by the bright-field circles of the raw spectra and
+the bright/dark pattern of the frames. That decides the orientation up to its 180° twin (which the
+data cannot tell apart for a thin sample: :mod:`napari_fpminr.optics.orientation`); the twin is
+then told apart, where it can be, by the misfit of a quick reconstruction at the stated depth, and
+the best placement found starts the data-driven rounds when it fits better than the stated one
+(the rounds alone only capture errors of about a frequency bin). ``orientation="stated"`` keeps
+the stated orientation and searches the placement only.
+
+Optionally the geometry is also seeded from the per-LED bright-field disk fits
 (:mod:`.brightfield`, ``method="both"`` or ``"brightfield"``).
 
 Pupil-edge LEDs against a clean object (``edge_object``, on by default): the LEDs on the pupil
@@ -46,6 +56,8 @@ from ..errors import FPMInputError
 from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from ..rawdata import RawData
 from ..recon.stop import should_stop
+from ..optics import orientation as board_orientation
+from .board_search import BoardSearch, search_board
 from .brightfield import fit_brightfield_disks
 from .fit import fit_brightness, fit_geometry, object_tilt, quick_field, refine_positions, subbin_amplitudes
 from .model import Calibration
@@ -88,7 +100,8 @@ def _misfit_measured(field, pupil, z, data_norm: RawData, cal_raw: RawData, brig
 def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "data", rounds: int = 3,
                    iterations: int = 25, crop_px: int | None = 64, per_led: bool = False,
                    brightness: bool = True, geometry: bool = True, min_gain: float = 0.01, use_tilt: bool = True,
-                   edge_object: bool = True, device="auto", stop=None) -> Iterator[CalibrationProgress]:
+                   edge_object: bool = True, search: bool = True, orientation: str = "auto", device="auto",
+                   stop=None) -> Iterator[CalibrationProgress]:
     """Fit a :class:`Calibration` to ``raw``; yields progress, the last event has ``.calibration``.
 
     Args:
@@ -104,8 +117,12 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
         min_gain: relative misfit decrease below which the nominal model is kept.
         edge_object: add the candidate whose pupil-edge LEDs' NAs are refined against an object
             reconstructed without them (see the module docstring).
+        search: run the global board search first (module docstring).
+        orientation: ``"auto"`` (find it among the 8) or ``"stated"`` (keep the file's).
         stop: callable or ``threading.Event``; when it fires the last event has ``stopped=True``.
     """
+    if orientation not in ("auto", "stated"):
+        raise FPMInputError(f"unknown orientation policy {orientation!r}; use auto or stated", raw.source)
     if method not in METHODS:
         raise FPMInputError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}", raw.source)
     if int(rounds) != rounds or rounds < 0 or int(iterations) != iterations or iterations < 1:
@@ -121,7 +138,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                    z_um=work.z_um, meta=work.meta, leds=work.leds)
     nominal = Calibration.identity(raw)
     cal = nominal
-    n_steps = 6 + int(rounds) + (1 if method != "data" else 0) + (2 if edge_object else 0)
+    n_steps = 6 + int(rounds) + (1 if method != "data" else 0) + (2 if edge_object else 0) + (2 if search else 0)
     step = 0
 
     def event(stage, message, **kw):
@@ -144,6 +161,28 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
         yield event("nominal", f"nominal model: misfit {misfit_before:.4f} at z = {z:g} um")
         report = {"misfit_before": misfit_before, "z_um": z, "crop_px": list(work.lr_shape), "method": method}
 
+        if search:
+            found = search_board(raw, orientations=None if orientation == "auto" else [0])  # whole field: finer bins
+            step += 1
+            yield event("search", f"board search: best {board_orientation.describe(found.best.orientation)} "
+                                  f"(margin {found.margin:.2f})")
+            got = _choose_start(found, norm, nominal, misfit_before, field_of, z, raw.z_um is not None)
+            if got is None:
+                yield stopped_event()
+                return
+            cal, verdict, tried = got
+            if cal is not nominal:
+                base_data, base = field_of(cal)  # the rounds start from the search's placement
+                if base is None:
+                    yield stopped_event()
+                    return
+            report.update(orientation_verdict=verdict, search={"margin": found.margin, "misfits": tried,
+                          "scores": {board_orientation.describe(f.orientation): f.score for f in found.fits}})
+            if cal.orientation != 0:  # every later candidate keeps the orientation found
+                nominal = Calibration.identity(raw, orientation=cal.orientation)
+            step += 1
+            yield event("orientation", verdict)
+
         if method != "data":
             disks = fit_brightfield_disks(norm)
             if disks.leds.size >= 3:
@@ -157,11 +196,12 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             yield event("brightfield", f"bright-field disks of {disks.leds.size} LEDs: {_geometry_text(cal)}")
 
         field = base
+        start = cal
         for r in range(int(rounds)):
             if should_stop(stop):
                 yield stopped_event()
                 return
-            data, field = field_of(cal) if r > 0 or cal is not nominal else (base_data, base)
+            data, field = field_of(cal) if r > 0 or cal is not start else (base_data, base)
             if field is None:
                 yield stopped_event()
                 return
@@ -229,7 +269,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
         if not misfit_after < (1.0 - min_gain) * misfit_before:
             report["message"] = (f"calibration did not lower the misfit ({misfit_before:.4f} -> {misfit_after:.4f}, "
                                  f"needs {100 * min_gain:g}% less): kept the nominal illumination model")
-            final = nominal.replace(fallback=True, report=dict(report, rejected=cal.summary()))
+            final = Calibration.identity(raw).replace(fallback=True, report=dict(report, rejected=cal.summary()))
         else:
             report["message"] = f"misfit {misfit_before:.4f} -> {misfit_after:.4f} ({best})"
             final = cal.replace(report=report)
@@ -319,3 +359,52 @@ def calibrate(raw: RawData, **kwargs) -> Calibration:
     if last is None or last.calibration is None:
         raise FPMInputError("calibration was stopped", raw.source)
     return last.calibration
+
+
+#: relative misfit difference below which two orientations of a twin pair count as indistinguishable
+TWIN_TOLERANCE = 0.02
+
+
+def _choose_start(found: BoardSearch, norm: RawData, nominal: Calibration, misfit_nominal: float, field_of,
+                  z: float, z_stated: bool):
+    """``(start calibration, one-line verdict, misfits tried)`` from a board search, or ``None`` if stopped.
+
+    The pair ``{T, -T}`` comes from the search. Each member's best placement is reconstructed at
+    the calibration plane and judged by its misfit (the stated board too, when in the pair); with
+    a stated sample depth ``z ≠ 0`` the twin's object would belong at ``-z``, so the misfit tells
+    them apart, otherwise the two fit alike and the member nearest the statement is kept.
+    """
+    a, b = found.pair()
+    tried: dict[str, float] = {}
+    cands = {}
+    for orient in (a, b):
+        cal = found.fit_of(orient).calibration(norm)
+        data, fld = field_of(cal)
+        if fld is None:
+            return None
+        cands[orient] = cal
+        tried[board_orientation.describe(orient)] = _misfit_measured(*fld, z, norm, data, np.ones(norm.n_leds), 0.0)
+    if 0 in (a, b):
+        tried["as stated (file's placement)"] = misfit_nominal
+    m = {o: tried[board_orientation.describe(o)] for o in (a, b)}
+    best = min(m, key=m.get)
+    other = b if best == a else a
+    distinct = m[other] > (1.0 + TWIN_TOLERANCE) * m[best]
+    if not distinct and 0 in (a, b):
+        best, other = 0, (b if a == 0 else a)
+    name = board_orientation.describe(best)
+    if best == 0:
+        verdict = "board orientation: as stated"
+        if not distinct:
+            verdict += (" (its 180°-turned twin explains the data equally well, as it does for any thin sample "
+                        "without a known depth)")
+    else:
+        verdict = f"board orientation: the stated board is {name} relative to the camera: corrected"
+        if not distinct:
+            verdict += (f" (or {board_orientation.describe(other)}: the two differ by a 180° turn, which the data "
+                        f"cannot tell apart {'at this depth' if z_stated else 'without a stated sample depth'}; "
+                        "z and the phase sign may be mirrored)")
+    start = cands[best]
+    if best == 0 and misfit_nominal <= m[0]:
+        start = nominal  # the file's placement already fits better than the search's
+    return start, verdict, tried

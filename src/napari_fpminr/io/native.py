@@ -12,7 +12,7 @@
      "z_um": 0.0, "upsample": 0}              # optional
 
 The ``led_grid`` keys may also sit at the top level. See
-:func:`napari_fpminr.optics.geometry.led_grid_na` for the geometry (distance to the slab's
+:func:`napari_fpminr.optics.led_array.led_grid_na` for the geometry (distance to the slab's
 bottom face; the illumination NA includes the slab's refraction).
 """
 

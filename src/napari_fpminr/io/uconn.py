@@ -9,7 +9,7 @@ Variables: ``imlow_HDR`` H×W×N low-resolution **amplitudes** (squared here to 
 The system is not stored in the files (UConn set-up): objective NA 0.1, object-side pixel
 1.845 µm (mag 1), LEDs of a 4 mm pitch board 90.88 mm below a 1 mm glass slide (n = 1.52),
 15×15 LEDs lit in a spiral out from the centre. The illumination NAs include the slide's
-refraction (:func:`napari_fpminr.optics.geometry.led_grid_na`).
+refraction (:func:`napari_fpminr.optics.led_array.led_grid_na`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ import numpy as np
 
 __all__ = [
     "illumination_na",
-    "led_grid_na",
     "led_positions_mm",
     "raster_offsets",
     "refracted_sine",
@@ -64,16 +63,21 @@ def raster_offsets(n_rows: int, n_cols: int) -> np.ndarray:
 
 
 def led_positions_mm(offsets: np.ndarray, pitch_mm: float, centre_mm=(0.0, 0.0),
-                     rotation_deg: float = 0.0) -> np.ndarray:
+                     rotation_deg: float = 0.0, transform=None) -> np.ndarray:
     """LED ``(x, y)`` positions in mm relative to the patch centre.
 
     ``x0 = centre_x + dx·pitch``, ``y0 = centre_y + dy·pitch`` (``centre_mm`` is the offset of the
-    ``(0, 0)`` LED from the patch centre), then the board is rotated by ``rotation_deg``
-    counter-clockwise about the patch centre.
+    ``(0, 0)`` LED from the patch centre, in board coordinates), then the board's orientation
+    ``transform`` (a 2×2 matrix, :mod:`.orientation`; identity when ``None``) maps board
+    coordinates to camera ones, and the board is rotated by ``rotation_deg`` counter-clockwise
+    about the patch centre.
     """
     off = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
     x0 = float(centre_mm[0]) + off[:, 0] * float(pitch_mm)
     y0 = float(centre_mm[1]) + off[:, 1] * float(pitch_mm)
+    if transform is not None:
+        m = np.asarray(transform, dtype=np.float64)
+        x0, y0 = m[0, 0] * x0 + m[0, 1] * y0, m[1, 0] * x0 + m[1, 1] * y0
     t = np.deg2rad(float(rotation_deg))
     return np.stack([x0 * np.cos(t) - y0 * np.sin(t), x0 * np.sin(t) + y0 * np.cos(t)], axis=1)
 
@@ -84,15 +88,20 @@ def refracted_sine(lateral_mm: np.ndarray, distance_mm: float, slab_thickness_mm
 
     Solves ``distance·tan θa + t·tan θg = l`` with ``sin θa = n·sin θg`` for every LED at once
     by bisection on the ray's entry point ``s`` into the slab (``0 <= s <= l``, measured from the
-    patch centre): ``s = t·tan θg`` and ``tan θa = (l - s)/distance``. Vectorized; ``tol_mm`` is
+    patch centre): ``s = t·tan θg`` and ``tan θa = (l - s)/distance``. Vectorized (``distance_mm``
+    may be an array broadcasting against ``lateral_mm``: many board heights at once); ``tol_mm`` is
     the tolerance on ``s``.
     """
     lat = np.abs(np.asarray(lateral_mm, dtype=np.float64))
-    distance_mm = float(distance_mm)
+    distance_mm = np.asarray(distance_mm, dtype=np.float64)  # a number, or one per LED (broadcast)
     t = float(slab_thickness_mm)
     n = float(slab_index)
-    if distance_mm <= 0:
-        raise ValueError(f"LED distance must be positive, got {distance_mm} mm")
+    if not np.all(distance_mm > 0):
+        raise ValueError(f"LED distance must be positive, got {distance_mm.min()} mm")
+    if distance_mm.ndim:
+        lat, distance_mm = np.broadcast_arrays(lat, distance_mm)
+    else:
+        distance_mm = float(distance_mm)
     if t < 0 or n < 1.0:
         raise ValueError(f"slab needs thickness >= 0 and index >= 1, got {t} mm, n={n}")
     if t == 0:
@@ -123,25 +132,3 @@ def illumination_na(positions_mm: np.ndarray, distance_mm: float, slab_thickness
     na_abs = refracted_sine(lateral, distance_mm, slab_thickness_mm, slab_index)
     phi = np.arctan2(pos[:, 1], pos[:, 0])
     return np.stack([-na_abs * np.cos(phi), -na_abs * np.sin(phi)], axis=1)
-
-
-def led_grid_na(grid_size, pitch_mm: float, distance_mm: float, *, centre_mm=(0.0, 0.0),
-                order: str = "raster", rotation_deg: float = 0.0, slab_thickness_mm: float = 0.0,
-                slab_index: float = 1.0) -> np.ndarray:
-    """Illumination NA of a regular LED grid, in acquisition order.
-
-    Args:
-        grid_size: ``k`` for a ``k × k`` grid or ``(n_rows, n_cols)`` (raster only).
-        pitch_mm: LED spacing.
-        distance_mm: LED plane to the sample plane (to the slab's bottom face with a slab).
-        centre_mm: ``(x, y)`` offset of the reference LED from the patch centre: the first LED
-            of a spiral, the grid centre of a raster.
-        order: ``"raster"`` (row by row, y outer) or ``"spiral"`` (out from the centre LED).
-        rotation_deg: rotation of the board relative to the camera (counter-clockwise).
-        slab_thickness_mm, slab_index: glass slab under the sample (0 = none).
-    """
-    from .led_array import LEDArray  # the board type builds on this module's functions
-
-    return LEDArray.grid(grid_size, pitch_mm, distance_mm, order=order, centre_mm=centre_mm,
-                         rotation_deg=rotation_deg, slab_thickness_mm=slab_thickness_mm,
-                         slab_index=slab_index).na_at()

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from . import orientation as board_orientation
 from .geometry import illumination_na, led_positions_mm, raster_offsets, spiral_offsets
 
-__all__ = ["LEDArray"]
+__all__ = ["LEDArray", "led_grid_na"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +35,9 @@ class LEDArray:
         centre_mm: ``(x, y)`` position of the ``(0, 0)`` LED relative to the optical axis.
         rotation_deg: board rotation about the optical axis (counter-clockwise).
         slab_thickness_mm, slab_index: glass slab carrying the sample (0 = none).
+        orientation: how the board's own coordinates sit on the camera (one of the 8 turns and
+            mirrors of :mod:`napari_fpminr.optics.orientation`; 0 = as stated), applied to the
+            board coordinates before ``rotation_deg``.
     """
 
     offsets: np.ndarray
@@ -43,6 +47,7 @@ class LEDArray:
     rotation_deg: float = 0.0
     slab_thickness_mm: float = 0.0
     slab_index: float = 1.0
+    orientation: int = 0
 
     def __post_init__(self) -> None:
         off = np.asarray(self.offsets, dtype=np.float64)
@@ -63,6 +68,7 @@ class LEDArray:
         if len(centre) != 2 or not all(math.isfinite(v) for v in centre):
             raise ValueError(f"LED array centre_mm must be two finite numbers, got {self.centre_mm!r}")
         object.__setattr__(self, "centre_mm", centre)
+        object.__setattr__(self, "orientation", board_orientation._check(self.orientation))
 
     @classmethod
     def grid(cls, grid_size, pitch_mm: float, distance_mm: float, *, order: str = "raster",
@@ -90,7 +96,8 @@ class LEDArray:
 
     def positions_mm(self) -> np.ndarray:
         """``(N, 2)`` LED ``(x, y)`` positions relative to the optical axis (mm)."""
-        return led_positions_mm(self.offsets, self.pitch_mm, self.centre_mm, self.rotation_deg)
+        return led_positions_mm(self.offsets, self.pitch_mm, self.centre_mm, self.rotation_deg,
+                                board_orientation.matrix(self.orientation) if self.orientation else None)
 
     def na_at(self, field_mm=(0.0, 0.0)) -> np.ndarray:
         """``(N, 2)`` illumination NA seen from the field point ``(x, y)`` mm off the optical axis."""
@@ -107,9 +114,12 @@ class LEDArray:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe description (round-trips through :meth:`from_dict`)."""
-        return {"offsets": self.offsets.tolist(), "pitch_mm": self.pitch_mm, "distance_mm": self.distance_mm,
-                "centre_mm": list(self.centre_mm), "rotation_deg": self.rotation_deg,
-                "slab_thickness_mm": self.slab_thickness_mm, "slab_index": self.slab_index}
+        out = {"offsets": self.offsets.tolist(), "pitch_mm": self.pitch_mm, "distance_mm": self.distance_mm,
+               "centre_mm": list(self.centre_mm), "rotation_deg": self.rotation_deg,
+               "slab_thickness_mm": self.slab_thickness_mm, "slab_index": self.slab_index}
+        if self.orientation:
+            out["orientation"] = self.orientation
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LEDArray":
@@ -120,8 +130,28 @@ class LEDArray:
         if missing:
             raise ValueError(f"LED array description lacks '{missing[0]}'")
         known = {"offsets", "pitch_mm", "distance_mm", "centre_mm", "rotation_deg", "slab_thickness_mm",
-                 "slab_index"}
+                 "slab_index", "orientation"}
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid LED array description: {' '.join(str(exc).split())}") from None
+
+
+def led_grid_na(grid_size, pitch_mm: float, distance_mm: float, *, centre_mm=(0.0, 0.0),
+                order: str = "raster", rotation_deg: float = 0.0, slab_thickness_mm: float = 0.0,
+                slab_index: float = 1.0) -> np.ndarray:
+    """Illumination NA of a regular LED grid, in acquisition order.
+
+    Args:
+        grid_size: ``k`` for a ``k × k`` grid or ``(n_rows, n_cols)`` (raster only).
+        pitch_mm: LED spacing.
+        distance_mm: LED plane to the sample plane (to the slab's bottom face with a slab).
+        centre_mm: ``(x, y)`` offset of the reference LED from the patch centre: the first LED
+            of a spiral, the grid centre of a raster.
+        order: ``"raster"`` (row by row, y outer) or ``"spiral"`` (out from the centre LED).
+        rotation_deg: rotation of the board relative to the camera (counter-clockwise).
+        slab_thickness_mm, slab_index: glass slab under the sample (0 = none).
+    """
+    return LEDArray.grid(grid_size, pitch_mm, distance_mm, order=order, centre_mm=centre_mm,
+                         rotation_deg=rotation_deg, slab_thickness_mm=slab_thickness_mm,
+                         slab_index=slab_index).na_at()
