@@ -113,6 +113,23 @@ def frame_files(frames: str | Path | Sequence[str | Path], *, ignore: Sequence[s
     return sorted(unique, key=natural_key)
 
 
+def looks_like_frames_folder(folder: str | Path) -> bool:
+    """A folder holding at least two frame files (``.png``/``.tif``/``.tiff``) and no native data
+    set (a TIFF with its ``.json`` sidecar). Cheap (names only) and never raises: napari asks
+    this for every dropped folder."""
+    try:
+        folder = Path(folder)
+        if not folder.is_dir():
+            return False
+        names = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
+        frames = [p for p in names if p.suffix.lower() in FRAME_SUFFIXES]
+        sidecars = {p.stem for p in names if p.suffix.lower() == ".json"}
+        native = [p for p in frames if p.suffix.lower() != ".png" and p.stem in sidecars]
+        return len(frames) >= 2 and not native
+    except OSError:
+        return False
+
+
 def frames_label(frames: str | Path | Sequence[str | Path]) -> str:
     """How the user named the frames (for messages and the sidecar's ``import.frames``)."""
     items = [frames] if isinstance(frames, (str, Path)) else list(frames)
