@@ -62,7 +62,7 @@ OPTICS_HELP = {
 def natural_key(path: str | Path) -> tuple:
     """Sort key putting ``image2`` before ``image10``: digit runs compare as numbers."""
     parts = re.split(r"(\d+)", str(path))
-    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts) + ((2, 0, str(path)),)
 
 
 def _is_glob(text: str) -> bool:
