@@ -147,6 +147,18 @@ def test_multipage_tiffs_in_page_order_and_explicit_saturation(tmp_path):
     np.testing.assert_array_equal(raw.intensities, stack.astype(np.float32))
     np.testing.assert_array_equal(raw.valid, stack < 30000)
     assert np.isclose(result.stats.saturated[0], np.mean(stack[0] >= 30000))
+    assert "12-bit" not in result.summary()
+
+
+def test_a_12_bit_camera_is_pointed_out(tmp_path):
+    stack = np.minimum(acquisition(np.uint16, seed=5), 4095)
+    stack[1, 0, 0] = 4095
+    folder = tmp_path / "cam12"
+    folder.mkdir()
+    tifffile.imwrite(folder / "all.tif", stack, photometric="minisblack")
+    result = import_frames(folder, tmp_path / "out.tif", BoardSpec(50.0, grid=(ROWS, COLS), pitch_mm=3.0), **OPTICS)
+    assert "--saturation 4095" in result.summary()
+    assert "all.tif" in result.summary()
 
 
 def test_float_tiff_files_with_a_dark_frame(tmp_path):

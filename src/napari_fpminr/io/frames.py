@@ -469,9 +469,11 @@ class FrameStats:
 
     mean: list[float] = field(default_factory=list)
     saturated: list[float] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
     maximum: float = 0.0
 
-    def add(self, frame: np.ndarray, level: float | None) -> None:
+    def add(self, frame: np.ndarray, level: float | None, name: str = "") -> None:
+        self.names.append(name)
         self.mean.append(float(frame.mean(dtype=np.float64)))
         self.saturated.append(0.0 if level is None else float(np.count_nonzero(frame >= level)) / frame.size)
         self.maximum = max(self.maximum, float(frame.max()))
@@ -519,7 +521,11 @@ class ImportResult:
             share = float(np.mean(np.asarray(self.stats.saturated)[top]))
             worst = int(np.argmax(self.stats.saturated))
             lines.append(f"saturation  level {self.saturation_level:g}: {100 * share:.2f} % of the pixels saturated in "
-                         f"the {len(top)} brightest frames (most: frame {worst}, {100 * self.stats.saturated[worst]:.2f} %)")
+                         f"the {len(top)} brightest frames (most: frame {worst + 1}, {self.stats.names[worst]}, "
+                         f"{100 * self.stats.saturated[worst]:.2f} %)")
+            hint = _bit_depth_hint(self.dtype, self.saturation_level, self.stats.maximum)
+            if hint:
+                lines.append(hint)
         if self.dark_path is not None:
             lines.append(f"dark        frame {self.dark_path.name} (mean {self.dark_level:.4g})")
         elif self.dark_level is not None:
@@ -529,6 +535,16 @@ class ImportResult:
                      f"{self.na_obj:g})")
         lines.append(f"written     {self.out} + {self.sidecar.name}" + (f" + {self.dark_path.name}" if self.dark_path else ""))
         return "\n".join(lines)
+
+
+def _bit_depth_hint(dtype: np.dtype, level: float, maximum: float) -> str | None:
+    """A line when 16-bit frames top out at 2^k - 1 below the marked level (a 10/12/14-bit camera)."""
+    for bits in (10, 12, 14):
+        top = 2**bits - 1
+        if dtype == np.uint16 and maximum == top and level > top:
+            return (f"            the largest value is {top}: a {bits}-bit camera? Then it saturates at {top}: "
+                    f"import again with --saturation {top}")
+    return None
 
 
 def _dark_level(value, saturation: float | None, frames: str) -> float | None:
@@ -617,8 +633,8 @@ def _write_dataset(out: Path, infos: list[FrameFile], meta: dict, stats: FrameSt
     dark_target = atomic_write(dark_path) if dark_path is not None else contextlib.nullcontext()
     with atomic_write(side) as tmp_json, atomic_write(out) as tmp_tif, dark_target as tmp_dark:
         with tifffile.TiffWriter(tmp_tif, bigtiff=_needs_bigtiff(infos)) as tw:
-            for _, frame in iter_frames(infos):
-                stats.add(frame, level)
+            for path, frame in iter_frames(infos):
+                stats.add(frame, level, path.name)
                 tw.write(frame, photometric="minisblack", contiguous=True)
         if tmp_dark is not None:
             tifffile.imwrite(tmp_dark, dark, photometric="minisblack")
