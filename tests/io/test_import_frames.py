@@ -359,3 +359,22 @@ def test_which_folders_hold_frames(tmp_path):
     (frames / "set.json").write_text("{}")                            # a native data set inside
     assert not looks_like_frames_folder(frames)
     assert frames_mod.frame_files(str(frames / "image*.png"))[0].name == "image1.png"
+
+
+def test_tiles_read_an_imported_set_as_read_raw_does(tmp_path):
+    """The tiles' lazy TIFF source applies the same saturation mask and dark frame, window by window."""
+    from napari_fpminr.tiles.source import MemorySource, open_source
+
+    stack = acquisition(np.uint8, seed=6)
+    write_pngs(tmp_path / "f", stack)
+    dark = np.random.default_rng(1).integers(0, 9, (H, W)).astype(np.uint8)
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    board = BoardSpec(90.0, grid=(ROWS, COLS), pitch_mm=4.0)
+    import_frames(tmp_path / "f", tmp_path / "out.tif", board, dark_frame=tmp_path / "dark.png", **OPTICS)
+    whole = read_raw(tmp_path / "out.tif")
+    for source in (open_source(tmp_path / "out.tif"), MemorySource.from_raw(whole)):
+        tile = source.tile_raw(1, 2, 6, 7)
+        expected = whole.crop(1, 2, 6, 7)
+        np.testing.assert_array_equal(tile.intensities, expected.intensities)
+        np.testing.assert_array_equal(tile.valid, expected.valid)
+    assert open_source(tmp_path / "out.tif").kind == "tiff"

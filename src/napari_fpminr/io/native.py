@@ -243,7 +243,7 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
         raise FPMInputError(f"TIFF has {images.shape[0]} images but {side.name} lists {na.shape[0]} LEDs", path)
     z_um = _number(meta, "z_um", side) if meta.get("z_um") is not None else None
     up = int(upsample) or (int(_number(meta, "upsample", side)) if meta.get("upsample") else 0)
-    levels = camera_levels(meta, side, images)
+    levels = camera_levels(meta, side, images.shape[1:], images.dtype)
     intensities, valid = apply_camera_levels(images, levels)
     raw = build_raw(path, intensities, fmt="native", z_um=z_um, meta={"sidecar": side.name, **levels.meta()},
                     na_illum=na, upsample=up, leds=leds, **params)
@@ -262,6 +262,12 @@ class CameraLevels:
     dark_level: float | None = None
     dark_frame: np.ndarray | None = None
     dark_name: str | None = None
+
+    def window(self, top: int, left: int, height: int, width: int) -> "CameraLevels":
+        """The same levels for a window of the images (the dark frame cropped to it)."""
+        if self.dark_frame is None:
+            return self
+        return replace(self, dark_frame=self.dark_frame[top:top + height, left:left + width])
 
     def meta(self) -> dict[str, Any]:
         """What ``RawData.meta`` records (JSON-safe); the dark frame by name and mean level."""
@@ -287,8 +293,9 @@ def _acquisition(meta: dict, side: Path) -> str | None:
     return value
 
 
-def camera_levels(meta: dict[str, Any], side: Path, images: np.ndarray) -> CameraLevels:
-    """Validate the sidecar's ``acquisition``, ``saturation_level``, ``dark_level``/``dark_frame``."""
+def camera_levels(meta: dict[str, Any], side: Path, frame_shape: tuple[int, ...], dtype) -> CameraLevels:
+    """Validate the sidecar's ``acquisition``, ``saturation_level``, ``dark_level``/``dark_frame``
+    for a stack of ``frame_shape`` (rows, cols) images of data type ``dtype``."""
     level = dark = None
     if meta.get("saturation_level") is not None:
         level = _number(meta, "saturation_level", side)
@@ -300,11 +307,12 @@ def camera_levels(meta: dict[str, Any], side: Path, images: np.ndarray) -> Camer
         dark = _number(meta, "dark_level", side)
         if dark < 0 or (level is not None and dark >= level):
             raise FPMInputError(f"'dark_level' must be >= 0 and below the saturation level, got {dark:g}", side)
-    frame, name = (None, None) if meta.get("dark_frame") is None else _dark_frame(meta["dark_frame"], side, images)
+    frame, name = (None, None) if meta.get("dark_frame") is None else \
+        _dark_frame(meta["dark_frame"], side, tuple(frame_shape), np.dtype(dtype))
     return CameraLevels(_acquisition(meta, side), level, dark, frame, name)
 
 
-def _dark_frame(name: Any, side: Path, images: np.ndarray) -> tuple[np.ndarray, str]:
+def _dark_frame(name: Any, side: Path, frame_shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, str]:
     """The ``dark_frame`` TIFF: a file name beside the sidecar, one frame of the stack's size and type."""
     import tifffile
 
@@ -324,9 +332,9 @@ def _dark_frame(name: Any, side: Path, images: np.ndarray) -> tuple[np.ndarray, 
         raise
     except Exception as exc:
         raise FPMInputError(f"cannot read the dark frame (truncated or corrupt?): {one_line(exc)}", path) from None
-    if frame.shape != images.shape[1:] or frame.dtype != images.dtype:
+    if frame.shape != frame_shape or frame.dtype != dtype:
         raise FPMInputError(f"dark frame is {frame.shape} {frame.dtype} but the stack's images are "
-                            f"{images.shape[1:]} {images.dtype}", path)
+                            f"{frame_shape} {dtype}", path)
     if frame.dtype.kind == "f" and not (np.all(np.isfinite(frame)) and frame.min() >= 0):
         raise FPMInputError("dark frame holds NaN, infinite or negative values", path)
     return frame, name
