@@ -17,6 +17,11 @@ user to choose whenever two plugins' patterns match a name), then by ``get_reade
   sidecar, or with ``fpminr gui data.tif`` (the launcher calls this reader directly):
   ``get_reader`` accepts a TIFF that has our sidecar and answers ``None`` for any other TIFF.
 
+* a folder (``accepts_directories``) of camera frames (``.png``/``.tif``, at least two, no
+  native data set inside): opens the import dialog (:mod:`._import_dialog`), which asks for the
+  LED board and the optics, writes the native set and opens it. Any other folder: ``None``
+  (napari's own reader opens folders of images as a plain stack; napari asks which to use).
+
 For a file that *is* ours but is damaged, the reader shows one notification carrying the
 core's ``FPMInputError`` message and returns napari's null-layer sentinel ``[(None,)]`` so that
 no second error follows. The reader also installs the viewer decorations
@@ -91,12 +96,26 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         return None
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        from ..io.frames import looks_like_frames_folder
+
+        return read_frames_folder if looks_like_frames_folder(paths[0]) else None
     for p in paths:
         if not Path(p).is_file():
             return None
         if not (is_ours(p) or Path(p).suffix.lower() in EXCLUSIVE_SUFFIXES):
             return None
     return read_paths
+
+
+def read_frames_folder(path: str | list[str], **_: Any) -> list[LayerData]:
+    """A folder of camera frames: open the import dialog (:mod:`._import_dialog`), which writes the
+    native data set and adds its raw layer once the user has said what the frames do not."""
+    from ._import_dialog import open_import_dialog
+
+    folder = path if isinstance(path, (str, os.PathLike)) else path[0]
+    open_import_dialog(os.fspath(folder))
+    return _NULL_LAYER
 
 
 def _error_message(path: str, exc: BaseException) -> str:

@@ -5,6 +5,7 @@
     fpminr reconstruct RAW -o OUT [--method inr|fpm] [--z-min A --z-max B [--z-step S] | --z Z ...] ...
     fpminr calibrate RAW [-o RAW.calib.json]
     fpminr render MODEL -o OUT (--z Z ... | --z-step S | --all-in-focus [--raw RAW]) [--phase]
+    fpminr import FRAMES... -o OUT.tif (--led-positions CSV | --led-grid RxC --led-pitch-mm P) --led-distance-mm D ...
     fpminr gui [FILE]
 
 Progress goes to stderr; results and paths to stdout. Bad input exits with code 2 and one line
@@ -21,6 +22,7 @@ from ..errors import FPMInputError
 from .basic import cmd_gui, cmd_info, cmd_simulate
 from .calibrate import add_calibrate_parser
 from .common import _add_limits, _add_optics_overrides, z_planes
+from .import_frames import add_import_parser
 from .reconstruct import _fit_memory, add_reconstruct_parser, fpm_progress_text, inr_progress_text
 from .render import add_render_parser
 
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_parser(sub)
 
     add_render_parser(sub)
+
+    add_import_parser(sub)
 
     p = sub.add_parser("gui", help="open napari with the plugin (and optionally a file)")
     p.add_argument("path", nargs="?")

@@ -7,9 +7,10 @@ Variables (MATLAB axis order):
 * ``na_cal``   objective NA; ``mag`` magnification; ``dpix_c`` camera pixel (µm);
 * ``lambda``   wavelength (µm), optional: the reference data omit it, the user must pass it.
 
-napari-fpminr's writer adds three optional variables that the reader understands and other
-readers ignore: ``z_um`` (known sample defocus, µm), ``upsample`` and ``pupil`` (complex h×w,
-rows = y, columns = x).
+napari-fpminr's writer adds optional variables that the reader understands and other
+readers ignore: ``z_um`` (known sample defocus, µm), ``upsample``, ``pupil`` (complex h×w,
+rows = y, columns = x) and ``simulated`` (1 for data made by ``fpminr simulate``; files
+without it are measurements).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ._common import build_raw, check_led_count, load_mat, require_keys, scalar,
 from ..rawdata import RawData
 
 KEYS = ("I_low", "na_calib")
-OPTIONAL = ("na_cal", "mag", "dpix_c", "lambda", "z_um", "upsample", "pupil")
+OPTIONAL = ("na_cal", "mag", "dpix_c", "lambda", "z_um", "upsample", "pupil", "simulated")
 WAVELENGTH_HINT = ("pass --wavelength-um (or wavelength_um=...) (reference data: r 0.632, g 0.5126, "
                    "b 0.471)")
 _HOW = {
@@ -65,6 +66,8 @@ def read_fpminr_mat(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pi
         if pupil.ndim != 2 or pupil.size <= 1:
             pupil = None
     z_um = scalar(data, "z_um", path, required=False)
-    return build_raw(path, images, fmt="fpminr_mat", z_um=z_um,
-                     meta={"wavelength_from_file": wavelength_um is None},
+    meta = {"wavelength_from_file": wavelength_um is None}
+    if scalar(data, "simulated", path, required=False) == 1:
+        meta["simulated"] = True
+    return build_raw(path, images, fmt="fpminr_mat", z_um=z_um, meta=meta,
                      wavelength_um=float(wl), na_illum=na, upsample=int(upsample), pupil=pupil, **params)

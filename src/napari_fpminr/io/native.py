@@ -9,11 +9,23 @@
                   "centre_mm": [0, 0],        # offset of the first (spiral) / centre (raster) LED
                   "order": "spiral",          # or "raster" (row by row)
                   "rotation_deg": 0, "slab_thickness_mm": 0, "slab_index": 1.52},
-     "z_um": 0.0, "upsample": 0}              # optional
+     "z_um": 0.0, "upsample": 0,              # optional
+     "acquisition": "measured",               # or "simulated" (written by fpminr simulate)
+     "saturation_level": 255,                 # camera value at which pixels saturated (stored units)
+     "dark_level": 2.0}                       # or "dark_frame": "data.dark.tif" (one frame, beside)
 
 The ``led_grid`` keys may also sit at the top level. See
 :func:`napari_fpminr.optics.led_array.led_grid_na` for the geometry (distance to the slab's
 bottom face; the illumination NA includes the slab's refraction).
+
+Camera levels (``fpminr import`` writes them; the stack then holds the raw camera values in
+their own data type): with ``saturation_level``, ``RawData.valid`` is ``raw < saturation_level``
+(computed on the stored values, before any subtraction); then the dark background
+(``dark_level``, or the ``dark_frame`` TIFF of the stack's size and data type) is subtracted,
+clipped at 0, and the intensities become float32. ``meta`` records ``acquisition``,
+``saturation_level`` and ``dark_level`` (the dark frame's mean with ``dark_frame``); a file
+marked ``"acquisition": "simulated"`` gets ``meta["simulated"] = True``. Files without the mark
+are measurements. The complete schema is in the user guide ("Your own rig").
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +225,7 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            check_memory(int(np.prod(series.shape, dtype=np.float64)) * (series.dtype.itemsize + 4),
+            check_memory(int(np.prod(series.shape, dtype=np.float64)) * (series.dtype.itemsize + 5),
                          f"reading the TIFF stack (shape {tuple(series.shape)})", path)
             images = series.asarray()
     except FPMInputError:
@@ -230,5 +243,113 @@ def read_native(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
         raise FPMInputError(f"TIFF has {images.shape[0]} images but {side.name} lists {na.shape[0]} LEDs", path)
     z_um = _number(meta, "z_um", side) if meta.get("z_um") is not None else None
     up = int(upsample) or (int(_number(meta, "upsample", side)) if meta.get("upsample") else 0)
-    return build_raw(path, images, fmt="native", z_um=z_um, meta={"sidecar": side.name},
-                     na_illum=na, upsample=up, leds=leds, **params)
+    levels = camera_levels(meta, side, images.shape[1:], images.dtype)
+    intensities, valid = apply_camera_levels(images, levels)
+    raw = build_raw(path, intensities, fmt="native", z_um=z_um, meta={"sidecar": side.name, **levels.meta()},
+                    na_illum=na, upsample=up, leds=leds, **params)
+    return raw if valid is None else replace(raw, valid=valid)
+
+
+ACQUISITIONS = ("measured", "simulated")
+
+
+@dataclass(frozen=True)
+class CameraLevels:
+    """The sidecar's camera keys: acquisition kind, saturation level and dark background."""
+
+    acquisition: str | None = None
+    saturation_level: float | None = None
+    dark_level: float | None = None
+    dark_frame: np.ndarray | None = None
+    dark_name: str | None = None
+
+    def window(self, top: int, left: int, height: int, width: int) -> "CameraLevels":
+        """The same levels for a window of the images (the dark frame cropped to it)."""
+        if self.dark_frame is None:
+            return self
+        return replace(self, dark_frame=self.dark_frame[top:top + height, left:left + width])
+
+    def meta(self) -> dict[str, Any]:
+        """What ``RawData.meta`` records (JSON-safe); the dark frame by name and mean level."""
+        out: dict[str, Any] = {}
+        if self.acquisition is not None:
+            out["acquisition"] = self.acquisition
+            if self.acquisition == "simulated":
+                out["simulated"] = True
+        if self.saturation_level is not None:
+            out["saturation_level"] = self.saturation_level
+        if self.dark_frame is not None:
+            out["dark_frame"] = self.dark_name
+            out["dark_level"] = float(self.dark_frame.mean(dtype=np.float64))
+        elif self.dark_level is not None:
+            out["dark_level"] = self.dark_level
+        return out
+
+
+def _acquisition(meta: dict, side: Path) -> str | None:
+    value = meta.get("acquisition")
+    if value is not None and value not in ACQUISITIONS:
+        raise FPMInputError(f"'acquisition' must be \"measured\" or \"simulated\", got {value!r}", side)
+    return value
+
+
+def camera_levels(meta: dict[str, Any], side: Path, frame_shape: tuple[int, ...], dtype) -> CameraLevels:
+    """Validate the sidecar's ``acquisition``, ``saturation_level``, ``dark_level``/``dark_frame``
+    for a stack of ``frame_shape`` (rows, cols) images of data type ``dtype``."""
+    level = dark = None
+    if meta.get("saturation_level") is not None:
+        level = _number(meta, "saturation_level", side)
+        if level <= 0:
+            raise FPMInputError(f"'saturation_level' must be positive, got {level:g}", side)
+    if meta.get("dark_level") is not None and meta.get("dark_frame") is not None:
+        raise FPMInputError("give 'dark_level' or 'dark_frame', not both", side)
+    if meta.get("dark_level") is not None:
+        dark = _number(meta, "dark_level", side)
+        if dark < 0 or (level is not None and dark >= level):
+            raise FPMInputError(f"'dark_level' must be >= 0 and below the saturation level, got {dark:g}", side)
+    frame, name = (None, None) if meta.get("dark_frame") is None else \
+        _dark_frame(meta["dark_frame"], side, tuple(frame_shape), np.dtype(dtype))
+    return CameraLevels(_acquisition(meta, side), level, dark, frame, name)
+
+
+def _dark_frame(name: Any, side: Path, frame_shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, str]:
+    """The ``dark_frame`` TIFF: a file name beside the sidecar, one frame of the stack's size and type."""
+    import tifffile
+
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise FPMInputError(f"'dark_frame' must be a file name beside the sidecar, got {name!r}", side)
+    path = side.with_name(name)
+    if not path.is_file():
+        raise FPMInputError(f"dark frame {name} not found next to the sidecar", side)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) != 1:
+                raise FPMInputError(f"the dark frame holds {len(tif.pages)} images; one expected", path)
+            page = tif.pages[0]
+            check_memory(int(np.prod(page.shape, dtype=np.float64)) * page.dtype.itemsize, "reading the dark frame", path)
+            frame = np.asarray(page.asarray())
+    except FPMInputError:
+        raise
+    except Exception as exc:
+        raise FPMInputError(f"cannot read the dark frame (truncated or corrupt?): {one_line(exc)}", path) from None
+    if frame.shape != frame_shape or frame.dtype != dtype:
+        raise FPMInputError(f"dark frame is {frame.shape} {frame.dtype} but the stack's images are "
+                            f"{frame_shape} {dtype}", path)
+    if frame.dtype.kind == "f" and not (np.all(np.isfinite(frame)) and frame.min() >= 0):
+        raise FPMInputError("dark frame holds NaN, infinite or negative values", path)
+    return frame, name
+
+
+def apply_camera_levels(images: np.ndarray, levels: CameraLevels) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(float32 intensities, valid mask or None)``: saturated pixels marked on the raw values,
+    then the dark background subtracted and clipped at 0 (raw camera units stay the scale)."""
+    valid = None
+    if levels.saturation_level is not None:
+        valid = images < levels.saturation_level
+    dark = levels.dark_frame if levels.dark_frame is not None else levels.dark_level
+    if dark is None:
+        return images, valid
+    out = images.astype(np.float32)
+    out -= np.asarray(dark, dtype=np.float32)
+    np.maximum(out, 0, out=out)
+    return out, valid

@@ -4,7 +4,9 @@ Datasets (SI units, Python axis order): ``ptychogram`` N×H×W intensities, ``en
 positions (m) in row/column order ``(y, x)``, ``zled`` LED-to-sample distance (m), ``dxd``
 camera pixel (m), ``magnification``, ``NA`` (objective; optional in PtyLab), ``wavelength`` (m),
 optional ``orientation`` (0-7, ptypy convention, applied to the images). napari-fpminr's
-writer adds ``upsample``, ``z_um`` and a complex ``pupil`` (rows = y, columns = x).
+writer adds ``upsample``, ``z_um``, a complex ``pupil`` (rows = y, columns = x) and, for data
+made by ``fpminr simulate``, the string ``acquisition = "simulated"`` (files without it are
+measurements).
 
 Illumination NA. PtyLab (``Reconstruction.positions`` in FPM mode) cuts the window of LED ``i``
 from the hr spectrum at ``-(1/λ)·encoder_i/sqrt(|encoder_i|² + zled²)``, i.e. centred at
@@ -25,7 +27,7 @@ from ..rawdata import RawData
 
 KEYS = ("ptychogram", "encoder")
 REQUIRED_SCALARS = ("zled", "dxd", "magnification", "wavelength")
-OPTIONAL = ("NA", "orientation", "upsample", "z_um", "pupil")
+OPTIONAL = ("NA", "orientation", "upsample", "z_um", "pupil", "acquisition")
 
 
 def _orient(images: np.ndarray, orientation: int, path: Path) -> np.ndarray:
@@ -43,6 +45,17 @@ def _orient(images: np.ndarray, orientation: int, path: Path) -> np.ndarray:
     if orientation & 2:
         images = images[:, ::-1, :]
     return np.ascontiguousarray(images)
+
+
+def _text(value) -> str | None:
+    """A scalar HDF5 string dataset as ``str`` (``None`` for anything else)."""
+    if value is None:
+        return None
+    item = np.asarray(value)
+    if item.shape != () or item.dtype.kind not in "SUO":
+        return None
+    item = item.item()
+    return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
 
 
 def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_um=None,
@@ -93,10 +106,13 @@ def read_ptylab(path: Path, *, wavelength_um=None, na_obj=None, mag=None, pixel_
         raise FPMInputError(f"pupil must be a 2D complex array, got shape {pupil.shape}", path)
     r = np.sqrt(np.sum(enc**2, axis=1) + zled_m**2)
     na = np.stack([enc[:, 1] / r, enc[:, 0] / r], axis=1)
+    meta = {"zled_m": zled_m, "orientation": int(orientation or 0)}
+    if _text(data.get("acquisition")) == "simulated":
+        meta["simulated"] = True
     return build_raw(
         path, images, fmt="ptylab",
         z_um=scalar(data, "z_um", path, required=False),
-        meta={"zled_m": zled_m, "orientation": int(orientation or 0)},
+        meta=meta,
         wavelength_um=float(wavelength_um) if wavelength_um is not None else values["wavelength"] * 1e6,
         na_obj=float(na_obj) if na_obj is not None else na_file,
         mag=float(mag) if mag is not None else values["magnification"],

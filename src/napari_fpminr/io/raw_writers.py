@@ -7,7 +7,10 @@ atomically (temporary sibling + ``os.replace``).
 
 Beyond each format's own keys the writers store, where the layout allows, ``z_um`` (the known
 defocus), ``upsample`` and (``.mat`` and ``.hdf5``) the complex ``pupil``; the readers restore
-them, other software ignores them.
+them, other software ignores them. Data made by ``fpminr simulate`` (``raw.is_simulated``) are
+marked so that readers can tell them from measurements: ``"acquisition": "simulated"`` in the
+native sidecar (``"measured"`` otherwise) and in the PtyLab file, a variable ``simulated = 1``
+in the ``.mat`` file (MATLAB v5 numbers only; absent for measurements).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def write_fpminr_mat(raw: RawData, path: Path) -> None:
         data["z_um"] = float(raw.z_um)
     if o.pupil is not None:
         data["pupil"] = o.pupil
+    if raw.is_simulated:
+        data["simulated"] = 1.0
     with atomic_write(path) as tmp:
         scipy.io.savemat(tmp, data, appendmat=False, format="5", do_compression=False, oned_as="column")
 
@@ -63,6 +68,8 @@ def write_ptylab(raw: RawData, path: Path) -> None:
             f["wavelength"] = o.wavelength_um * 1e-6
             f["orientation"] = 0
             f["upsample"] = o.upsample
+            if raw.is_simulated:
+                f["acquisition"] = "simulated"
             if raw.z_um is not None:
                 f["z_um"] = float(raw.z_um)
             if o.pupil is not None:
@@ -77,6 +84,7 @@ def write_native(raw: RawData, path: Path) -> None:
         "format": "napari-fpminr native raw data", "version": 1,
         "wavelength_um": o.wavelength_um, "na_obj": o.na_obj, "mag": o.mag, "pixel_um": o.pixel_um,
         "upsample": o.upsample, "z_um": raw.z_um,
+        "acquisition": "simulated" if raw.is_simulated else "measured",
         "na_x": o.na_illum[:, 0].tolist(), "na_y": o.na_illum[:, 1].tolist(),
     }
     if raw.leds is not None:

@@ -48,8 +48,12 @@ class _Base:
         if top < 0 or left < 0 or top + height > H or left + width > W:
             raise FPMInputError(f"tile window {top},{left} {height}x{width} is outside the {H}x{W} px frame",
                                 self.header.source)
-        images = self.read_window(top, left, height, width)
-        return dataclasses.replace(self.header, intensities=images)
+        images, valid = self.read_window_valid(top, left, height, width)
+        return dataclasses.replace(self.header, intensities=images, valid=valid)
+
+    def read_window_valid(self, top: int, left: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The window's intensities and valid-pixel mask (``None``: all valid, e.g. no saturation)."""
+        return self.read_window(top, left, height, width), None
 
     def background_level(self) -> float:
         """Mean of the bright-field images over the whole frame (one image at a time)."""
@@ -86,11 +90,16 @@ class MemorySource(_Base):
 
     @classmethod
     def from_raw(cls, raw: RawData) -> "MemorySource":
-        header = dataclasses.replace(raw, intensities=raw.intensities[:, :2, :2], optics=raw.optics.replace(pupil=None))
+        header = dataclasses.replace(raw, intensities=raw.intensities[:, :2, :2], optics=raw.optics.replace(pupil=None),
+                                     valid=None)
         return cls(header=header, frame_shape=raw.lr_shape, kind="memory", raw=raw)
 
     def read_window(self, top, left, height, width) -> np.ndarray:
         return self.raw.intensities[:, top:top + height, left:left + width]
+
+    def read_window_valid(self, top, left, height, width):
+        valid = None if self.raw.valid is None else self.raw.valid[:, top:top + height, left:left + width]
+        return self.read_window(top, left, height, width), valid
 
     def identity(self) -> str:
         if self.raw.source is not None:
@@ -100,11 +109,30 @@ class MemorySource(_Base):
 
 @dataclasses.dataclass
 class LazyTiffSource(_Base):
-    """A native TIFF stack read window by window (memory map or page by page)."""
+    """A native TIFF stack read window by window (memory map or page by page).
+
+    ``levels`` (:class:`napari_fpminr.io.native.CameraLevels`): the sidecar's saturation level and
+    dark background (``fpminr import``), applied to each window as ``read_native`` applies them to
+    the whole stack.
+    """
 
     path: Path | None = None
+    levels: Any = None
 
     def read_window(self, top, left, height, width) -> np.ndarray:
+        return self.read_window_valid(top, left, height, width)[0]
+
+    def read_window_valid(self, top, left, height, width):
+        from ..io.native import apply_camera_levels
+
+        window = self._stored_window(top, left, height, width)
+        if self.levels is None:
+            return window.astype(np.float32, copy=False), None
+        images, valid = apply_camera_levels(window, self.levels.window(top, left, height, width))
+        return np.asarray(images, dtype=np.float32), valid
+
+    def _stored_window(self, top, left, height, width) -> np.ndarray:
+        """The window of every page in the stored data type."""
         import tifffile
 
         try:
@@ -114,10 +142,9 @@ class LazyTiffSource(_Base):
                 mm = None
             if mm is not None:
                 mm = mm if mm.ndim == 3 else mm[None]
-                return np.array(mm[:, top:top + height, left:left + width], dtype=np.float32)
+                return np.array(mm[:, top:top + height, left:left + width])
             with tifffile.TiffFile(self.path) as tif:
-                return np.stack([np.asarray(p.asarray()[top:top + height, left:left + width], np.float32)
-                                 for p in tif.pages])
+                return np.stack([np.asarray(p.asarray()[top:top + height, left:left + width]) for p in tif.pages])
         except FPMInputError:
             raise
         except Exception as exc:
@@ -190,7 +217,7 @@ def _open_tiff(path: Path, *, wavelength_um, na_obj, mag, pixel_um, upsample) ->
     leds = native.sidecar_leds(meta, side)
     try:
         with tifffile.TiffFile(path) as tif:
-            shape = tuple(tif.series[0].shape)
+            shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
     except Exception as exc:
         raise FPMInputError(f"cannot read TIFF (truncated or corrupt?): {' '.join(str(exc).split())[:160]}",
                             path) from None
@@ -201,9 +228,10 @@ def _open_tiff(path: Path, *, wavelength_um, na_obj, mag, pixel_um, upsample) ->
     z_um = native._number(meta, "z_um", side) if meta.get("z_um") is not None else None
     up = int(upsample) or (int(native._number(meta, "upsample", side)) if meta.get("upsample") else 0)
     probe = LazyTiffSource(header=None, frame_shape=shape[1:], kind="tiff", path=path)  # type: ignore[arg-type]
+    probe.levels = native.camera_levels(meta, side, shape[1:], dtype)
     window = probe.read_window(0, 0, min(2, shape[1]), min(2, shape[2]))
-    header = build_raw(path, window, fmt="native", z_um=z_um, meta={"sidecar": side.name}, na_illum=na,
-                       upsample=up, leds=leds, **params)
+    header = build_raw(path, window, fmt="native", z_um=z_um, meta={"sidecar": side.name, **probe.levels.meta()},
+                       na_illum=na, upsample=up, leds=leds, **params)
     probe.header = header
     return probe
 
