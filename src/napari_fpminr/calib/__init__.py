@@ -7,5 +7,7 @@ solver; never io, cli, volume or napari). :func:`iter_calibrate` fits a :class:`
 
 from .pipeline import METHODS, CalibrationProgress, calibrate, iter_calibrate
 from .model import CALIBRATION_VERSION, Calibration
+from .prepare import Preparation, PrepareOptions, iter_prepare, prepare
 
-__all__ = ["CALIBRATION_VERSION", "METHODS", "Calibration", "CalibrationProgress", "calibrate", "iter_calibrate"]
+__all__ = ["CALIBRATION_VERSION", "METHODS", "Calibration", "CalibrationProgress", "Preparation", "PrepareOptions",
+           "calibrate", "iter_calibrate", "iter_prepare", "prepare"]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..optics import orientation as board_orientation
-from ..optics.geometry import led_positions_mm, refracted_sine
+from ..optics.geometry import led_positions_mm
 from ..rawdata import RawData
 from .model import Calibration
 
@@ -284,14 +284,26 @@ class _Scorer:
 
 
 def _board_na(pos: np.ndarray, dist: np.ndarray, slab_mm: float, slab_index: float) -> np.ndarray:
-    """``illumination_na`` for ``(K, N, 2)`` positions with per-hypothesis distances ``(K, N)``."""
-    if slab_mm == 0:
-        lat = np.hypot(pos[..., 0], pos[..., 1])
-        na_abs = lat / np.hypot(lat, dist)
-        phi = np.arctan2(pos[..., 1], pos[..., 0])
-        return np.stack([-na_abs * np.cos(phi), -na_abs * np.sin(phi)], axis=-1)
+    """``illumination_na`` for ``(K, N, 2)`` positions with per-hypothesis distances ``(K, N)``.
+
+    With a slab the ray equation ``D·tan θa + t·tan θg = l`` (:mod:`napari_fpminr.optics.geometry`)
+    is solved for ``s = sin θa`` by Newton's method (``f'(s) = D/cos³θa + (t/n)/cos³θg > 0``,
+    convex: six steps from the slab-free guess reach 1e-12), many hypotheses at once.
+    """
     lat = np.hypot(pos[..., 0], pos[..., 1])
-    na_abs = refracted_sine(lat, dist, slab_mm, slab_index, tol_mm=1e-7)
+    if slab_mm == 0:
+        na_abs = lat / np.hypot(lat, dist)
+    else:
+        t, n = float(slab_mm), float(slab_index)
+        s = lat / np.hypot(lat, dist + t)
+        for _ in range(8):
+            c = np.sqrt(1.0 - s * s)
+            sg = s / n
+            cg = np.sqrt(1.0 - sg * sg)
+            f = dist * s / c + t * sg / cg - lat
+            df = dist / c**3 + (t / n) / cg**3
+            s = np.clip(s - f / df, 0.0, 0.999999)
+        na_abs = s
     phi = np.arctan2(pos[..., 1], pos[..., 0])
     return np.stack([-na_abs * np.cos(phi), -na_abs * np.sin(phi)], axis=-1)
 

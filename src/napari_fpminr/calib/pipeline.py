@@ -77,6 +77,7 @@ class CalibrationProgress:
     elapsed_s: float
     calibration: Calibration | None = None
     stopped: bool = False
+    preparation: object | None = None  # set by :func:`napari_fpminr.calib.prepare.iter_prepare` (its last event)
 
 
 def _central_crop(raw: RawData, crop_px: int | None) -> RawData:

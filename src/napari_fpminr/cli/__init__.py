@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a raw-data file, a model or a stack")
     p.add_argument("path")
+    p.add_argument("--check", action="store_true",
+                   help="raw data: check them against the stated geometry (saturation, background, orientation, "
+                        "frames that do not fit) and say what to do")
     _add_optics_overrides(p)
     _add_limits(p)
     p.set_defaults(func=cmd_info)

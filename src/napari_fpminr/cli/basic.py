@@ -37,6 +37,11 @@ def cmd_info(args) -> int:
     print(raw.optics.summary())
     if raw.z_um is not None:
         print(f"stated defocus {raw.z_um:+.2f} um")
+    if getattr(args, "check", False):
+        from ..calib.check import check_measurement
+
+        print()
+        print(check_measurement(raw, device=getattr(args, "device", "auto")).text())
     return 0
 
 

@@ -17,7 +17,8 @@ from ..errors import FPMInputError
 from ..progress import ProgressLine
 from .common import _add_optics_overrides, _crop, _output_guard, _read_raw, input_files
 
-__all__ = ["add_calibrate_parser", "add_calibration_options", "apply_calibration_args", "calibration_text"]
+__all__ = ["add_calibrate_parser", "add_calibration_options", "apply_calibration_args", "calib_fit_kwargs",
+           "calibration_text"]
 
 
 def _add_fit_options(p) -> None:
@@ -49,8 +50,17 @@ def add_calibration_options(p) -> None:
     """``--calibration FILE`` / ``--calibrate`` (and the fit's options) for ``reconstruct``."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--calibration", metavar="FILE", help="apply an illumination calibration (.calib.json)")
-    g.add_argument("--calibrate", action="store_true", help="self-calibrate the illumination before reconstructing")
+    g.add_argument("--calibrate", action="store_true", default=None,
+                   help="self-calibrate the illumination before reconstructing (default for measured data)")
+    g.add_argument("--no-calibrate", action="store_false", dest="calibrate",
+                   help="reconstruct with the stated illumination geometry (the default for simulated data)")
     _add_fit_options(p)
+
+
+def calib_fit_kwargs(args) -> dict:
+    """The calibration fit's options given on the command line, as :func:`iter_calibrate` keywords."""
+    return {"z_um": args.calib_z, "method": args.calib_method, "rounds": args.calib_rounds,
+            "crop_px": args.calib_crop or None, "per_led": args.calib_per_led}
 
 
 def _fit(args, raw, quiet: bool):

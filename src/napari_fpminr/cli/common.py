@@ -107,14 +107,42 @@ def _training_raw(args, model):
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
-    if getattr(args, "calibration", None):
-        from .calibrate import apply_calibration_args
-
-        raw = apply_calibration_args(args, raw)
+    raw = _as_prepared(args, raw, model.meta.get("preparation"))
     if not model.trained_on(raw):
         raise FPMInputError("these raw data are not the ones the model was trained on (size or content hash "
                             "differs); pass the same file, --crop, --calibration and optics options as to 'fpminr reconstruct'",
                             raw_path)
+    return raw
+
+
+def _as_prepared(args, raw, preparation: dict | None):
+    """``raw`` as the model saw it in training: the ``--calibration`` file applied, or else the preparation
+    recorded in the model (real-data defaults: the calibration fitted, the frames left out)."""
+    from ..calib.model import Calibration
+
+    if getattr(args, "calibration", None):
+        from ..io.calibration_file import read_calibration
+
+        cal = read_calibration(args.calibration)
+        if cal.n_leds != raw.n_leds:
+            raise FPMInputError(f"calibration is for {cal.n_leds} LEDs, the raw data have {raw.n_leds}", args.calibration)
+        raw = cal.apply(raw)
+    elif isinstance(preparation, dict) and isinstance(preparation.get("calibration"), dict):
+        try:
+            cal = Calibration.from_dict(preparation["calibration"])
+        except ValueError as exc:
+            raise FPMInputError(f"the model's recorded calibration is damaged: {exc}", args.raw) from None
+        if cal.n_leds != raw.n_leds:
+            raise FPMInputError(f"the model was trained on {cal.n_leds} LEDs, these raw data have {raw.n_leds}",
+                                args.raw)
+        raw = cal.apply(raw)
+    dropped = preparation.get("dropped") if isinstance(preparation, dict) else None
+    if dropped:
+        try:
+            keep = np.setdiff1d(np.arange(raw.n_leds), np.asarray(dropped, dtype=np.int64))
+        except (TypeError, ValueError):
+            raise FPMInputError("the model's recorded list of left-out frames is damaged", args.raw) from None
+        raw = raw.select_leds(keep)
     return raw
 
 

@@ -13,7 +13,7 @@ from ..progress import ProgressLine, format_seconds
 from .common import (MODEL_SUFFIX, STACK_SUFFIXES, _add_limits, _add_optics_overrides, _add_z_options,
                      _check_output_size, _crop, _default_z_range, _output_guard, _read_raw, _requested_planes,
                      input_files)
-from .calibrate import add_calibration_options, apply_calibration_args
+from .calibrate import add_calibration_options, apply_calibration_args, calib_fit_kwargs
 from .render import _write_rendered
 
 
@@ -39,7 +39,7 @@ def _reconstruct(args, raw_path: Path, out: Path) -> int:
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
-    raw = apply_calibration_args(args, raw)  # --calibration FILE / --calibrate (no-op without either)
+    raw = _prepare(args, raw)  # real-data defaults: calibration, bad frames, pupil recovery (one line each)
     default_range = _default_z_range(raw)
     planes = _requested_planes(args, default_range)
     if args.method == "fpm":
@@ -58,6 +58,45 @@ def _reconstruct(args, raw_path: Path, out: Path) -> int:
                             hint="use fewer planes or write a model (.fpminr) and render from it")
         _check_output_size(out, len(planes), raw.hr_shape, 2, memory)
     return _reconstruct_inr(args, raw, planes, out)
+
+
+def _prepare(args, raw):
+    """The data to reconstruct under the real-data defaults (:mod:`napari_fpminr.calib.prepare`).
+
+    Translates the options: ``--calibration FILE`` (applied, no fit), ``--calibrate`` /
+    ``--no-calibrate``, ``--recover-pupil`` / ``--no-recover-pupil``, ``--keep-bad-frames``,
+    ``--orientation``; sets ``args.recover_pupil`` to the decision and prints one line per decision.
+    """
+    from ..calib.prepare import PrepareOptions, iter_prepare
+
+    calibrate = None
+    if getattr(args, "calibration", None):
+        raw = apply_calibration_args(args, raw)
+        calibrate = False
+    elif getattr(args, "calibrate", None) is not None:
+        calibrate = bool(args.calibrate)
+    opts = PrepareOptions(calibrate=calibrate, recover_pupil=args.recover_pupil,
+                          drop_bad_frames=False if getattr(args, "keep_bad_frames", False) else None,
+                          orientation=getattr(args, "orientation", "auto"), calib_kwargs=calib_fit_kwargs(args))
+    bar = ProgressLine("prepare", enabled=not args.quiet)
+    last = None
+    for last in iter_prepare(raw, opts, device=args.device):
+        bar.update(last.fraction, last.message[:90])
+    bar.close("ready")
+    prep = last.preparation
+    if getattr(args, "calibration", None):
+        prep.decisions.insert(1, f"calibration: applied from {args.calibration}")
+    for line in prep.decisions:
+        print(line, file=sys.stderr)
+    args.recover_pupil = prep.recover_pupil
+    data = prep.raw
+    if prep.calibration is not None or prep.dropped:
+        from dataclasses import replace
+
+        meta = dict(data.meta, preparation={"calibration": None if prep.calibration is None else prep.calibration.to_dict(),
+                                            "dropped": prep.dropped, "decisions": prep.decisions})
+        data = replace(data, meta=meta)
+    return data
 
 
 def _reconstruct_fpm(args, raw, planes: np.ndarray, out: Path) -> int:
@@ -125,6 +164,8 @@ def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
     assert model is not None
     if "calibration" in raw.meta:  # model files record the illumination calibration used
         model.meta["calibration"] = raw.meta["calibration"]
+    if "preparation" in raw.meta:  # ... and the whole preparation, so that --raw can reproduce the training data
+        model.meta["preparation"] = raw.meta["preparation"]
     if out.suffix.lower() == MODEL_SUFFIX:
         from ..io.safety import writing
 
@@ -182,7 +223,14 @@ def add_reconstruct_parser(sub) -> None:
     p.add_argument("--epochs", type=int, help="epochs of the paper's training (--init random)")
     p.add_argument("--iterations", type=int, default=25, help="FPM iterations per plane")
     p.add_argument("--mode", choices=("batched", "per_plane"), default="batched", help="FPM plane scheduling")
-    p.add_argument("--recover-pupil", action="store_true", help="jointly recover the pupil aberration")
+    p.add_argument("--recover-pupil", action="store_true", default=None,
+                   help="jointly recover the pupil aberration (default for measured data)")
+    p.add_argument("--no-recover-pupil", action="store_false", dest="recover_pupil",
+                   help="keep the ideal pupil (the default for simulated data)")
+    p.add_argument("--keep-bad-frames", action="store_true",
+                   help="keep frames the model cannot fit (left out by default for measured data)")
+    p.add_argument("--orientation", choices=("auto", "stated"), default="auto",
+                   help="board orientation: find it among the 8 turns/mirrors (auto, default) or keep the file's")
     p.add_argument("--step", choices=("constant", "adaptive"),
                    help="quasi-Newton step of fpm and of the inr seed: constant, or halved whenever a pass "
                         "stalls (default: adaptive with --tile, constant otherwise)")

@@ -1,0 +1,1 @@
+"""Simulated foreign rigs (cases in rig_cases.py)."""
