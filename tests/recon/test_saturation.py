@@ -114,6 +114,47 @@ def test_misfit_and_residual_maps_count_only_the_shortfall_at_saturated_pixels()
     assert fits["no mask"][0] > 20 * fits["mask"][0] and fits["no mask"][1] > 20 * fits["mask"][1], fits
 
 
+def _saturated_at_zero(raw):
+    """Every fifth pixel of every frame 'saturated' with a stored value of 0: the bound says nothing."""
+    saturated = np.zeros(raw.intensities.shape, bool)
+    saturated[:, ::5, ::5] = True
+    return replace(raw, intensities=np.where(saturated, 0.0, raw.intensities).astype(np.float32), valid=~saturated)
+
+
+def test_random_init_training_loss_ignores_predictions_above_the_bound():
+    """Same data, same initial network: the first step's loss without the mask counts every
+    positive prediction at the zero-valued pixels; with it they agree with the data (I >= 0)."""
+    from napari_fpminr.recon.train import TrainConfig, iter_train
+
+    raw = _saturated_at_zero(simulate("single", size=16, seed=0).raw)
+    cfg = TrainConfig(device="cpu", init="random", representation="mlp", epochs=1, n_z=3)
+    masked = next(iter_train(raw, -4.0, 4.0, cfg)).loss
+    unmasked = next(iter_train(replace(raw, valid=None), -4.0, 4.0, cfg)).loss
+    assert masked < 0.99 * unmasked, (masked, unmasked)
+
+
+def test_seeded_polish_loss_is_censored(monkeypatch):
+    """The polish passes its predictions through the censored residual with the data's bound."""
+    from napari_fpminr.recon import seeded
+    from napari_fpminr.recon.train import TrainConfig, train
+
+    raw = _saturated_at_zero(simulate("single", size=16, seed=0).raw)
+    ceilings = []
+
+    def recording(pred, ceiling):
+        ceilings.append(ceiling)
+        return censored_prediction(pred, ceiling)
+
+    monkeypatch.setattr(seeded, "censored_prediction", recording)
+    train(raw, -4.0, 4.0, TrainConfig(device="cpu", seed_iterations=1, polish_steps=2))
+    assert len(ceilings) >= 2
+    bounded = torch.isfinite(ceilings[0])
+    assert torch.equal(bounded, torch.as_tensor(~raw.valid)) and torch.all(ceilings[0][bounded] == 0)
+    ceilings.clear()
+    train(replace(raw, valid=None), -4.0, 4.0, TrainConfig(device="cpu", seed_iterations=1, polish_steps=2))
+    assert ceilings == []  # no mask: the unmasked loss, untouched
+
+
 # -- acceptance: clipped bright field reconstructs like unclipped ------------------------------
 
 @pytest.fixture(scope="module")
