@@ -220,8 +220,7 @@ def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, dev
         total = 0.0
         for chunk, idx, transfer in zip(chunks, flat_index, transfers):
             pred = box.amplitudes(spectrum, transfer(z), idx, len(chunk))
-            if ceiling is not None:
-                pred = censored_prediction(pred, ceiling[chunk])
+            pred = censored_prediction(pred, None if ceiling is None else ceiling[chunk])
             loss = F.smooth_l1_loss(pred, measured[chunk].expand_as(pred), beta=cfg.polish_beta) * (len(chunk) / n_leds)
             loss.backward(retain_graph=chunk is not chunks[-1])
             total += float(loss.detach())

@@ -234,8 +234,7 @@ def _iter_random(raw: RawData, z_min_um: float, z_max_um: float, cfg: TrainConfi
             total = 0.0
             for chunk, flat_idx in zip(led_chunks, window_index):
                 pred = led_amplitudes(spectrum, transfer, flat_idx, len(chunk), raw.lr_shape, chunk)  # (Z, n, h, w)
-                if ceiling is not None:
-                    pred = censored_prediction(pred, ceiling[chunk])
+                pred = censored_prediction(pred, None if ceiling is None else ceiling[chunk])
                 target = measured[chunk]
                 loss = F.smooth_l1_loss(pred, target.expand_as(pred), reduction="sum") / pred.numel() \
                     * (len(chunk) / n_leds)
