@@ -91,7 +91,9 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
     frequency bin (the reference implementation's model) instead of the exact sub-bin transfer.
     ``adaptive_step=True`` halves a plane's step whenever a pass stops lowering its misfit (Zuo et
     al. 2016; :mod:`napari_fpminr.recon.qnewton`): what tiles use, whose data the per-tile model
-    cannot fit exactly.
+    cannot fit exactly. Saturated pixels (``raw.valid`` False) are censored: the true intensity
+    is only known to be at least the stored one, and the projection only raises an estimate that
+    falls short of it (:mod:`napari_fpminr.recon.qnewton`).
     """
     z = _check_inputs(raw, z_um, iterations, mode)
     iterations = int(iterations)

@@ -7,6 +7,12 @@
   ``I_pred`` from the forward model at each plane's depth (shared/DESIGN.md §1).
 * :func:`measurement_residual_maps`: the same residual resolved in space, summed over the LEDs
   per raw pixel: where in the field a plane explains the measurements (depth from the data).
+
+Both are censored at saturated pixels (``RawData.valid`` False, :mod:`recon.censor`): the camera
+stored its full-well value there, so the true intensity is only known to be at least the stored
+one, and the residual is the shortfall below that bound, ``min(sqrt(I_pred) - sqrt(I_meas), 0)``
+(a prediction above it agrees with the data). The misfit's denominator stays the norm of all
+stored amplitudes. Without a mask they are the plain residuals.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from ..device import resolve_device
 from ..rawdata import RawData
 from ..optics.forward import FPMForward
+from .censor import amplitude_ceiling, censored_prediction
 
 __all__ = ["measurement_misfit", "measurement_residual_maps", "psnr_scaled"]
 
@@ -62,9 +69,11 @@ def psnr_scaled(estimate, truth, mask=None) -> float:
 def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil, subpixel=True):
     """Forward model of hr fields ``(Z, H, W)`` at their depths, in plane chunks of bounded size.
 
-    Yields ``(slice, predicted amplitudes (z, N, h, w), measured amplitudes (N, h, w))``.
-    ``pupil``: optional complex ``(h, w)`` or per-plane ``(Z, h, w)`` pupil replacing the optics'
-    one (then the transfer is built here: pupil × defocus of each plane's depth).
+    Yields ``(slice, predicted amplitudes (z, N, h, w), measured amplitudes (N, h, w))``; the
+    predictions are censored at saturated pixels (clipped from above at the measured amplitude,
+    :func:`~napari_fpminr.recon.censor.censored_prediction`), so ``pred - measured`` is the
+    censored residual. ``pupil``: optional complex ``(h, w)`` or per-plane ``(Z, h, w)`` pupil
+    replacing the optics' one (then the transfer is built here: pupil × defocus of each plane's depth).
     """
     dev = resolve_device(device)
     fwd = FPMForward(raw_normalized.optics, raw_normalized.lr_shape, dev, subpixel=subpixel)
@@ -77,6 +86,7 @@ def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil, su
     if tuple(field.shape[-2:]) != tuple(fwd.hr_shape):
         raise ValueError(f"fields are {tuple(field.shape[-2:])} hr pixels; the raw data need {tuple(fwd.hr_shape)}")
     measured = torch.as_tensor(np.sqrt(raw_normalized.intensities), device=dev)
+    ceiling = amplitude_ceiling(raw_normalized, measured)
     pupils = None if pupil is None else torch.as_tensor(_numpy(pupil), device=dev).to(torch.complex64)
     h, w = raw_normalized.lr_shape
     chunk = max(1, _MAX_ELEMENTS // (raw_normalized.n_leds * h * w))
@@ -85,7 +95,7 @@ def _predicted_chunks(raw_normalized: RawData, field_hr, z_um, device, pupil, su
             sl = slice(start, min(start + chunk, z.size))
             p = pupils if pupils is None or pupils.ndim == 2 else pupils[sl]
             # per-LED transfers at each LED's sub-bin tilt (FPMForward.led_transfer)
-            pred = fwd.amplitudes(field[sl], z[sl], pupil=p)
+            pred = censored_prediction(fwd.amplitudes(field[sl], z[sl], pupil=p), ceiling)
             yield sl, pred, measured
 
 
@@ -96,7 +106,8 @@ def measurement_misfit(raw_normalized: RawData, field_hr, z_um, device="auto", p
     ``raw_normalized`` should be :meth:`RawData.normalized` data (transparent sample ≈ 1), the
     scale the reconstructions use. ``pupil``: optional complex ``(h, w)`` or per-plane
     ``(Z, h, w)`` pupil (defaults to the optics' pupil). ``subpixel=False``: the snapped forward
-    model (to judge a reconstruction made with it).
+    model (to judge a reconstruction made with it). At saturated pixels (``valid`` False) only a
+    prediction below the measured amplitude counts (module docstring).
     """
     out = np.empty(np.asarray(z_um).size)
     norm = float(np.linalg.norm(np.sqrt(raw_normalized.intensities, dtype=np.float64)))
@@ -113,7 +124,8 @@ def measurement_residual_maps(raw_normalized: RawData, field_hr, z_um, device="a
     :func:`measurement_misfit` (e.g. a model's recovered pupil). Where a plane holds the sample's
     in-focus field, the residual there is smallest: the physics-based focus measure of
     :func:`napari_fpminr.volume.all_in_focus` (``measure="data"``), which needs no sharpness of
-    the slices themselves.
+    the slices themselves. Saturated pixels (``valid`` False) count only a prediction below the
+    measured amplitude (module docstring).
     """
     h, w = raw_normalized.lr_shape
     out = np.empty((np.asarray(z_um).size, h, w), dtype=np.float64)

@@ -11,7 +11,16 @@ model defines it. One update for LED ``i`` (window ``W_i`` of the centred hr spe
     ΔΨ  = F{f'} - ψ
     W_i[O] += α · |T_z| · conj(T_z) · ΔΨ / (max|T_z| · (|T_z|² + δ))      (quasi-Newton, Tian 2014)
 
-with ``α = 1``, ``δ = 1``. Step size: ``ΔΨ`` (so the object step, and the pupil step below) is
+with ``α = 1``, ``δ = 1``.
+
+Saturated pixels (``RawData.valid`` False) are censored: the camera stored its full-well value,
+so the true intensity is only known to be ``>= I_i`` there. The projection keeps the estimate's
+amplitude where it is already above that bound and raises it to ``sqrt(I_i)`` where it falls
+short, ``f' = max(|f|, sqrt(I_i)) · f/|f|`` (valid pixels get the usual replacement), which is
+the projection onto the set of fields consistent with what was measured; the adaptive step's
+misfit counts only the shortfall below the bound there (:mod:`napari_fpminr.recon.censor`).
+Without a mask the arithmetic is exactly the unmasked one, and LEDs with no saturated pixel skip
+the extra step. Step size: ``ΔΨ`` (so the object step, and the pupil step below) is
 multiplied by the plane's step gain ``g`` (adaptive step size, Zuo, Sun & Chen, Opt. Express 24,
 20724 (2016)) when ``adaptive=True``: ``g = 1`` at first, halved after every pass that lowered the plane's
 misfit ``E = Σ_i Σ_px (|f| - sqrt(I_i))²`` (summed over the pass, before each update) by less than
@@ -61,6 +70,7 @@ import torch
 from ..errors import FPMInputError
 from ..optics.forward import FPMForward
 from ..rawdata import RawData
+from .censor import projected_amplitude, saturated_mask
 from .stop import should_stop
 
 __all__ = ["QNewtonSolver", "ADAPTIVE_TOL"]
@@ -88,6 +98,10 @@ class QNewtonSolver:
         self.lefts = [int(v) for v in self.fwd.window_left.cpu()]
         self.measured = torch.as_tensor(np.sqrt(data.intensities), device=device)
         self.n_leds = data.n_leds
+        # saturated pixels (censored data term): 0/1 per pixel, and which LEDs have any
+        self.saturated = saturated_mask(data, device)
+        self.censored_leds = [False] * self.n_leds if self.saturated is None else \
+            [bool(v) for v in self.saturated.flatten(1).amax(1).cpu()]
         self.alpha, self.delta, self.beta, self.delta_pupil = alpha, delta, beta, delta_pupil
         self.adaptive = bool(adaptive)
         self.even = self.h % 2 == 0 and self.w % 2 == 0
@@ -127,21 +141,28 @@ class QNewtonSolver:
         return torch.fft.fftshift(torch.fft.fft2(f, norm="forward"), dim=(-2, -1))[:, r0:r1, c0:c1]
 
     def _projection_delta(self, win: torch.Tensor, transfer: torch.Tensor, n: int, psi: torch.Tensor,
-                          field: torch.Tensor, scale: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
-        """ΔΨ inside the pupil box for LED ``n``: ``F{sqrt(I_n)·f/|f|} - ψ`` with ``f = F^-1{ψ}``,
-        ``ψ = W_n[O]·T`` (``psi`` is zero outside the box; ``field``/``scale``/``work`` are work buffers),
-        times the planes' step gains (adaptive step); adds the LED's misfit to the pass's."""
+                          field: torch.Tensor, scale: torch.Tensor, work: torch.Tensor,
+                          bound: torch.Tensor | None) -> torch.Tensor:
+        """ΔΨ inside the pupil box for LED ``n``: ``F{a·f/|f|} - ψ`` with ``f = F^-1{ψ}``,
+        ``ψ = W_n[O]·T`` and the target amplitude ``a = sqrt(I_n)``, or ``max(|f|, sqrt(I_n))`` at
+        saturated pixels (censored, :mod:`recon.censor`), times the planes' step gains (adaptive
+        step); adds the LED's misfit ``Σ(|f| - a)²`` to the pass's (at a saturated pixel only the
+        shortfall below the bound counts). ``psi`` is zero outside the box; ``field``/``scale``/
+        ``work``/``bound`` are work buffers (``bound`` only with saturated pixels)."""
         r0, r1, c0, c1 = self.bbox
         psi_box = psi[:, r0:r1, c0:c1]
         psi_box.copy_(win).mul_(transfer)
         self._to_field(psi, field)
-        # amplitude projection f <- sqrt(I)·f/|f|, with |f|² from real and imaginary parts
+        # amplitude projection f <- a·f/|f|, with |f|² from real and imaginary parts
         torch.mul(field.real, field.real, out=scale)
         scale.addcmul_(field.imag, field.imag)
-        if self.adaptive:  # the pass's misfit Σ(|f| - sqrt(I))², per plane
-            torch.sqrt(scale, out=work).sub_(self.measured[n])
+        target = self.measured[n]
+        if self.censored_leds[n]:
+            target = projected_amplitude(torch.sqrt(scale, out=bound), target, self.saturated[n], out=bound)
+        if self.adaptive:  # the pass's misfit Σ(|f| - a)², per plane
+            torch.sqrt(scale, out=work).sub_(target)
             self.misfit += torch.linalg.vector_norm(work, dim=(-2, -1)).square()
-        scale.add_(_EPS2).rsqrt_().mul_(self.measured[n])
+        scale.add_(_EPS2).rsqrt_().mul_(target)
         field.mul_(scale)
         delta = self._box_spectrum(field).sub_(psi_box)
         return delta.mul_(self.gain) if self.adaptive else delta
@@ -242,7 +263,8 @@ class QNewtonSolver:
         psi = torch.zeros((zc, self.h, self.w), dtype=torch.complex64, device=self.device)  # zero outside the box
         real = dict(dtype=torch.float32, device=self.device)
         buffers = (psi, torch.empty_like(psi), torch.empty((zc, self.h, self.w), **real),
-                   torch.empty((zc, self.h, self.w), **real))
+                   torch.empty((zc, self.h, self.w), **real),
+                   None if self.saturated is None else torch.empty((zc, self.h, self.w), **real))
         self.gain = torch.ones((zc, 1, 1), dtype=torch.float32, device=self.device)
         previous = None
         done = 0

@@ -17,6 +17,12 @@ The default reconstruction of :func:`recon.train.iter_train` (``TrainConfig.init
    learning rate. The forward model reads the LED windows
    straight from the factors' spectra: no hr FFT per step.
 
+   Saturated pixels (``RawData.valid`` False) are censored in the seed and in this loss: the
+   camera stored its full-well value, so the true intensity there is only known to be at least
+   the stored one, and a predicted amplitude above ``sqrt(I)`` agrees with the data. Only
+   ``predicted < measured`` is penalized there (the prediction is clipped from above at the
+   measured amplitude before the smooth-L1, :mod:`recon.censor`); without a mask nothing changes.
+
    Polishing lowers the misfit, and an unconstrained polish also makes slices at distant depths
    more alike (measured on the layered sample: the correlation of the slices at −12 and +12 µm
    rises from the stack's 0.04 to 0.33 at lr 1e-2 — free per-plane fields polished the same way
@@ -50,6 +56,7 @@ from .inr import FPMINR, INRArchitecture
 from .lowrank import LowRankArchitecture, LowRankField
 from .stop import should_stop
 from .box_forward import PupilBox
+from .censor import amplitude_ceiling, censored_prediction
 
 __all__ = ["CostModel", "PhaseStep", "estimate_work", "invariance_index", "iter_seeded", "seed_node_depths"]
 
@@ -188,6 +195,7 @@ def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, dev
     fwd = FPMForward(data.optics, data.lr_shape, device)
     n_leds = data.n_leds
     measured = torch.as_tensor(np.sqrt(data.intensities), device=device)
+    ceiling = amplitude_ceiling(data, measured)  # saturated pixels: censored residual (None: no mask)
     chunks = _led_chunks(n_leds, cfg.led_batch, device)
     box = PupilBox.of(fwd)
     flat_index = [box.gather_indices(fwd, chunk) for chunk in chunks]
@@ -212,6 +220,7 @@ def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, dev
         total = 0.0
         for chunk, idx, transfer in zip(chunks, flat_index, transfers):
             pred = box.amplitudes(spectrum, transfer(z), idx, len(chunk))
+            pred = censored_prediction(pred, None if ceiling is None else ceiling[chunk])
             loss = F.smooth_l1_loss(pred, measured[chunk].expand_as(pred), beta=cfg.polish_beta) * (len(chunk) / n_leds)
             loss.backward(retain_graph=chunk is not chunks[-1])
             total += float(loss.detach())

@@ -11,6 +11,10 @@ Two ways to get the representation, chosen by ``TrainConfig.init``:
   hr FFT, all LED windows batched) and takes an Adam step on the smooth-L1 distance to the
   measured amplitudes ``sqrt(I / background)`` (``RawData.normalized``).
 
+Both censor saturated pixels (``RawData.valid`` False; :mod:`recon.censor`): the true intensity
+there is only known to be at least the stored value, so the loss penalizes only a predicted
+amplitude below the measured one.
+
 The caller drives either by iterating :func:`iter_train`; every event names its ``phase`` and
 carries an honest ``progress`` fraction and ETA. ``stop`` (a callable returning True, or a
 ``threading.Event``) ends it cooperatively, and the final event (``done=True``) always carries
@@ -35,6 +39,7 @@ from ..optics.forward import FPMForward, frequency_grid
 from ..rawdata import RawData
 from .inr import FPMINR, INRArchitecture, PupilPhase
 from .lowrank import LowRankField
+from .censor import amplitude_ceiling, censored_prediction
 from .model import Model
 from .train_config import INITS, REPRESENTATIONS, TrainConfig, TrainEvent  # noqa: F401 (public here)
 from .schedule import epoch_depths, step_decay_lr
@@ -159,6 +164,7 @@ def _iter_random(raw: RawData, z_min_um: float, z_max_um: float, cfg: TrainConfi
         raise FPMInputError(str(exc), raw.source) from exc
     data = raw.normalized()
     measured = torch.as_tensor(np.sqrt(data.intensities), device=device)  # (N, h, w)
+    ceiling = amplitude_ceiling(data, measured)  # saturated pixels: censored residual (None: no mask)
     n_leds = raw.n_leds
     led_chunks = [torch.arange(s, min(n_leds, s + (cfg.led_batch or n_leds)), device=device)
                   for s in range(0, n_leds, cfg.led_batch or n_leds)]
@@ -228,6 +234,7 @@ def _iter_random(raw: RawData, z_min_um: float, z_max_um: float, cfg: TrainConfi
             total = 0.0
             for chunk, flat_idx in zip(led_chunks, window_index):
                 pred = led_amplitudes(spectrum, transfer, flat_idx, len(chunk), raw.lr_shape, chunk)  # (Z, n, h, w)
+                pred = censored_prediction(pred, None if ceiling is None else ceiling[chunk])
                 target = measured[chunk]
                 loss = F.smooth_l1_loss(pred, target.expand_as(pred), reduction="sum") / pred.numel() \
                     * (len(chunk) / n_leds)
