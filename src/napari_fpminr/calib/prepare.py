@@ -4,6 +4,8 @@ A *measurement* is any data set not made by ``fpminr simulate`` (``RawData.is_si
 stated geometry of a real rig is never quite right and its frames are never all good, so by
 default a measurement is
 
+0. freed of the camera's background: the smallest mean of the dark-field frames (offset and stray
+   light; :func:`~.check.background_floor`), subtracted when above 0.2 % of the bright-field level;
 1. calibrated (:func:`~.pipeline.iter_calibrate`: the board's orientation among the 8 turns and
    mirrors, its placement, the LEDs' brightness and a background), kept only when it lowers the
    misfit ("never worse"); ``calibrate=False`` opts out, a calibration file replaces the fit;
@@ -22,16 +24,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..rawdata import RawData
-from .check import _central, frame_misfits, outlier_frames
+from .check import _central, background_floor, frame_misfits, outlier_frames
 from .model import Calibration
 from .pipeline import CalibrationProgress, iter_calibrate
 
-__all__ = ["Preparation", "PrepareOptions", "iter_prepare", "prepare"]
+__all__ = ["Preparation", "PrepareOptions", "iter_prepare", "prepare", "replay", "subtract_background"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class PrepareOptions:
     calibration: Calibration | None = None
     recover_pupil: bool | None = None
     drop_bad_frames: bool | None = None
+    subtract_background: bool | None = None
     orientation: str = "auto"
     calib_kwargs: dict = field(default_factory=dict)
 
@@ -56,6 +59,7 @@ class Preparation:
         decisions: one plain line per choice made.
         calibration: the calibration applied (``None``: none).
         dropped: indices (in the input's LED order) of the frames left out.
+        background: level subtracted from every frame first (file units).
     """
 
     raw: RawData
@@ -63,6 +67,20 @@ class Preparation:
     decisions: list[str]
     calibration: Calibration | None = None
     dropped: list[int] = field(default_factory=list)
+    background: float = 0.0
+
+    def record(self) -> dict:
+        """JSON-safe record for model files: enough to rebuild the training data from the raw file
+        (:func:`replay`)."""
+        return {"background": self.background, "dropped": self.dropped, "decisions": self.decisions,
+                "calibration": None if self.calibration is None else self.calibration.to_dict()}
+
+
+def subtract_background(raw: RawData, level: float) -> RawData:
+    """``raw`` with ``level`` (file units) taken off every frame, clipped at 0."""
+    if not level:
+        return raw
+    return replace(raw, intensities=np.clip(raw.intensities - np.float32(level), 0.0, None))
 
 
 def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device="auto",
@@ -73,6 +91,18 @@ def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device=
     t0 = time.perf_counter()
     decisions = [f"data: {'a measurement' if measured else 'a simulation'} ({raw.n_leds} frames, "
                  f"{raw.lr_shape[0]}x{raw.lr_shape[1]} px)"]
+    background = 0.0
+    if measured if opt.subtract_background is None else bool(opt.subtract_background):
+        floor = background_floor(raw)
+        level = raw.background_level()
+        if floor is not None and floor > 0.002 * level:
+            background = floor
+            raw = subtract_background(raw, floor)
+            decisions.append(f"background: {floor:.4g} ({100 * floor / level:.2f} % of the bright-field level, the "
+                             "darkest dark-field frame's mean) subtracted")
+        else:
+            decisions.append("background: none to subtract" if floor is not None else
+                             "background: not measured (no frame is dark field)")
     cal = opt.calibration
     do_cal = cal is None and (measured if opt.calibrate is None else bool(opt.calibrate))
     if cal is not None:
@@ -121,7 +151,7 @@ def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device=
     if "dark_level" in raw.meta:
         decisions.append(f"dark level: {raw.meta['dark_level']:g} subtracted (from the file)")
     yield _done(t0, Preparation(raw=data, recover_pupil=pupil, decisions=decisions, calibration=cal,
-                                dropped=dropped))
+                                dropped=dropped, background=background))
 
 
 def _summary(cal: Calibration) -> str:
@@ -152,3 +182,38 @@ def prepare(raw: RawData, options: PrepareOptions | None = None, **kwargs) -> Pr
 
         raise FPMInputError("preparation was stopped", raw.source)
     return prep
+
+
+def replay(raw: RawData, record: dict) -> RawData:
+    """The training data a model saw, rebuilt from its raw file and :meth:`Preparation.record`.
+
+    Every value of the record is checked (it comes from a file): a damaged one is an
+    :class:`~napari_fpminr.errors.FPMInputError` naming the raw file.
+    """
+    from ..errors import FPMInputError
+
+    if not isinstance(record, dict):
+        raise FPMInputError("the model's recorded preparation is damaged", raw.source)
+    background = record.get("background") or 0.0
+    if isinstance(background, bool) or not isinstance(background, (int, float)) or not 0 <= background < float("inf"):
+        raise FPMInputError("the model's recorded background level is damaged", raw.source)
+    raw = subtract_background(raw, float(background))
+    if isinstance(record.get("calibration"), dict):
+        try:
+            cal = Calibration.from_dict(record["calibration"])
+        except ValueError as exc:
+            raise FPMInputError(f"the model's recorded calibration is damaged: {exc}", raw.source) from None
+        if cal.n_leds != raw.n_leds:
+            raise FPMInputError(f"the model was trained on {cal.n_leds} LEDs, these raw data have {raw.n_leds}",
+                                raw.source)
+        raw = cal.apply(raw)
+    dropped = record.get("dropped") or []
+    try:
+        drop = np.asarray(dropped, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise FPMInputError("the model's recorded list of left-out frames is damaged", raw.source) from None
+    if drop.size:
+        if drop.min() < 0 or drop.max() >= raw.n_leds:
+            raise FPMInputError("the model's recorded list of left-out frames does not fit these data", raw.source)
+        raw = raw.select_leds(np.setdiff1d(np.arange(raw.n_leds), drop))
+    return raw

@@ -117,8 +117,8 @@ def _training_raw(args, model):
 
 def _as_prepared(args, raw, preparation: dict | None):
     """``raw`` as the model saw it in training: the ``--calibration`` file applied, or else the preparation
-    recorded in the model (real-data defaults: the calibration fitted, the frames left out)."""
-    from ..calib.model import Calibration
+    recorded in the model (real-data defaults: background, calibration, frames left out)."""
+    from ..calib.prepare import replay
 
     if getattr(args, "calibration", None):
         from ..io.calibration_file import read_calibration
@@ -126,24 +126,8 @@ def _as_prepared(args, raw, preparation: dict | None):
         cal = read_calibration(args.calibration)
         if cal.n_leds != raw.n_leds:
             raise FPMInputError(f"calibration is for {cal.n_leds} LEDs, the raw data have {raw.n_leds}", args.calibration)
-        raw = cal.apply(raw)
-    elif isinstance(preparation, dict) and isinstance(preparation.get("calibration"), dict):
-        try:
-            cal = Calibration.from_dict(preparation["calibration"])
-        except ValueError as exc:
-            raise FPMInputError(f"the model's recorded calibration is damaged: {exc}", args.raw) from None
-        if cal.n_leds != raw.n_leds:
-            raise FPMInputError(f"the model was trained on {cal.n_leds} LEDs, these raw data have {raw.n_leds}",
-                                args.raw)
-        raw = cal.apply(raw)
-    dropped = preparation.get("dropped") if isinstance(preparation, dict) else None
-    if dropped:
-        try:
-            keep = np.setdiff1d(np.arange(raw.n_leds), np.asarray(dropped, dtype=np.int64))
-        except (TypeError, ValueError):
-            raise FPMInputError("the model's recorded list of left-out frames is damaged", args.raw) from None
-        raw = raw.select_leds(keep)
-    return raw
+        return cal.apply(raw)
+    return replay(raw, preparation) if preparation else raw
 
 
 def _read_raw(args, path: Path):

@@ -90,12 +90,10 @@ def _prepare(args, raw):
         print(line, file=sys.stderr)
     args.recover_pupil = prep.recover_pupil
     data = prep.raw
-    if prep.calibration is not None or prep.dropped:
+    if prep.calibration is not None or prep.dropped or prep.background:
         from dataclasses import replace
 
-        meta = dict(data.meta, preparation={"calibration": None if prep.calibration is None else prep.calibration.to_dict(),
-                                            "dropped": prep.dropped, "decisions": prep.decisions})
-        data = replace(data, meta=meta)
+        data = replace(data, meta=dict(data.meta, preparation=prep.record()))
     return data
 
 
