@@ -184,6 +184,7 @@ class ParameterForm(QWidget):
         """Use the optics' upsampling and apply the preset to this data set."""
         self._raw = raw
         self.upsample.setValue(int(raw.optics.upsample))
+        self.pupil.setChecked(not raw.is_simulated)  # real-data default: a real objective is no ideal disk
         self.apply_preset(raw)
 
     def apply_preset(self, raw) -> None:

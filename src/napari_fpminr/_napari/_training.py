@@ -164,11 +164,17 @@ def train_events(raw, params: TrainingParameters, stop, interval_s: float = GUI_
     batch = ProgressBatch(event=None)
     last_step = -1
     last_emit = time.monotonic()
-    for event in iter_train(prepare_raw(raw, params), params.z_min_um, params.z_max_um,
-                            make_config(params), stop=stop):
+    data = prepare_raw(raw, params)
+    if not data.is_simulated:  # the real-data defaults of the CLI (calib/prepare.py), before training
+        data, params = yield from _prepared(data, params, stop)
+        if data is None:
+            return
+    for event in iter_train(data, params.z_min_um, params.z_max_um, make_config(params), stop=stop):
         if event.step > last_step:          # the final event repeats the last step after a Stop
             batch.points.append((int(event.step), float(event.loss), str(getattr(event, "phase", "train"))))
             last_step = event.step
+        if event.model is not None and "preparation" in data.meta:  # the model records how its data were prepared
+            event.model.meta["preparation"] = data.meta["preparation"]
         if event.preview is not None:
             batch.preview = event.preview
         batch.event = event
@@ -177,6 +183,32 @@ def train_events(raw, params: TrainingParameters, stop, interval_s: float = GUI_
             yield batch
             batch = ProgressBatch(event=None)
             last_emit = now
+
+
+def _prepared(data, params: TrainingParameters, stop):
+    """Run :func:`~napari_fpminr.calib.prepare.iter_prepare` on measured data, reporting it as the
+    "prepare" phase; returns ``(prepared data, params with the pupil decision)`` (``(None, params)``
+    when stopped). Data the widget's calibration section already corrected are not calibrated again;
+    the form's pupil box is the user's choice (the form ticks it for measurements)."""
+    import dataclasses
+
+    from ..calib.prepare import PrepareOptions, iter_prepare
+    from ..recon.train_config import TrainEvent
+
+    opts = PrepareOptions(calibrate=False if "calibration" in data.meta else None,
+                          recover_pupil=params.pupil_recovery)
+    t0 = time.monotonic()
+    last = None
+    for last in iter_prepare(data, opts, device=params.device, stop=stop):
+        ev = TrainEvent(epoch=0, n_epochs=0, step=0, n_steps=1, loss=float("nan"), lr=0.0, z_um=0.0,
+                        elapsed_s=time.monotonic() - t0, eta_s=float("nan"), phase="prepare",
+                        progress=0.0, stopped=bool(last.stopped))
+        yield ProgressBatch(event=ev)
+    prep = None if last is None else last.preparation
+    if prep is None:
+        return None, params
+    data = dataclasses.replace(prep.raw, meta=dict(prep.raw.meta, preparation=prep.record()))
+    return data, dataclasses.replace(params, pupil_recovery=prep.recover_pupil)
 
 
 def warm_up() -> None:
@@ -194,7 +226,8 @@ def warm_up() -> None:
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
-PHASE_NAMES = {"seed": "seed (conventional planes)", "init": "init (low-rank SVD)", "polish": "polish",
+PHASE_NAMES = {"prepare": "preparing measured data (calibration, frames, background)",
+               "seed": "seed (conventional planes)", "init": "init (low-rank SVD)", "polish": "polish",
                "distill": "distill (MLP)", "train": "train"}
 
 

@@ -41,7 +41,7 @@ from ..optics.geometry import led_positions_mm
 from ..rawdata import RawData
 from .model import Calibration
 
-__all__ = ["BoardFit", "BoardSearch", "measured_brightness", "search_board", "SEARCH_RANGE"]
+__all__ = ["BoardFit", "BoardSearch", "choose_twin", "measured_brightness", "search_board", "SEARCH_RANGE", "TWIN_MARGIN"]
 
 #: the capture range searched: shift as a fraction of the board distance (0.03 = 2.7 mm at 90 mm),
 #: rotation (deg), height (relative)
@@ -399,3 +399,25 @@ def search_board(raw: RawData, *, search_range: dict | None = None, orientations
     others = [f.score for f in fits if f.orientation not in pair]
     margin = (fits[0].score - max(others)) / max(abs(fits[0].score), 1e-9) if others else 1.0
     return BoardSearch(tuple(fits), stated, bright, brightness, int(circle.size), float(margin))
+
+
+#: a member of a twin pair must fit this much better (relative misfit) to be told apart from the other
+TWIN_MARGIN = 0.15
+
+
+def choose_twin(misfits: dict[int, float]) -> tuple[int, int, bool]:
+    """``(chosen, other, told_apart)`` of a twin pair ``{orientation: misfit}``.
+
+    The data of a thin sample fit both members alike (module docstring), so small misfit
+    differences are placement and noise, not orientation (measured: 2–5 % either way on simulated
+    rigs in focus and on the real UConn files). The stated orientation (0), when in the pair, is
+    kept unless its twin fits :data:`TWIN_MARGIN` better; otherwise the better-fitting member is
+    chosen, and the pair counts as told apart only beyond that margin.
+    """
+    (a, ma), (b, mb) = sorted(misfits.items(), key=lambda kv: kv[1])
+    if 0 in misfits:
+        other = a if b == 0 else b
+        if misfits[other] < (1.0 - TWIN_MARGIN) * misfits[0]:
+            return other, 0, True
+        return 0, other, misfits[other] > misfits[0] / (1.0 - TWIN_MARGIN)
+    return a, b, mb > ma / (1.0 - TWIN_MARGIN)

@@ -23,7 +23,7 @@ Each finding is a plain sentence; :func:`check_measurement` returns them with th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,10 +31,10 @@ import torch
 from ..device import resolve_device
 from ..optics import orientation as board_orientation
 from ..rawdata import RawData
-from .board_search import BoardSearch, measured_brightness, search_board
+from .board_search import BoardSearch, choose_twin, measured_brightness, search_board
 from .fit import fit_brightness, quick_field, subbin_amplitudes
 
-__all__ = ["CheckReport", "background_floor", "check_measurement", "frame_misfits", "outlier_frames"]
+__all__ = ["CheckReport", "background_floor", "subtract_background", "check_measurement", "frame_misfits", "outlier_frames"]
 
 #: a frame whose misfit exceeds its group's median by this factor (and by 6 robust deviations) cannot be fitted
 OUTLIER_FACTOR = 3.0
@@ -92,6 +92,13 @@ class CheckReport:
 
     def text(self) -> str:
         return "\n".join(self.lines())
+
+
+def subtract_background(raw: RawData, level: float) -> RawData:
+    """``raw`` with ``level`` (file units) taken off every frame, clipped at 0."""
+    if not level:
+        return raw
+    return replace(raw, intensities=np.clip(raw.intensities - np.float32(level), 0.0, None))
 
 
 def background_floor(raw: RawData) -> float | None:
@@ -210,36 +217,36 @@ def check_measurement(raw: RawData, *, z_um: float | None = None, crop_px: int =
     from .model import Calibration
 
     z = float(raw.z_um if z_um is None and raw.z_um is not None else (z_um or 0.0))
+    floor = background_floor(raw)
+    if floor and floor > 0.002 * raw.background_level():
+        raw = subtract_background(raw, floor)  # as the reconstruction will (calib/prepare.py)
     found = search_board(raw)
     a, b = found.pair()
     work = _central(raw, crop_px)
     stated = Calibration.identity(raw)
-    m_stated, b_stated = frame_misfits(work, z, iterations=iterations, device=device)
-    best_orient = 0 if 0 in (a, b) else a
-    cal = found.fit_of(best_orient).calibration(raw)
-    searched = cal.apply(work)
-    m_found, b_found = frame_misfits(searched, z, iterations=iterations, device=device)
+    m_stated, _ = frame_misfits(work, z, iterations=iterations, device=device)
     total_stated = float(np.sqrt(np.mean(m_stated**2)))
-    total_found = float(np.sqrt(np.mean(m_found**2)))
+    totals = {}
+    fits = {}
+    for orient in (a, b):
+        cal_o = found.fit_of(orient).calibration(raw)
+        m_o, _ = frame_misfits(cal_o.apply(work), z, iterations=iterations, device=device)
+        totals[orient], fits[orient] = float(np.sqrt(np.mean(m_o**2))), (cal_o, m_o)
+    if 0 in totals and total_stated <= totals[0]:
+        totals[0], fits[0] = total_stated, (stated, m_stated)
+    best_orient, other, apart = choose_twin(totals)
+    cal, m_found = fits[best_orient]
+    total_found = totals[best_orient]
     note = _twin_note(found)
-    if best_orient != 0:
-        # the twin: tell apart by the misfit at the stated depth where it can be
-        twin = b
-        m_twin, _ = frame_misfits(found.fit_of(twin).calibration(raw).apply(work), z, iterations=iterations,
-                                  device=device)
-        t_twin = float(np.sqrt(np.mean(m_twin**2)))
-        if t_twin < total_found:
-            best_orient, m_found, total_found, t_twin = twin, m_twin, t_twin, total_found
-            cal = found.fit_of(twin).calibration(raw)
-        if t_twin < 1.02 * total_found:
-            note += (f" (or {board_orientation.describe(board_orientation.twin(best_orient))}: a 180° turn the data "
-                     "cannot tell apart without a stated sample depth)")
-    use_found = best_orient != 0 or total_found < 0.98 * total_stated
-    misfit, brightness = (m_found, b_found) if use_found else (m_stated, b_stated)
-    na = cal.na(raw) if use_found else stated.na(raw)
+    if not apart and best_orient != 0:
+        note += (f" (or {board_orientation.describe(other)}: a 180° turn the data cannot tell apart without a "
+                 "stated sample depth)")
+    misfit = m_found
+    na = cal.na(raw)
     bad = outlier_frames(misfit, np.hypot(na[:, 0], na[:, 1]) < raw.optics.na_obj)
-    group_median = {True: np.median(misfit[np.hypot(na[:, 0], na[:, 1]) < raw.optics.na_obj]),
-                    False: np.median(misfit[np.hypot(na[:, 0], na[:, 1]) >= raw.optics.na_obj])}
+    in_bf = np.hypot(na[:, 0], na[:, 1]) < raw.optics.na_obj
+    group_median = {flag: float(np.median(misfit[in_bf == flag])) if np.any(in_bf == flag) else 1.0
+                    for flag in (True, False)}
     bad_frames = []
     rel, _ = measured_brightness(raw)
     for i in bad:

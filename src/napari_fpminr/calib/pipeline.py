@@ -57,7 +57,7 @@ from ..optics.pupil_edge import edge_band_na, pupil_edge_leds
 from ..rawdata import RawData
 from ..recon.stop import should_stop
 from ..optics import orientation as board_orientation
-from .board_search import BoardSearch, search_board
+from .board_search import BoardSearch, choose_twin, search_board
 from .brightfield import fit_brightfield_disks
 from .fit import fit_brightness, fit_geometry, object_tilt, quick_field, refine_positions, subbin_amplitudes
 from .model import Calibration
@@ -362,50 +362,40 @@ def calibrate(raw: RawData, **kwargs) -> Calibration:
     return last.calibration
 
 
-#: relative misfit difference below which two orientations of a twin pair count as indistinguishable
-TWIN_TOLERANCE = 0.02
-
-
 def _choose_start(found: BoardSearch, norm: RawData, nominal: Calibration, misfit_nominal: float, field_of,
                   z: float, z_stated: bool):
     """``(start calibration, one-line verdict, misfits tried)`` from a board search, or ``None`` if stopped.
 
     The pair ``{T, -T}`` comes from the search. Each member's best placement is reconstructed at
-    the calibration plane and judged by its misfit (the stated board too, when in the pair); with
-    a stated sample depth ``z ≠ 0`` the twin's object would belong at ``-z``, so the misfit tells
-    them apart, otherwise the two fit alike and the member nearest the statement is kept.
+    the calibration plane and judged by its misfit (the stated board also at the file's own
+    placement); :func:`~.board_search.choose_twin` decides, keeping the statement unless its twin
+    fits clearly better (with a stated sample depth ``z ≠ 0`` the twin's object belongs at ``-z``).
     """
-    a, b = found.pair()
     tried: dict[str, float] = {}
-    cands = {}
-    for orient in (a, b):
+    cands, m = {}, {}
+    for orient in found.pair():
         cal = found.fit_of(orient).calibration(norm)
         data, fld = field_of(cal)
         if fld is None:
             return None
         cands[orient] = cal
-        tried[board_orientation.describe(orient)] = _misfit_measured(*fld, z, norm, data, np.ones(norm.n_leds), 0.0)
-    if 0 in (a, b):
+        m[orient] = _misfit_measured(*fld, z, norm, data, np.ones(norm.n_leds), 0.0)
+        tried[board_orientation.describe(orient)] = m[orient]
+    if 0 in m:
         tried["as stated (file's placement)"] = misfit_nominal
-    m = {o: tried[board_orientation.describe(o)] for o in (a, b)}
-    best = min(m, key=m.get)
-    other = b if best == a else a
-    distinct = m[other] > (1.0 + TWIN_TOLERANCE) * m[best]
-    if not distinct and 0 in (a, b):
-        best, other = 0, (b if a == 0 else a)
-    name = board_orientation.describe(best)
+        if misfit_nominal <= m[0]:
+            cands[0], m[0] = nominal, misfit_nominal  # the file's placement already fits better
+    best, other, apart = choose_twin(m)
     if best == 0:
         verdict = "board orientation: as stated"
-        if not distinct:
-            verdict += (" (its 180°-turned twin explains the data equally well, as it does for any thin sample "
+        if not apart:
+            verdict += (" (its 180°-turned twin explains the data as well, as it does for any thin sample "
                         "without a known depth)")
     else:
-        verdict = f"board orientation: the stated board is {name} relative to the camera: corrected"
-        if not distinct:
+        verdict = (f"board orientation: the stated board is {board_orientation.describe(best)} relative to the camera: "
+                   "corrected")
+        if not apart:
             verdict += (f" (or {board_orientation.describe(other)}: the two differ by a 180° turn, which the data "
                         f"cannot tell apart {'at this depth' if z_stated else 'without a stated sample depth'}; "
                         "z and the phase sign may be mirrored)")
-    start = cands[best]
-    if best == 0 and misfit_nominal <= m[0]:
-        start = nominal  # the file's placement already fits better than the search's
-    return start, verdict, tried
+    return cands[best], verdict, tried

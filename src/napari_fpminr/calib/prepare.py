@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..rawdata import RawData
-from .check import _central, background_floor, frame_misfits, outlier_frames
+from .check import _central, background_floor, frame_misfits, outlier_frames, subtract_background
 from .model import Calibration
 from .pipeline import CalibrationProgress, iter_calibrate
 
@@ -74,13 +74,6 @@ class Preparation:
         (:func:`replay`)."""
         return {"background": self.background, "dropped": self.dropped, "decisions": self.decisions,
                 "calibration": None if self.calibration is None else self.calibration.to_dict()}
-
-
-def subtract_background(raw: RawData, level: float) -> RawData:
-    """``raw`` with ``level`` (file units) taken off every frame, clipped at 0."""
-    if not level:
-        return raw
-    return replace(raw, intensities=np.clip(raw.intensities - np.float32(level), 0.0, None))
 
 
 def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device="auto",
