@@ -67,3 +67,14 @@ def test_default_reconstruction_of_a_turned_board_matches_the_true_geometry(tmp_
                             rig.truth_amplitude)
     assert got_db >= ref_db - 1.0, (got_db, ref_db, stated_db)
     assert got_db > stated_db + 3.0  # the statement alone is garbage: the correction is what the test measures
+
+
+def test_info_check_says_what_it_found_in_plain_words(tmp_path):
+    """`fpminr info --check` on a rig whose x and y run swapped: one screen, one line per finding."""
+    rig, path = imported(tmp_path, 6, 2)
+    out = fpminr("info", path, "--check").stdout
+    lines = {line.split(":")[0]: line for line in out.splitlines() if ":" in line}
+    assert "x and y swapped" in lines["orientation"], out
+    assert "% of bright-field pixels clipped" in lines["saturation"]
+    assert "of the bright-field level" in lines["background"]
+    assert "suggestion" in lines and "reconstruct with the defaults" in out
