@@ -68,7 +68,8 @@ def test_many_board_heights_at_once_match_the_slab_refraction():
 @pytest.mark.parametrize("shift_mm, rotation_deg, height_scale", [(2.0, -6.0, 0.94), (2.0, 6.0, 1.06)])
 def test_search_captures_the_issue_range_of_board_errors(shift_mm, rotation_deg, height_scale):
     """Board 2 mm off, turned 6°, 6 % wrong in height, ±30 % LED brightness (the issue's capture range):
-    the search lands within about a bin of the truth (the data-driven rounds start from there)."""
+    the search lands within a frequency bin of the truth (one bin of the 64² crop is 0.024 NA, 1.65 mm
+    of shift at 70 mm); the data-driven rounds start from there."""
     raw, true, _, _ = miscalibrated(64, shift_mm=shift_mm, rotation_deg=rotation_deg, height_scale=height_scale,
                                     brightness_spread=0.3)
     found = search_board(raw)
@@ -77,12 +78,13 @@ def test_search_captures_the_issue_range_of_board_errors(shift_mm, rotation_deg,
     t = math.radians(rotation_deg)
     cx, cy = true.centre_mm
     true_shift = np.array([math.cos(t) * cx - math.sin(t) * cy, math.sin(t) * cx + math.cos(t) * cy])
-    assert np.hypot(*(np.array(fit.params[:2]) - true_shift)) < 0.7
+    assert np.hypot(*(np.array(fit.params[:2]) - true_shift)) < 1.0
     assert abs(fit.params[2] - rotation_deg) < 1.5
     assert abs(math.exp(fit.params[3]) / height_scale - 1) < 0.04
-    # the found placement predicts the LEDs' NAs to within a few hundredths of the objective NA
+    # the found placement predicts every LED's NA to within a bin (the nominal one is 3 bins off)
+    bin_na = raw.optics.wavelength_um / (64 * raw.optics.dx_lr_um)
     na = fit.calibration(raw).na(raw)
-    assert np.abs(na - true.na_at()).max() < 0.15 * raw.optics.na_obj
+    assert np.abs(na - true.na_at()).max() < bin_na < np.abs(raw.optics.na_illum - true.na_at()).max() / 2
 
 
 def test_search_without_a_board_finds_a_turned_na_list():
