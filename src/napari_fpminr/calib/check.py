@@ -65,7 +65,7 @@ class CheckReport:
         out.append(f"saturation:   {100 * self.saturated_fraction:.1f} % of bright-field pixels clipped"
                    + (" (left out of the data term)" if self.saturated_fraction > 0 else ""))
         if self.background_fraction is None:
-            out.append("background:   not measured (no frame is dark field)")
+            out.append("background:   not measured (too few frames far in the dark field)")
         else:
             out.append(f"background:   {100 * self.background_fraction:.2f} % of the bright-field level in the darkest "
                        "frames" + (" (subtracted by default)" if self.background_fraction > 0.002 else ""))
@@ -101,19 +101,27 @@ def subtract_background(raw: RawData, level: float) -> RawData:
     return replace(raw, intensities=np.clip(raw.intensities - np.float32(level), 0.0, None))
 
 
-def background_floor(raw: RawData) -> float | None:
-    """The camera's background (file units): the smallest mean of the frames measured dark.
+#: frames used for the background floor: measured dark and stated this far beyond the objective NA
+FAR_DARK_FIELD = 1.3
+MIN_FAR_FRAMES = 4
 
-    The highest-NA dark-field frames carry almost no scattered light, so their mean is the offset
-    and stray light common to every frame (measured on the simulated 8-bit rig: 3.96 counts for a
-    true 3.95, where a low percentile of the pixels is pulled down by shot noise to 3.0).
-    ``None`` without frames measured dark.
+
+def background_floor(raw: RawData) -> float | None:
+    """The camera's background (file units): the smallest mean of the far dark-field frames.
+
+    Frames measured dark whose stated NA lies well beyond the pupil (``FAR_DARK_FIELD`` × the
+    objective NA) carry almost no scattered light, so the smallest of their means is the offset and
+    stray light common to every frame (measured on the simulated 8-bit rig: 3.96 counts for a true
+    3.95, where a low percentile of the pixels is pulled down by shot noise to 3.0). Frames just past
+    the pupil edge are left out: a scattering sample makes them far brighter than any background
+    (taking them cost 13 dB on a board whose LEDs all sit near the edge). ``None`` with fewer than
+    ``MIN_FAR_FRAMES`` such frames.
     """
     _, bright = measured_brightness(raw)
-    dark = np.flatnonzero(~bright)
-    if dark.size == 0:
+    far = np.flatnonzero(~bright & (raw.optics.na_illum_abs > FAR_DARK_FIELD * raw.optics.na_obj))
+    if far.size < MIN_FAR_FRAMES:
         return None
-    return float(raw.intensities[dark].reshape(dark.size, -1).mean(1).min())
+    return float(raw.intensities[far].reshape(far.size, -1).mean(1).min())
 
 
 def background_fraction(raw: RawData) -> float | None:

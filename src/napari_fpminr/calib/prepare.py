@@ -4,8 +4,9 @@ A *measurement* is any data set not made by ``fpminr simulate`` (``RawData.is_si
 stated geometry of a real rig is never quite right and its frames are never all good, so by
 default a measurement is
 
-0. freed of the camera's background: the smallest mean of the dark-field frames (offset and stray
-   light; :func:`~.check.background_floor`), subtracted when above 0.2 % of the bright-field level;
+0. freed of the camera's background: the smallest mean of the far dark-field frames (offset and
+   stray light; :func:`~.check.background_floor`), subtracted when above 0.2 % of the bright-field
+   level;
 1. calibrated (:func:`~.pipeline.iter_calibrate`: the board's orientation among the 8 turns and
    mirrors, its placement, the LEDs' brightness and a background), kept only when it lowers the
    misfit ("never worse"); ``calibrate=False`` opts out, a calibration file replaces the fit;
@@ -92,10 +93,10 @@ def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device=
             background = floor
             raw = subtract_background(raw, floor)
             decisions.append(f"background: {floor:.4g} ({100 * floor / level:.2f} % of the bright-field level, the "
-                             "darkest dark-field frame's mean) subtracted")
+                             "darkest far dark-field frame's mean) subtracted")
         else:
             decisions.append("background: none to subtract" if floor is not None else
-                             "background: not measured (no frame is dark field)")
+                             "background: not measured (too few frames far in the dark field)")
     cal = opt.calibration
     do_cal = cal is None and (measured if opt.calibrate is None else bool(opt.calibrate))
     if cal is not None:
