@@ -132,7 +132,15 @@ def _marker_fields_problem(marker: dict, tile: Tile) -> str | None:
         return f"best_focus_um {focus!r} is not a plausible number"
     if not isinstance(marker.get("sha256"), str) or not _SHA256.match(marker["sha256"]):
         return "the marker holds no content hash"
+    if marker.get("marker_sha256") != _marker_hash(marker):
+        return "the marker was damaged or edited (its own hash differs)"
     return None
+
+
+def _marker_hash(marker: dict) -> str:
+    """sha256 of a marker's canonical JSON without this hash (an edited or damaged marker shows)."""
+    body = {k: v for k, v in marker.items() if k not in ("marker_sha256", "skipped")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def check_marker(work_dir, tile: Tile, marker: dict) -> str | None:
@@ -219,6 +227,8 @@ def run_tile(task: TileTask, stop_token: str | None = None) -> dict:
               "leds_used": int(raw.n_leds), "leds_left_out": [] if task.keep_leds is None else
               sorted(set(range(len(task.na_illum))) - set(int(i) for i in task.keep_leds)), **info,
               "sha256": file_sha256(task.stem.parent / info["file"])}
+    marker = json.loads(json.dumps(marker))  # as it will be read back (tuples become lists)
+    marker["marker_sha256"] = _marker_hash(marker)
     from ..io.atomic import atomic_write
 
     with atomic_write(task.stem.with_suffix(".json")) as tmp:
