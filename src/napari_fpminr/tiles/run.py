@@ -33,7 +33,6 @@ import os
 import shutil
 import socket
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -328,27 +327,6 @@ def _reachable(address: str) -> None:
         raise FPMInputError(f"cannot reach the dask scheduler at {address}: {reason}") from None
 
 
-class WatchParent:
-    """Dask worker plugin: the worker process ends as soon as the process that started it is gone.
-
-    A killed run (``kill -9``) cannot close its LocalCluster; without this its worker processes
-    would go on for many seconds. The plugin polls the parent process id (it changes when the
-    parent dies and the worker is re-parented).
-    """
-
-    name = "fpminr-watch-parent"
-
-    def setup(self, worker) -> None:
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.1)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="fpminr-watch-parent", daemon=True).start()
-
-
 def _local_cluster(n: int, dashboard: bool):
     """A LocalCluster of ``n`` single-thread worker processes listening on 127.0.0.1 only."""
     from distributed import LocalCluster
@@ -380,6 +358,8 @@ def _pool(scheduler: str | None, workers: int | None, processes: bool, dashboard
         return _Threads(n)
     cluster = _local_cluster(n, dashboard)
     client = Client(cluster)
+    from ._watch_parent import WatchParent
+
     client.register_plugin(WatchParent())
     return _Dask(client, cluster, f"{n} local worker processes", max(1, (os.cpu_count() or 1) // n),
                  scheduler_timeout_s)
