@@ -44,16 +44,16 @@ def _one_line_error(err: str) -> str:
     return errors[0]
 
 
-def _run_again(slide, clean, tmp_path, damage) -> tuple[dict, str]:
+def _run_again(slide, clean, tmp_path, damage, capsys) -> tuple[dict, str]:
     """Copy the clean tiles folder, damage it, resume; returns the output and stderr."""
     out = tmp_path / "c.npz"
     shutil.copytree(clean[0].with_name("c.npz.tiles"), tmp_path / "c.npz.tiles")
     damage(tmp_path / "c.npz.tiles")
-    proc = subprocess.run([sys.executable, "-m", "napari_fpminr.cli", "reconstruct", str(slide), "-o", str(out),
-                           *ARGS], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return dict(np.load(out)), proc.stderr
+    capsys.readouterr()
+    assert main(["reconstruct", str(slide), "-o", str(out), *ARGS]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return dict(np.load(out)), err
 
 
 def _flip(path: Path, n: int = 64, seed: int = 0) -> None:
@@ -64,21 +64,21 @@ def _flip(path: Path, n: int = 64, seed: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_damaged_and_foreign_tiles_are_recomputed_with_one_warning(slide, clean, tmp_path):
+def test_damaged_and_foreign_tiles_are_recomputed_with_one_warning(slide, clean, tmp_path, capsys):
     def damage(work: Path) -> None:
         _flip(work / "tile_001_001.safetensors")                                          # flipped bytes
         shutil.copy(work / "tile_000_000.safetensors", work / "tile_000_001.safetensors")  # a tile over another
         p = work / "tile_002_002.safetensors"
         p.write_bytes(p.read_bytes()[:200])                                                # truncated
 
-    got, err = _run_again(slide, clean, tmp_path, damage)
+    got, err = _run_again(slide, clean, tmp_path, damage, capsys)
     warnings = [ln for ln in err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "3 finished tile(s) failed their check" in warnings[0], err
     np.testing.assert_array_equal(got["amplitude"], clean[1]["amplitude"])
     np.testing.assert_array_equal(got["phase"], clean[1]["phase"])
 
 
-def test_a_marker_naming_a_file_outside_the_tiles_folder_is_not_read(slide, clean, tmp_path):
+def test_a_marker_naming_a_file_outside_the_tiles_folder_is_not_read(slide, clean, tmp_path, capsys):
     from napari_fpminr.tiles.worker import file_sha256
 
     elsewhere = tmp_path / "elsewhere.safetensors"
@@ -93,7 +93,7 @@ def test_a_marker_naming_a_file_outside_the_tiles_folder_is_not_read(slide, clea
         marker["amplitude_scale"] = float("nan")  # a number copied into the output unchecked before
         (work / "tile_000_002.json").write_text(json.dumps(marker))
 
-    got, err = _run_again(slide, clean, tmp_path, damage)
+    got, err = _run_again(slide, clean, tmp_path, damage, capsys)
     assert "2 finished tile(s) failed their check" in err
     np.testing.assert_array_equal(got["amplitude"], clean[1]["amplitude"])
 

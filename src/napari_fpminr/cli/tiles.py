@@ -128,7 +128,7 @@ def _tile_calibration(args, source):
 
 def run_tiled(args, raw_path: Path, out: Path) -> int:
     """``fpminr reconstruct --tile``: tiles on dask, then the output assembled from the tile files."""
-    from ..tiles.run import iter_tiles
+    from ..tiles.run import default_workers, iter_tiles
 
     job = build_job(args, raw_path, out)
     lay = job.layout
@@ -137,7 +137,7 @@ def run_tiled(args, raw_path: Path, out: Path) -> int:
           f"{lay.overlap}) over {lay.frame_shape[0]} x {lay.frame_shape[1]} px, {job.method}, "
           f"{'per-tile NAs' if job.leds is not None else 'centre NAs'}, {job.source.kind} reading, on {where}",
           file=sys.stderr)
-    _check_limits(job, out, concurrent=args.workers or 1)
+    _check_limits(job, out, concurrent=args.workers or default_workers())
     bar = ProgressLine("tiles", enabled=not args.quiet)
     event = None
     for event in iter_tiles(job, scheduler=args.scheduler, workers=args.workers,
