@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from napari_fpminr.cli import main
-from napari_fpminr.io import write_raw
 from napari_fpminr.simulate import simulate
 
 N_EDITS = 110
@@ -31,12 +30,19 @@ ISSUE = [(("tiles", 0, "amplitude_scale"), float("nan")), (("tiles", 0, "amplitu
 
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
+    from napari_fpminr.io.mosaic_file import save_mosaic
+    from napari_fpminr.tile_layout import TileLayout
+    from napari_fpminr.tiles.run import TiledJob, iter_tiles
+    from napari_fpminr.tiles.source import MemorySource
+
     base = tmp_path_factory.mktemp("fuzz_mosaic")
-    raw = base / "small.tif"
-    write_raw(simulate("tilted", size=64, seed=0).raw.crop(0, 0, 32, 56), raw)
-    path = base / "m.fpminr"
-    assert main(["reconstruct", str(raw), "-o", str(path), "--method", "inr", "--z-min", "-3", "--z-max", "3",
-                 "--tile", "32", "--overlap", "8", "-q", "--device", "cpu"]) == 0
+    src = MemorySource.from_raw(simulate("tilted", size=64, seed=2).raw.crop(0, 0, 32, 56))
+    optics = src.header.optics
+    layout = TileLayout(src.frame_shape, 32, 8, optics.upsample, optics.dx_lr_um)
+    job = TiledJob(src, layout, "inr", [-3.0, 3.0], base / "work", leds=src.header.leds,
+                   options={"train": {"device": "cpu"}})
+    last = list(iter_tiles(job))[-1]
+    path = save_mosaic(base / "m.fpminr", layout, list(last.markers.values()), job.work_dir, optics, (-3.0, 3.0))
     head = _read_head(path.read_bytes())
     assert main(["render", str(path), "-o", str(base / "clean.npz"), "--z", "0.5", "-q"]) == 0
     return path, head, np.load(base / "clean.npz")["amplitude"]

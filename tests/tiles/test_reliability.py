@@ -23,13 +23,6 @@ ARGS = ["--method", "fpm", "--z", "-1", "1", "--tile", "32", "--overlap", "8", "
 
 
 @pytest.fixture(scope="module")
-def slide(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("slide") / "slide.tif"
-    write_raw(simulate("tilted", size=64, seed=3).raw, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def clean(slide, tmp_path_factory) -> tuple[Path, dict]:
     """A clean run's output and its tiles folder (kept)."""
     out = tmp_path_factory.mktemp("clean") / "c.npz"

@@ -22,14 +22,6 @@ FPM_ARGS = ["--method", "fpm", "--z", "-1", "1", "--tile", "32", "--overlap", "8
 
 
 @pytest.fixture(scope="module")
-def slide(tmp_path_factory) -> Path:
-    """A 64 x 64 px tilted-slide data set as a native TIFF (9 tiles of 32 px, overlap 8)."""
-    path = tmp_path_factory.mktemp("slide") / "slide.tif"
-    write_raw(simulate("tilted", size=64, seed=3).raw, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def reference(slide, tmp_path_factory) -> np.lib.npyio.NpzFile:
     out = tmp_path_factory.mktemp("ref") / "ref.npz"
     assert main(["reconstruct", str(slide), "-o", str(out), *FPM_ARGS]) == 0
