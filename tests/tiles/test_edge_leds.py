@@ -98,7 +98,7 @@ def test_adaptive_step_keeps_a_tile_from_taking_its_last_leds_misfit(slide_256, 
     T, L, h, w = layout.hr_window(tile)
     m = 8 * o.upsample
     truth = slide_256.truth.amplitude[0][T:T + h, L:L + w][m:-m, m:-m]
-    scores = [psnr_scaled(reconstruct_stack(data, [0.0], iterations=15, device="cpu", adaptive_step=a)
+    scores = [psnr_scaled(reconstruct_stack(data, [0.0], iterations=10, device="cpu", adaptive_step=a)
                           .amplitude[0][m:-m, m:-m], truth) for a in (False, True)]
     print(f"tile {corner}: constant step {scores[0]:.2f} dB, adaptive {scores[1]:.2f} dB")
-    assert scores[1] > scores[0] + 2.0  # measured +4.7 and +3.9 dB
+    assert scores[1] > scores[0] + 2.0  # measured +4.0 and +3.3 dB at 10 passes (+4.7, +3.9 at 15; +2.6, +2.2 at 8)
