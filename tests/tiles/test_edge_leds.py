@@ -57,7 +57,9 @@ def _window_psnr(sim, raw, size: int) -> tuple[float, float]:
     """PSNR of a centred ``size`` window's reconstruction: (whole window, its outer 16 raw px)."""
     S = raw.lr_shape[0]
     top = (S - size) // 2
-    stack = reconstruct_stack(raw.crop(top, top, size, size), [0.0], iterations=10, device="cpu")
+    # 5 passes: the margins are those of 10 (measured all LEDs 25.6 dB / rim 28.4, without the edge
+    # LEDs 35.7 / 32.9 at 4, 6 and 10 passes alike)
+    stack = reconstruct_stack(raw.crop(top, top, size, size), [0.0], iterations=5, device="cpu")
     up = raw.optics.upsample
     truth = sim.truth.amplitude[0][top * up:(top + size) * up, top * up:(top + size) * up]
     a = stack.amplitude[0]
@@ -96,7 +98,7 @@ def test_adaptive_step_keeps_a_tile_from_taking_its_last_leds_misfit(slide_256, 
     T, L, h, w = layout.hr_window(tile)
     m = 8 * o.upsample
     truth = slide_256.truth.amplitude[0][T:T + h, L:L + w][m:-m, m:-m]
-    scores = [psnr_scaled(reconstruct_stack(data, [0.0], iterations=15, device="cpu", adaptive_step=a)
+    scores = [psnr_scaled(reconstruct_stack(data, [0.0], iterations=10, device="cpu", adaptive_step=a)
                           .amplitude[0][m:-m, m:-m], truth) for a in (False, True)]
     print(f"tile {corner}: constant step {scores[0]:.2f} dB, adaptive {scores[1]:.2f} dB")
-    assert scores[1] > scores[0] + 2.0  # measured +4.7 and +3.9 dB
+    assert scores[1] > scores[0] + 2.0  # measured +4.0 and +3.3 dB at 10 passes (+4.7, +3.9 at 15; +2.6, +2.2 at 8)

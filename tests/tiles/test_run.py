@@ -22,14 +22,6 @@ FPM_ARGS = ["--method", "fpm", "--z", "-1", "1", "--tile", "32", "--overlap", "8
 
 
 @pytest.fixture(scope="module")
-def slide(tmp_path_factory) -> Path:
-    """A 64 x 64 px tilted-slide data set as a native TIFF (9 tiles of 32 px, overlap 8)."""
-    path = tmp_path_factory.mktemp("slide") / "slide.tif"
-    write_raw(simulate("tilted", size=64, seed=3).raw, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def reference(slide, tmp_path_factory) -> np.lib.npyio.NpzFile:
     out = tmp_path_factory.mktemp("ref") / "ref.npz"
     assert main(["reconstruct", str(slide), "-o", str(out), *FPM_ARGS]) == 0
@@ -151,14 +143,22 @@ def test_stop_cancels_the_remaining_tiles_and_keeps_the_finished(slide, tmp_path
     assert again[-1].done and again[-1].skipped >= 1 and len(job.finished()) == 9
 
 
-def test_inr_mosaic_renders_any_region_and_level_from_the_tiles_it_needs(tmp_path):
-    from napari_fpminr.io.mosaic_file import is_mosaic, load_mosaic
-
-    raw_path = tmp_path / "small.tif"
+@pytest.fixture(scope="module")
+def small_mosaic(tmp_path_factory) -> Path:
+    """An inr mosaic of 32 x 56 raw px in two tiles (one tiled run shared by the mosaic tests)."""
+    d = tmp_path_factory.mktemp("mosaic")
+    raw_path = d / "small.tif"
     write_raw(simulate("tilted", size=64, seed=0).raw.crop(0, 0, 32, 56), raw_path)
-    out = tmp_path / "m.fpminr"
+    out = d / "m.fpminr"
     assert main(["reconstruct", str(raw_path), "-o", str(out), "--method", "inr", "--z-min", "-3", "--z-max", "3",
                  "--tile", "32", "--overlap", "8", "-q", "--device", "cpu"]) == 0
+    return out
+
+
+def test_inr_mosaic_renders_any_region_and_level_from_the_tiles_it_needs(small_mosaic, tmp_path):
+    from napari_fpminr.io.mosaic_file import is_mosaic, load_mosaic
+
+    out = small_mosaic
     assert is_mosaic(out)
     mosaic = load_mosaic(out)
     assert mosaic.layout.grid_shape == (1, 2) and mosaic.hr_shape == (64, 112)
@@ -178,14 +178,9 @@ def test_inr_mosaic_renders_any_region_and_level_from_the_tiles_it_needs(tmp_pat
     assert main(["render", str(out), "-o", str(tmp_path / "bad.npz"), "--z", "0", "--region", "0", "0", "999", "9"]) == 2
 
 
-def test_info_describes_a_mosaic(tmp_path, capsys):
-    raw_path = tmp_path / "small.tif"
-    write_raw(simulate("tilted", size=64, seed=0).raw.crop(0, 0, 32, 56), raw_path)
-    out = tmp_path / "m.fpminr"
-    assert main(["reconstruct", str(raw_path), "-o", str(out), "--method", "inr", "--z-min", "-3", "--z-max", "3",
-                 "--tile", "32", "--overlap", "8", "-q", "--device", "cpu"]) == 0
+def test_info_describes_a_mosaic(small_mosaic, capsys):
     capsys.readouterr()
-    assert main(["info", str(out)]) == 0
+    assert main(["info", str(small_mosaic)]) == 0
     text = capsys.readouterr().out
     assert "mosaic" in text and "2 tiles" in text and "32x56 px raw frame" in text and "z -3..3 um" in text
 

@@ -139,16 +139,28 @@ def read_paths(path: str | list[str], **_: Any) -> list[LayerData]:
     return layers or _NULL_LAYER
 
 
+def _mosaic_layers(path: str) -> list[LayerData]:
+    """A mosaic's layers; anything a damaged mosaic raises on the way is the core's one-line error."""
+    from ..io.mosaic_file import load_mosaic
+    from ._mosaic import mosaic_layer_data
+
+    try:
+        return mosaic_layer_data(load_mosaic(path))
+    except FPMInputError:
+        raise
+    except (MemoryError, ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
+        raise FPMInputError(f"cannot show this mosaic ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})",
+                            path) from None
+
+
 def read_one(path: str) -> list[LayerData]:
     """Layer data for one file; raises the core's errors (``read_paths`` turns them into notes)."""
     if Path(path).suffix.lower() == MODEL_SUFFIX:
         from ..io.model_file import load_model
-        from ..io.mosaic_file import is_mosaic, load_mosaic
+        from ..io.mosaic_file import is_mosaic
 
         if is_mosaic(path):  # a whole slide: one lazy multiscale layer (see _mosaic.py)
-            from ._mosaic import mosaic_layer_data
-
-            return mosaic_layer_data(load_mosaic(path))
+            return _mosaic_layers(path)
         return model_layer_data(load_model(path, device="cpu"))
     from ..io import read_raw
 

@@ -54,6 +54,8 @@ def add_calibration_options(p) -> None:
                    help="self-calibrate the illumination before reconstructing (default for measured data)")
     g.add_argument("--no-calibrate", action="store_false", dest="calibrate",
                    help="reconstruct with the stated illumination geometry (the default for simulated data)")
+    p.add_argument("--force-calibration", action="store_true", dest="force_calibration",
+                   help="apply --calibration FILE even when it was made for other data (a warning, not a refusal)")
     _add_fit_options(p)
 
 
@@ -108,25 +110,35 @@ def cmd_calibrate(args) -> int:
     out = Path(args.output) if args.output else default_calibration_path(raw_path)
     with _output_guard(out, input_files(raw_path)):
         raw = _read_raw(args, raw_path)
+        data = _fingerprint(raw)
         if args.crop:
             raw = _crop(raw, args.crop, raw_path)
         cal = _fit(args, raw, args.quiet)
-        cal = cal.replace(report=dict(cal.report, source=str(raw_path)))
+        cal = cal.replace(report=dict(cal.report, source=str(raw_path), data=data))
         write_calibration(cal, out)
     print(calibration_text(cal, raw))
     print(f"calibration  {out}")
     return 0
 
 
+def _fingerprint(raw) -> dict:
+    """The fingerprint of un-cropped raw data that a calibration records (and is checked against)."""
+    from ..io.calibration_file import data_fingerprint
+
+    return data_fingerprint(raw.n_leds, raw.lr_shape, lambda leds: raw.intensities[leds])
+
+
 def apply_calibration_args(args, raw):
     """``raw`` corrected by ``--calibration FILE`` or ``--calibrate`` (unchanged without either)."""
-    from ..io.calibration_file import read_calibration
+    from ..io.calibration_file import check_data, read_calibration
 
     path = getattr(args, "calibration", None)
     if path:
         cal = read_calibration(path)
         if cal.n_leds != raw.n_leds:
             raise FPMInputError(f"calibration is for {cal.n_leds} LEDs, the raw data have {raw.n_leds}", path)
+        check_data(cal, lambda: _fingerprint(_read_raw(args, Path(args.raw)) if getattr(args, "crop", None) else raw),
+                   path, force=getattr(args, "force_calibration", False))
         cal = cal.replace(report=dict(cal.report, file=str(path)))
     elif getattr(args, "calibrate", False):
         cal = _fit(args, raw, getattr(args, "quiet", False))

@@ -37,9 +37,10 @@ def _render(args, path: Path, out: Path) -> int:
         from .tiles import render_mosaic
 
         return render_mosaic(args, path, out)
+    model = load_model(path, device=resolve_device(args.device))  # a damaged file says what is wrong first
     if args.region or args.level:
-        raise FPMInputError("--region and --level are for mosaic models (fpminr reconstruct --tile)", path)
-    model = load_model(path, device=resolve_device(args.device))
+        raise FPMInputError("--region and --level are for mosaic models (fpminr reconstruct --tile); this is a "
+                            "single model", path)
     planes = _requested_planes(args, (model.z_min_um, model.z_max_um))
     outside = planes[(planes < model.z_min_um - 1e-6) | (planes > model.z_max_um + 1e-6)]
     if outside.size:

@@ -6,7 +6,10 @@
 OUT: ``.zarr`` (fpm: OME-Zarr multiscale z-stack written block by block; inr: rendered planes),
 ``.fpminr`` (inr: one mosaic model), ``.npz``/``.tif`` (the whole field assembled at the end).
 Finished tiles are kept in ``OUT.tiles/`` until the output is written: a killed run started
-again with the same options computes only the missing tiles (``--keep-tiles`` keeps the folder).
+again with the same options computes only the missing tiles (``--keep-tiles`` keeps the folder);
+a tile whose files fail their check (content hash, marker) is computed again.
+``--calibration FILE`` / ``--calibrate`` reach every tile (:func:`tiles.source.calibrated`) and
+enter the job hash. ``--max-memory`` / ``--max-output`` are checked before the first tile starts.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def add_tiling_options(p) -> None:
                    help="use every LED in every tile (default: leave out each tile's pupil-edge LEDs, whose "
                         "|NA| comes within three raw frequency bins of the objective NA over the tile)")
     g.add_argument("--keep-tiles", action="store_true", help="keep OUT.tiles/ after the output is written")
+    g.add_argument("--scheduler-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="give up when no dask worker has been available for this long (default 300)")
+    g.add_argument("--dashboard", action="store_true",
+                   help="with --workers: serve dask's dashboard on 127.0.0.1:8787 (default: none)")
 
 
 def _train_options(args) -> dict:
@@ -55,15 +62,21 @@ def build_job(args, raw_path: Path, out: Path):
     from ..tile_layout import TileLayout
     from ..tiles.local_na import tile_leds
     from ..tiles.run import TiledJob, work_dir_for
-    from ..tiles.source import open_source
+    from ..tiles.source import calibrated, open_source
     from .common import _default_z_range, _requested_planes
 
     if args.crop:
         raise FPMInputError("--crop and --tile do not go together: tiles cover the whole frame")
     if args.workers is not None and args.workers < 1:
         raise FPMInputError(f"--workers must be >= 1, got {args.workers}")
+    if not args.scheduler_timeout > 0:
+        raise FPMInputError(f"--scheduler-timeout must be positive seconds, got {args.scheduler_timeout}")
     source = open_source(raw_path, wavelength_um=args.wavelength_um, na_obj=args.na_obj, mag=args.mag,
                          pixel_um=args.pixel_um, upsample=args.upsample or 0)
+    _real_data_defaults(args, source.header)
+    calibration = _tile_calibration(args, source)
+    if calibration is not None:
+        source = calibrated(source, calibration)
     header = source.header
     layout = TileLayout(source.frame_shape, args.tile, args.overlap, header.optics.upsample, header.optics.dx_lr_um)
     planes = _requested_planes(args, _default_z_range(header))
@@ -84,12 +97,53 @@ def build_job(args, raw_path: Path, out: Path):
         options = {"train": _train_options(args)}
     options["edge_leds"] = "keep" if args.keep_edge_leds else "drop"
     options["step"] = getattr(args, "step", None) or "adaptive"
-    return TiledJob(source, layout, args.method, planes, work_dir_for(out), leds=leds, options=options)
+    return TiledJob(source, layout, args.method, planes, work_dir_for(out), leds=leds, options=options,
+                    calibration=calibration)
+
+
+def _real_data_defaults(args, header) -> None:
+    """The real-data defaults of :mod:`napari_fpminr.calib.prepare` that tiles take: a measurement is
+    calibrated (on the central window, once for all tiles) and its pupil recovered unless asked
+    otherwise; one line per decision. (Per-tile frame rejection is not done for tiles.)"""
+    measured = not header.is_simulated
+    if getattr(args, "calibration", None) is None and getattr(args, "calibrate", None) is None:
+        args.calibrate = measured
+        print(f"tiles: {'a measurement: calibration fitted on the central window (--no-calibrate opts out)' if measured else 'a simulation: the stated geometry'}",
+              file=sys.stderr)
+    if args.recover_pupil is None:
+        args.recover_pupil = measured
+        print(f"tiles: pupil {'recovered (--no-recover-pupil opts out)' if measured else 'ideal disk'}", file=sys.stderr)
+
+
+def _tile_calibration(args, source):
+    """The calibration ``--calibration FILE`` names (checked against the frame's data), or one fitted by
+    ``--calibrate`` on a central window of the frame, or ``None``."""
+    from ..io.calibration_file import check_data, data_fingerprint, read_calibration
+    from .calibrate import _fit, calibration_text
+
+    header = source.header
+    path = getattr(args, "calibration", None)
+    if path:
+        cal = read_calibration(path)
+        if cal.n_leds != header.n_leds:
+            raise FPMInputError(f"calibration is for {cal.n_leds} LEDs, the raw data have {header.n_leds}", path)
+        check_data(cal, lambda: data_fingerprint(header.n_leds, source.frame_shape, source.read_frames), path,
+                   force=getattr(args, "force_calibration", False))
+        return cal.replace(report=dict(cal.report, file=str(path)))
+    if not getattr(args, "calibrate", False):
+        return None
+    H, W = source.frame_shape
+    side = min(H, W, args.calib_crop) if args.calib_crop else None
+    top, left = ((H - side) // 2, (W - side) // 2) if side else (0, 0)
+    raw = source.tile_raw(top, left, side or H, side or W)
+    cal = _fit(args, raw, getattr(args, "quiet", False))
+    print(calibration_text(cal, raw), file=sys.stderr)
+    return cal
 
 
 def run_tiled(args, raw_path: Path, out: Path) -> int:
     """``fpminr reconstruct --tile``: tiles on dask, then the output assembled from the tile files."""
-    from ..tiles.run import iter_tiles
+    from ..tiles.run import default_workers, iter_tiles
 
     job = build_job(args, raw_path, out)
     lay = job.layout
@@ -98,10 +152,12 @@ def run_tiled(args, raw_path: Path, out: Path) -> int:
           f"{lay.overlap}) over {lay.frame_shape[0]} x {lay.frame_shape[1]} px, {job.method}, "
           f"{'per-tile NAs' if job.leds is not None else 'centre NAs'}, {job.source.kind} reading, on {where}",
           file=sys.stderr)
+    _check_limits(job, out, concurrent=args.workers or default_workers())
     bar = ProgressLine("tiles", enabled=not args.quiet)
     event = None
     for event in iter_tiles(job, scheduler=args.scheduler, workers=args.workers,
-                            processes=bool(args.workers) and not args.scheduler):
+                            processes=bool(args.workers) and not args.scheduler, dashboard=args.dashboard,
+                            scheduler_timeout_s=args.scheduler_timeout):
         bar.update(event.fraction, event.text())
     bar.close(event.text() if event is not None else "")
     assert event is not None and event.done
@@ -111,6 +167,38 @@ def run_tiled(args, raw_path: Path, out: Path) -> int:
     if not args.keep_tiles:
         shutil.rmtree(job.work_dir, ignore_errors=True)
     return 0
+
+
+def _check_limits(job, out: Path, concurrent: int = 1) -> None:
+    """Refuse, before the first tile, a run beyond ``--max-memory`` or an output beyond ``--max-output``.
+
+    Memory: ``concurrent`` tiles at once (fpm stack or inr training of a tile's window) and the
+    assembly (the whole field for ``.npz``/``.tif``, one block per plane for ``.zarr``). Output: the
+    assembled stack (a ``.zarr`` pyramid adds a third) plus the tile files kept meanwhile.
+    """
+    from ..io import budget
+    from ..tiles.assemble import BLOCK
+
+    lay, optics = job.layout, job.source.header.optics
+    n_leds, planes = job.source.header.n_leds, job.planes.size
+    th, tw = lay.tile_shape
+    hr_tile = (th * optics.upsample, tw * optics.upsample)
+    if job.method == "fpm":
+        per_tile = budget.fpm_bytes(n_leds, (th, tw), hr_tile, planes)
+    else:
+        per_tile = budget.inr_training_bytes(n_leds, (th, tw), hr_tile)
+    suffix = out.suffix.lower()
+    H, W = lay.hr_shape
+    region = (min(H, BLOCK), min(W, BLOCK)) if suffix == ".zarr" else (H, W)
+    assemble = 0 if suffix == ".fpminr" else budget.render_bytes(region, planes, 2)
+    memory = max(per_tile * max(1, concurrent), assemble)
+    budget.check_memory(memory, f"a tiled run of {lay.n_tiles} tiles ({planes} planes)", out,
+                        hint="use fewer planes, a smaller --tile or fewer --workers")
+    tiles = lay.n_tiles * budget.stack_bytes(planes, hr_tile, 2) if job.method == "fpm" else 0
+    pyramid = 4 / 3 if suffix == ".zarr" else 1.0  # the levels of a .zarr add up to a third more
+    whole = 0 if suffix == ".fpminr" else int(budget.stack_bytes(planes, (H, W), 2) * pyramid)
+    budget.check_output(whole + tiles, f"{planes} planes of {H}x{W} px from {lay.n_tiles} tiles", out,
+                        hint="use fewer planes (--z-step) or a model (.fpminr), which renders any plane later")
 
 
 def _write_output(job, markers: dict, out: Path, quiet: bool = False) -> None:
@@ -174,10 +262,22 @@ def render_mosaic(args, path: Path, out: Path) -> int:
     if top < 0 or left < 0 or h < 1 or w < 1 or top + h > H or left + w > W:
         raise FPMInputError(f"--region {top} {left} {h} {w} is not inside the mosaic's {H}x{W} hr px", path)
     step = 2 ** level
+    _check_render_limits(args, out, planes.size, (-(-h // step), -(-w // step)))
     amp, phase = mosaic.render(planes, region, step)
     write_stack(out, StackArrays(amp, phase if args.phase else None, planes, mosaic.dx_hr_um * step))
     print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level})")
     return 0
+
+
+def _check_render_limits(args, out: Path, n_planes: int, shape) -> None:
+    """Refuse, before any tile is decoded, a mosaic render beyond ``--max-memory`` / ``--max-output``."""
+    from ..io import budget
+    from .common import _check_output_size
+
+    memory = budget.render_bytes(shape, n_planes, 2)  # amplitude and phase are rendered together
+    budget.check_memory(memory, f"rendering {n_planes} planes of {shape[0]}x{shape[1]} px", out,
+                        hint="use fewer planes (--z-step), a --region or a higher --level")
+    _check_output_size(out, n_planes, shape, 2 if args.phase else 1, memory)
 
 
 def add_region_options(p) -> None:

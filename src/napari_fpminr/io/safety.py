@@ -159,8 +159,10 @@ def clean_stale(path: str | Path) -> None:
 def output_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive advisory lock for writing ``path`` (``.<name>.lock`` beside it).
 
-    Raises a one-line error at once when another run holds it. The lock file is removed on exit;
-    one left by a killed run is harmless (the kernel released its lock) and removed by the next.
+    Raises a one-line error at once (naming the holder's pid, which the lock file records) when
+    another run holds it. The lock file is removed on exit; one left by a killed run names a
+    process that is gone and holds no lock (the kernel released it): the next run takes it over
+    and removes it.
     Missing folders above ``path`` are created (outputs may name new folders) and removed again
     on exit if the run left them empty.
     """
@@ -199,9 +201,10 @@ def _locked(lock: Path, path: Path, fcntl) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            holder = _lock_holder(fd)
             os.close(fd)
-            raise FPMInputError("another fpminr run is writing this output right now; wait for it to finish "
-                                "or choose another -o", path) from None
+            raise FPMInputError(f"another fpminr run{holder} is writing this output right now; wait for it to "
+                                "finish or choose another -o", path) from None
         try:  # the previous holder may have removed the file between our open and our lock
             same = os.path.samestat(os.fstat(fd), os.stat(lock))
         except OSError:
@@ -209,9 +212,25 @@ def _locked(lock: Path, path: Path, fcntl) -> Iterator[None]:
         if same:
             break
         os.close(fd)
+    _record_pid(fd)  # a lock file left by a killed run names a gone process: the next run takes it over
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()
         os.close(fd)
+
+
+def _record_pid(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _lock_holder(fd: int) -> str:
+    """`` (pid N)`` of the run holding a lock, from the pid it recorded (empty when unknown)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return f" (pid {int(text)})" if text.isdigit() else ""

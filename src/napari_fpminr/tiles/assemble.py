@@ -27,8 +27,6 @@ BLOCK = 512  # hr px per OME-Zarr block and chunk
 
 def stack_region(layout: TileLayout, markers: dict, work_dir, region, n_planes: int) -> tuple[np.ndarray, np.ndarray]:
     """Blended ``(amplitude, phase)`` float32 ``(Z, h, w)`` of fpm tiles over the hr ``region``."""
-    from safetensors import safe_open
-
     top, left, h, w = region
     amp = np.zeros((n_planes, h, w), np.float32)
     phase = np.zeros((n_planes, h, w), np.float32)
@@ -38,12 +36,32 @@ def stack_region(layout: TileLayout, markers: dict, work_dir, region, n_planes: 
         x0, x1 = max(left, l0), min(left + w, l0 + tw)
         weight = layout.weight(tile)[y0 - t0:y1 - t0, x0 - l0:x1 - l0]
         path = Path(work_dir) / markers[(tile.row, tile.col)]["file"]
-        with safe_open(str(path), framework="np") as f:
-            a = f.get_slice("amplitude")[:, y0 - t0:y1 - t0, x0 - l0:x1 - l0]
-            p = f.get_slice("phase")[:, y0 - t0:y1 - t0, x0 - l0:x1 - l0]
+        a, p = _tile_slices(path, (n_planes, th, tw), (slice(y0 - t0, y1 - t0), slice(x0 - l0, x1 - l0)))
         amp[:, y0 - top:y1 - top, x0 - left:x1 - left] += a * weight
         phase[:, y0 - top:y1 - top, x0 - left:x1 - left] += p * weight
     return amp, phase
+
+
+def _tile_slices(path: Path, shape: tuple[int, int, int], window) -> tuple[np.ndarray, np.ndarray]:
+    """``(amplitude, phase)`` of a tile file over ``window``; one-line error when the file is not the
+    float32 ``shape`` tile the job expects (checked before any data is read)."""
+    from safetensors import safe_open
+
+    from ..errors import FPMInputError
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            for name in ("amplitude", "phase"):
+                sl = f.get_slice(name)
+                if tuple(sl.get_shape()) != shape or sl.get_dtype() != "F32":
+                    raise FPMInputError(f"tile {name} is {sl.get_dtype()} {tuple(sl.get_shape())}, expected "
+                                        f"F32 {shape}", path)
+            return (f.get_slice("amplitude")[:, window[0], window[1]],
+                    f.get_slice("phase")[:, window[0], window[1]])
+    except FPMInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own errors for damaged files
+        raise FPMInputError(f"cannot read the tile file: {' '.join(str(exc).split())[:160]}", path) from None
 
 
 def mosaic_source(mosaic, z_um) -> Callable:

@@ -11,6 +11,10 @@ A source knows the whole frame's optics (``header``: a :class:`RawData` of a 2×
 carries the optics, LED geometry, stated defocus and metadata), the frame size, and the global
 bright-field level (mean of the bright-field images over the whole frame, computed page by page),
 so every tile's amplitude is put on the same scale.
+
+A calibrated source (:func:`calibrated`) carries the calibrated optics and LED board in its header
+and corrects every window it reads for the calibration's background and per-LED brightness, so
+each tile sees the calibration exactly as a whole-frame run would.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from ..errors import FPMInputError, MissingParameterError
 from ..rawdata import RawData
 
-__all__ = ["open_source", "MemorySource", "LazyTiffSource", "LazyMatSource"]
+__all__ = ["open_source", "calibrated", "MemorySource", "LazyTiffSource", "LazyMatSource"]
 
 
 @dataclasses.dataclass
@@ -34,6 +38,8 @@ class _Base:
     header: RawData
     frame_shape: tuple[int, int]
     kind: str = "memory"
+    #: ``(background, brightness)`` of an illumination calibration, applied to every window read
+    correction: tuple[float, np.ndarray] | None = None
 
     @property
     def lazy(self) -> bool:
@@ -42,6 +48,19 @@ class _Base:
     def read_window(self, top: int, left: int, height: int, width: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
+    def read_frames(self, leds) -> np.ndarray:  # pragma: no cover
+        """Whole frames of the LEDs ``leds`` as stored (no calibration applied)."""
+        raise NotImplementedError
+
+    def _corrected(self, images: np.ndarray, leds=None) -> np.ndarray:
+        """``(I - background) / brightness`` clipped at 0 (as :meth:`Calibration.apply`); ``leds``
+        are the LEDs ``images`` holds (all without)."""
+        if self.correction is None:
+            return images
+        background, brightness = self.correction
+        b = np.asarray(brightness, np.float32) if leds is None else np.asarray(brightness, np.float32)[leds]
+        return np.clip((images - np.float32(background)) / b[:, None, None], 0.0, None).astype(np.float32)
+
     def tile_raw(self, top: int, left: int, height: int, width: int) -> RawData:
         """The tile's :class:`RawData` (the frame's optics, its own window of every image)."""
         H, W = self.frame_shape
@@ -49,7 +68,7 @@ class _Base:
             raise FPMInputError(f"tile window {top},{left} {height}x{width} is outside the {H}x{W} px frame",
                                 self.header.source)
         images, valid = self.read_window_valid(top, left, height, width)
-        return dataclasses.replace(self.header, intensities=images, valid=valid)
+        return dataclasses.replace(self.header, intensities=self._corrected(images), valid=valid)
 
     def read_window_valid(self, top: int, left: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The window's intensities and valid-pixel mask (``None``: all valid, e.g. no saturation)."""
@@ -64,7 +83,7 @@ class _Base:
         rows = max(1, (16 << 20) // (4 * W * max(1, bf.size)))
         total = 0.0
         for r0 in range(0, H, rows):
-            block = self.read_window(r0, 0, min(rows, H - r0), W)[bf]
+            block = self._corrected(self.read_window(r0, 0, min(rows, H - r0), W)[bf], bf)
             total += float(block.sum(dtype=np.float64))
         level = total / (bf.size * H * W)
         if not level > 0:
@@ -100,6 +119,9 @@ class MemorySource(_Base):
     def read_window_valid(self, top, left, height, width):
         valid = None if self.raw.valid is None else self.raw.valid[:, top:top + height, left:left + width]
         return self.read_window(top, left, height, width), valid
+
+    def read_frames(self, leds) -> np.ndarray:
+        return np.asarray(self.raw.intensities[list(leds)], np.float32)
 
     def identity(self) -> str:
         if self.raw.source is not None:
@@ -151,6 +173,16 @@ class LazyTiffSource(_Base):
             raise FPMInputError(f"cannot read a window of the TIFF stack: {' '.join(str(exc).split())[:160]}",
                                 self.path) from None
 
+    def read_frames(self, leds) -> np.ndarray:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                return np.stack([np.asarray(tif.pages[int(i)].asarray(), np.float32) for i in leds])
+        except Exception as exc:
+            raise FPMInputError(f"cannot read frames of the TIFF stack: {' '.join(str(exc).split())[:160]}",
+                                self.path) from None
+
 
 @dataclasses.dataclass
 class LazyMatSource(_Base):
@@ -168,6 +200,20 @@ class LazyMatSource(_Base):
             raise FPMInputError(f"cannot read a window of I_low: {' '.join(str(exc).split())[:160]}",
                                 self.path) from None
         return np.ascontiguousarray(np.transpose(block, (0, 2, 1)), dtype=np.float32)
+
+    def read_frames(self, leds) -> np.ndarray:
+        return np.stack([self._frame(int(i)) for i in leds])
+
+    def _frame(self, i: int) -> np.ndarray:
+        import h5py
+
+        try:
+            with h5py.File(self.path, "r") as f:
+                frame = f["I_low"][i]
+        except Exception as exc:
+            raise FPMInputError(f"cannot read frame {i} of I_low: {' '.join(str(exc).split())[:160]}",
+                                self.path) from None
+        return np.ascontiguousarray(frame.T, dtype=np.float32)
 
 
 def open_source(path, *, wavelength_um=None, na_obj=None, mag=None, pixel_um=None, upsample: int = 0) -> _Base:
@@ -188,6 +234,17 @@ def open_source(path, *, wavelength_um=None, na_obj=None, mag=None, pixel_um=Non
     if raw.optics.pupil is not None:
         raw = _drop_pupil(raw)
     return MemorySource.from_raw(raw)
+
+
+def calibrated(source: _Base, cal) -> _Base:
+    """``source`` seen through the illumination calibration ``cal`` (a :class:`Calibration`).
+
+    The header takes the calibrated NAs and board (:meth:`Calibration.apply`: per-tile NAs then
+    come from the calibrated board, seen from each tile's centre); every window read is corrected
+    for the background and the LEDs' brightness.
+    """
+    return dataclasses.replace(source, header=cal.apply(source.header),
+                               correction=(float(cal.background), np.asarray(cal.brightness, np.float64)))
 
 
 def _drop_pupil(raw: RawData) -> RawData:

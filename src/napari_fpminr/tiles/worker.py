@@ -10,8 +10,11 @@ the work folder:
 * ``tile_RRR_CCC.safetensors`` (fpm: ``amplitude`` and ``phase`` float32 ``(Z, h·up, w·up)``)
   or ``tile_RRR_CCC.fpminr`` (inr: the tile's model file);
 * then ``tile_RRR_CCC.json``: the job hash, the window, the NAs used, the amplitude scale, the
-  tile's best-focus depth, timing. A tile counts as done only when this file exists with the
-  job's hash, so a run killed at any moment leaves either a finished tile or nothing usable.
+  tile's best-focus depth, timing, and the sha256 of the data file. A tile counts as done only
+  when this marker passes :func:`check_marker` (the job's hash, its own row, column and window,
+  a data file of its own name in the work folder whose content hash matches, plausible numbers),
+  so a run killed at any moment leaves either a finished tile or nothing usable, and a damaged,
+  truncated or foreign tile file is computed again instead of being used.
 
 Amplitude scale: each tile's reconstruction normalises by the tile's own bright-field mean over
 the LEDs it uses (:meth:`RawData.normalized`; pupil-edge LEDs, half dark, are not among them);
@@ -22,8 +25,11 @@ frame's scale (a transparent sample ≈ 1 everywhere).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import re
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +39,15 @@ import numpy as np
 from ..rawdata import RawData
 from ..tile_layout import Tile
 
-__all__ = ["TileTask", "run_tile", "tile_done", "read_marker", "best_focus", "register_stop", "release_stop"]
+__all__ = ["TileTask", "run_tile", "tile_done", "check_marker", "read_marker", "file_sha256", "best_focus",
+           "register_stop", "release_stop"]
 
-MARKER_VERSION = 1
+MARKER_VERSION = 2  # 2: the data file's sha256
+#: the largest marker read back (a marker is a few hundred bytes; anything bigger is not ours)
+MARKER_MAX_BYTES = 1 << 20
+#: a tile's amplitude scale sqrt(level_tile / level_frame): far outside this, the marker is damaged
+SCALE_RANGE = (1e-6, 1e6)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: stop signals of in-process runs, by token (dask serialises task arguments, and an Event cannot be)
 _STOPS: dict[str, Any] = {}
 
@@ -80,20 +92,92 @@ class TileTask:
 
 
 def read_marker(work_dir, tile: Tile) -> dict | None:
+    """The tile's marker as written (``None`` when absent, unreadable, too large or not a JSON object)."""
     p = Path(work_dir) / f"{tile.name}.json"
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if p.stat().st_size > MARKER_MAX_BYTES:
+            return None
+        marker = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
-def tile_done(work_dir, tile: Tile, job_hash: str) -> dict | None:
-    """The tile's marker when it was finished by this job (same hash and its data file present)."""
+def file_sha256(path) -> str:
+    """sha256 of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _finite_in(value, lo: float, hi: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and lo <= value <= hi
+
+
+def _marker_fields_problem(marker: dict, tile: Tile) -> str | None:
+    """What is wrong with a marker's own fields for ``tile`` (``None``: nothing)."""
+    if marker.get("version") != MARKER_VERSION:
+        return f"marker version {marker.get('version')!r}"
+    if marker.get("row") != tile.row or marker.get("col") != tile.col or marker.get("window") != list(tile.window):
+        return "the marker belongs to another tile"
+    if marker.get("file") not in (f"{tile.name}.safetensors", f"{tile.name}.fpminr"):
+        return "the marker names a data file that is not this tile's"
+    if not _finite_in(marker.get("amplitude_scale"), *SCALE_RANGE):
+        return f"amplitude_scale {marker.get('amplitude_scale')!r} is not a plausible number"
+    focus = marker.get("best_focus_um")
+    if focus is not None and not _finite_in(focus, -1e6, 1e6):
+        return f"best_focus_um {focus!r} is not a plausible number"
+    if not isinstance(marker.get("sha256"), str) or not _SHA256.match(marker["sha256"]):
+        return "the marker holds no content hash"
+    if marker.get("marker_sha256") != _marker_hash(marker):
+        return "the marker was damaged or edited (its own hash differs)"
+    return None
+
+
+def _marker_hash(marker: dict) -> str:
+    """sha256 of a marker's canonical JSON without this hash (an edited or damaged marker shows)."""
+    body = {k: v for k, v in marker.items() if k not in ("marker_sha256", "skipped")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_marker(work_dir, tile: Tile, marker: dict) -> str | None:
+    """Why ``marker`` cannot be trusted for ``tile`` (``None``: its data file is the one it describes).
+
+    The data file must be a regular file of the tile's own name directly in ``work_dir`` (never a
+    path elsewhere, never a symbolic link) whose sha256 equals the marker's.
+    """
+    problem = _marker_fields_problem(marker, tile)
+    if problem is not None:
+        return problem
+    data = Path(work_dir) / marker["file"]
+    try:
+        if not stat.S_ISREG(data.lstat().st_mode):
+            return f"{data.name} is not a regular file"
+        if file_sha256(data) != marker["sha256"]:
+            return f"{data.name} is damaged or foreign (content hash differs)"
+    except OSError as exc:
+        return f"{data.name} cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def tile_done(work_dir, tile: Tile, job_hash: str, problems: dict | None = None) -> dict | None:
+    """The tile's marker when it was finished by this job and its data file checks out.
+
+    A marker of another job (other options) is silently not counted; one of this job that fails
+    :func:`check_marker` is not counted either, and its reason lands in ``problems[tile.name]``.
+    """
     marker = read_marker(work_dir, tile)
-    if not marker or marker.get("job_hash") != job_hash:
+    if marker is None or marker.get("job_hash") != job_hash:
         return None
-    data = Path(work_dir) / str(marker.get("file", ""))
-    return marker if data.is_file() else None
+    problem = check_marker(work_dir, tile, marker)
+    if problem is not None:
+        if problems is not None:
+            problems[tile.name] = problem
+        return None
+    return marker
 
 
 def best_focus(amplitude: np.ndarray, z_um: np.ndarray) -> float:
@@ -141,7 +225,10 @@ def run_tile(task: TileTask, stop_token: str | None = None) -> dict:
               "window": list(task.tile.window), "amplitude_scale": scale, "elapsed_s": time.perf_counter() - t0,
               "na_illum_mean": np.asarray(task.na_illum).mean(axis=0).tolist(),
               "leds_used": int(raw.n_leds), "leds_left_out": [] if task.keep_leds is None else
-              sorted(set(range(len(task.na_illum))) - set(int(i) for i in task.keep_leds)), **info}
+              sorted(set(range(len(task.na_illum))) - set(int(i) for i in task.keep_leds)), **info,
+              "sha256": file_sha256(task.stem.parent / info["file"])}
+    marker = json.loads(json.dumps(marker))  # as it will be read back (tuples become lists)
+    marker["marker_sha256"] = _marker_hash(marker)
     from ..io.atomic import atomic_write
 
     with atomic_write(task.stem.with_suffix(".json")) as tmp:
