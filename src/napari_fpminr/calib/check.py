@@ -37,7 +37,7 @@ from .fit import fit_brightness, quick_field, subbin_amplitudes
 __all__ = ["CheckReport", "background_floor", "subtract_background", "check_measurement", "frame_misfits", "outlier_frames"]
 
 #: a frame whose misfit exceeds its group's median by this factor (and by 6 robust deviations) cannot be fitted
-OUTLIER_FACTOR = 3.0
+OUTLIER_FACTOR = 5.0
 #: a bright-field frame this many times brighter or darker than the median one is named
 BRIGHTNESS_OUTLIER = 1.5
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from ..progress import ProgressLine, format_seconds
 from .common import (MODEL_SUFFIX, STACK_SUFFIXES, _add_limits, _add_optics_overrides, _add_z_options,
                      _check_output_size, _crop, _default_z_range, _output_guard, _read_raw, _requested_planes,
                      input_files)
-from .calibrate import add_calibration_options, apply_calibration_args, calib_fit_kwargs
+from .calibrate import add_calibration_options, apply_calibration_args, calib_fit_kwargs, calibration_text
 from .render import _write_rendered
 
 
@@ -39,16 +40,15 @@ def _reconstruct(args, raw_path: Path, out: Path) -> int:
     raw = _read_raw(args, raw_path)
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
-    raw = _prepare(args, raw)  # real-data defaults: calibration, bad frames, pupil recovery (one line each)
-    default_range = _default_z_range(raw)
-    planes = _requested_planes(args, default_range)
+    planes = _requested_planes(args, _default_z_range(raw))
+    # every refusal (memory, output size, z range) comes before the preparation's work and its lines
     if args.method == "fpm":
         memory = budget.fpm_bytes(raw.n_leds, raw.lr_shape, raw.hr_shape, len(planes))
         budget.check_memory(memory, f"a conventional stack of {len(planes)} planes of "
                             f"{raw.hr_shape[0]}x{raw.hr_shape[1]} px", out,
                             hint="use fewer planes (--z-step, --z-min/--z-max) or --crop")
         _check_output_size(out, len(planes), raw.hr_shape, 2, memory)
-        return _reconstruct_fpm(args, raw, planes, out)
+        return _reconstruct_fpm(args, _prepare(args, raw), planes, out)
     if not planes.max() > planes.min():
         raise FPMInputError(f"a model needs a z range, got the single plane z = {planes[0]:g} um: give "
                             "--z-max above --z-min (or use --method fpm for one plane)", raw_path)
@@ -57,7 +57,9 @@ def _reconstruct(args, raw_path: Path, out: Path) -> int:
         budget.check_memory(memory, f"rendering {len(planes)} planes", out,
                             hint="use fewer planes or write a model (.fpminr) and render from it")
         _check_output_size(out, len(planes), raw.hr_shape, 2, memory)
-    return _reconstruct_inr(args, raw, planes, out)
+    config = _inr_config(args, raw, out)
+    raw = _prepare(args, raw)
+    return _reconstruct_inr(args, raw, planes, out, dataclasses.replace(config, recover_pupil=bool(args.recover_pupil)))
 
 
 def _prepare(args, raw):
@@ -78,12 +80,14 @@ def _prepare(args, raw):
     opts = PrepareOptions(calibrate=calibrate, recover_pupil=args.recover_pupil,
                           drop_bad_frames=False if getattr(args, "keep_bad_frames", False) else None,
                           orientation=getattr(args, "orientation", "auto"), calib_kwargs=calib_fit_kwargs(args))
-    bar = ProgressLine("prepare", enabled=not args.quiet)
+    bar = ProgressLine("prepare", enabled=not args.quiet and not raw.is_simulated)
     last = None
     for last in iter_prepare(raw, opts, device=args.device):
         bar.update(last.fraction, last.message[:90])
     bar.close("ready")
     prep = last.preparation
+    if prep.calibration is not None and not getattr(args, "calibration", None):
+        print(calibration_text(prep.calibration, raw), file=sys.stderr)
     if getattr(args, "calibration", None):
         prep.decisions.insert(1, f"calibration: applied from {args.calibration}")
     for line in prep.decisions:
@@ -134,19 +138,25 @@ def inr_progress_text(event) -> str:
     return f"{where}{loss} eta {format_seconds(event.eta_s)}"
 
 
-def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path) -> int:
-    from ..io.model_file import save_model
-    from ..recon.train import TrainConfig, iter_train
+def _inr_config(args, raw, out: Path):
+    """The INR's :class:`TrainConfig` from the options, fitted to the memory budget (refused when even
+    one LED at a time does not fit); the pupil decision is the preparation's, set afterwards."""
+    from ..recon.train import TrainConfig
 
-    config_kwargs = {"device": args.device, "seed": args.seed, "recover_pupil": args.recover_pupil,
+    config_kwargs = {"device": args.device, "seed": args.seed, "recover_pupil": bool(args.recover_pupil),
                      "init": args.init, "representation": "mlp" if args.init == "random" else args.representation}
     for flag, field in (("epochs", "epochs"), ("rank", "rank")):
         if getattr(args, flag, None) is not None:
             config_kwargs[field] = getattr(args, flag)
     if getattr(args, "step", None):
         config_kwargs["seed_adaptive_step"] = args.step == "adaptive"
-    config = TrainConfig(**config_kwargs)
-    config = _fit_memory(config, raw, out)
+    return _fit_memory(TrainConfig(**config_kwargs), raw, out)
+
+
+def _reconstruct_inr(args, raw, planes: np.ndarray, out: Path, config) -> int:
+    from ..io.model_file import save_model
+    from ..recon.train import iter_train
+
     z_min, z_max = float(planes.min()), float(planes.max())
     from ..device import resolve_device
 
