@@ -226,6 +226,7 @@ def check_measurement(raw: RawData, *, z_um: float | None = None, crop_px: int =
 
     z = float(raw.z_um if z_um is None and raw.z_um is not None else (z_um or 0.0))
     floor = background_floor(raw)
+    background = background_fraction(raw)
     if floor and floor > 0.002 * raw.background_level():
         raw = subtract_background(raw, floor)  # as the reconstruction will (calib/prepare.py)
     found = search_board(raw)
@@ -263,7 +264,7 @@ def check_measurement(raw: RawData, *, z_um: float | None = None, crop_px: int =
                                    f"{'bright' if bf else 'dark'}-field frame's (brightness {rel[i]:.2f})"))
     outliers = [(i, b) for i, b in brightness_outliers(raw, na, BRIGHTNESS_OUTLIER) if i not in set(bad.tolist())]
     report = CheckReport(source=str(raw.source or "data"), n_leds=raw.n_leds, saturated_fraction=raw.saturated_fraction(),
-                         background_fraction=background_fraction(raw),
+                         background_fraction=background,
                          contradictions=brightness_contradictions(raw, na), orientation=best_orient,
                          orientation_margin=found.margin, orientation_twin_note=note, bad_frames=bad_frames,
                          brightness_outliers=outliers, misfit_stated=total_stated, misfit_searched=total_found)

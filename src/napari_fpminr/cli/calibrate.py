@@ -83,6 +83,10 @@ def calibration_text(cal, raw=None) -> str:
     """What a calibration found, one quantity per line."""
     rep = cal.report
     lines = []
+    if cal.orientation:
+        from ..optics.orientation import describe
+
+        lines.append(f"orientation   the stated board {describe(cal.orientation)}")
     if cal.kind == "board":
         lines.append(f"board shift   ({cal.shift_mm[0]:+.3f}, {cal.shift_mm[1]:+.3f}) mm")
         lines.append(f"rotation      {cal.rotation_deg:+.3f} deg")
