@@ -1,7 +1,6 @@
 """Frames the model cannot fit (a dead LED, a doubled exposure, an LED off its stated place): named by
 the check, and kept from wrecking the default reconstruction of a measurement."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest

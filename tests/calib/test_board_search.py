@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from calib_cases import miscalibrated, paper_like_optics
-from napari_fpminr.calib.board_search import _board_na, search_board
+from napari_fpminr.calib.board_score import _board_na
+from napari_fpminr.calib.board_search import search_board
 from napari_fpminr.calib.model import Calibration
 from napari_fpminr.optics import orientation as board_orientation
 from napari_fpminr.optics.geometry import illumination_na

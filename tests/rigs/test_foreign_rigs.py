@@ -11,7 +11,6 @@ import pytest
 
 from napari_fpminr.calib.board_search import search_board
 from napari_fpminr.io import read_raw
-from napari_fpminr.optics import orientation as board_orientation
 from napari_fpminr.recon.conventional import reconstruct_stack
 from napari_fpminr.recon.metrics import psnr_scaled
 from rig_cases import IMPORT_ARGS, make_rig, with_true_geometry, write_frames

@@ -32,7 +32,7 @@ from ..device import resolve_device
 from ..optics import orientation as board_orientation
 from ..rawdata import RawData
 from .board_search import BoardSearch, choose_twin, measured_brightness, search_board
-from .fit import fit_brightness, quick_field, subbin_amplitudes
+from .fit import quick_field, subbin_amplitudes
 
 __all__ = ["CheckReport", "background_floor", "subtract_background", "check_measurement", "frame_misfits", "outlier_frames"]
 
@@ -163,9 +163,9 @@ def brightness_contradictions(raw: RawData, na_illum: np.ndarray, edge_bins: flo
     return sorted(out)
 
 
-def frame_misfits(raw: RawData, z_um: float, *, iterations: int = 15, device="auto"):
-    """``(misfit (N,), brightness (N,))``: each frame's relative amplitude misfit to a quick reconstruction
-    of ``raw`` (normalised, any size: crop it first), its brightness fitted in closed form."""
+def frame_misfits(raw: RawData, z_um: float, *, iterations: int = 15, device="auto") -> np.ndarray:
+    """``(N,)``: each frame's relative amplitude misfit to a quick reconstruction of ``raw`` (normalised,
+    any size: crop it first), its brightness fitted in closed form."""
     dev = resolve_device(device)
     norm = raw.normalized()
     with torch.no_grad():
@@ -184,9 +184,7 @@ def frame_misfits(raw: RawData, z_um: float, *, iterations: int = 15, device="au
         if valid is not None:
             resid = torch.where(valid, resid, resid.clamp_max(0.0))
         energy = (meas * meas).sum(dim=(-2, -1)).clamp_min(1e-30)
-        misfit = torch.sqrt((resid * resid).sum(dim=(-2, -1)) / energy).cpu().numpy()
-        b, _ = fit_brightness(pred.square().cpu().numpy(), norm.intensities, norm.optics.bright_field)
-    return misfit, b
+        return torch.sqrt((resid * resid).sum(dim=(-2, -1)) / energy).cpu().numpy()
 
 
 def outlier_frames(misfit: np.ndarray, bright_field: np.ndarray) -> np.ndarray:
@@ -233,13 +231,13 @@ def check_measurement(raw: RawData, *, z_um: float | None = None, crop_px: int =
     a, b = found.pair()
     work = _central(raw, crop_px)
     stated = Calibration.identity(raw)
-    m_stated, _ = frame_misfits(work, z, iterations=iterations, device=device)
+    m_stated = frame_misfits(work, z, iterations=iterations, device=device)
     total_stated = float(np.sqrt(np.mean(m_stated**2)))
     totals = {}
     fits = {}
     for orient in (a, b):
         cal_o = found.fit_of(orient).calibration(raw)
-        m_o, _ = frame_misfits(cal_o.apply(work), z, iterations=iterations, device=device)
+        m_o = frame_misfits(cal_o.apply(work), z, iterations=iterations, device=device)
         totals[orient], fits[orient] = float(np.sqrt(np.mean(m_o**2))), (cal_o, m_o)
     if 0 in totals and total_stated <= totals[0]:
         totals[0], fits[0] = total_stated, (stated, m_stated)

@@ -123,7 +123,7 @@ def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device=
     drop = measured if opt.drop_bad_frames is None else bool(opt.drop_bad_frames)
     if drop:
         z = float(raw.z_um) if raw.z_um is not None else float(cal.report.get("z_um", 0.0)) if cal else 0.0
-        misfit, _ = frame_misfits(_central(data, 64), z, device=device)
+        misfit = frame_misfits(_central(data, 64), z, device=device)
         bad = outlier_frames(misfit, data.optics.bright_field)
         if bad.size and data.n_leds - bad.size >= 3:
             keep = np.setdiff1d(np.arange(data.n_leds), bad)
