@@ -43,6 +43,7 @@ prediction is ``b_i·I_pred + background``). If calibration does not lower it by
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Iterator
@@ -149,9 +150,19 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
     def stopped_event():
         return event("stopped", "calibration stopped; nothing applied", calibration=None, stopped=True)
 
+    fields: dict[bytes, tuple] = {}
+
     def field_of(c: Calibration):
+        """The corrected data under ``c`` and their quick reconstruction, computed once per distinct
+        data (the start, the geometry-only and the per-LED candidates are each asked for twice)."""
         data = _corrected(norm, c, level)
-        return data, quick_field(data, z, iterations=int(iterations), pupil_update=True, device=dev, stop=stop)
+        key = _data_key(data)
+        if key not in fields:
+            got = quick_field(data, z, iterations=int(iterations), pupil_update=True, device=dev, stop=stop)
+            if got is None:
+                return data, None
+            fields[key] = got
+        return data, fields[key]
 
     with torch.no_grad():
         base_data, base = field_of(nominal)
@@ -359,6 +370,13 @@ def _led_weights(data: RawData) -> np.ndarray:
     images at high NA carry little light and locate their LED poorly)."""
     energy = data.intensities.reshape(data.n_leds, -1).astype(np.float64).mean(1)
     return energy / max(float(energy.max()), 1e-20)
+
+
+def _data_key(data: RawData) -> bytes:
+    """A digest of what a quick reconstruction of ``data`` depends on (illumination NAs and frames)."""
+    h = hashlib.blake2b(np.ascontiguousarray(data.optics.na_illum, dtype=np.float64).tobytes(), digest_size=16)
+    h.update(np.ascontiguousarray(data.intensities).tobytes())
+    return h.digest()
 
 
 def _corrected(norm: RawData, cal: Calibration, level: float) -> RawData:
