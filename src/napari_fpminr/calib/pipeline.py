@@ -255,10 +255,16 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             # equally plausible; on the blue smear the file's placement wins, 0.151 against
             # 0.164). A start further away is not: the common part of a board shift is invisible to
             # the misfit (the object absorbs it as a tilt), so a candidate that keeps the file's wrong
-            # NAs can still fit well (measured: 2 mm, 6°, 6 % off: 35.2 dB against 40.0 dB)
+            # NAs can still fit well (measured: 2 mm, 6°, 6 % off: 35.2 dB against 40.0 dB). Such a
+            # start is the search's coarse placement (within a frequency bin): the per-LED candidate
+            # is then built on the rounds' board fit instead, which refines it (same corner:
+            # 35.2 dB from the search's placement, see docs/benchmarks.md for the board fit's)
             sources = [("", base_data, nominal)]
-            if file_data is not base_data and nominal.orientation == 0 and _near_file_placement(base_data, file_data):
+            moved = file_data is not base_data and nominal.orientation == 0
+            if moved and _near_file_placement(base_data, file_data):
                 sources.append((" (file's placement)", file_data, Calibration.identity(raw)))
+            elif file_data is not base_data and geometry:
+                sources = [(" (board fit)", field_of(geo_only)[0], geo_only)]
             for suffix, src_data, src_cal in sources:
                 na_clean = _positions_without_edge_leds(src_data, z, int(iterations), dev, stop, use_tilt)
                 if should_stop(stop):
