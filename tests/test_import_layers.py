@@ -23,7 +23,8 @@ LAYERS = [
     ("calib",),
     ("io",),
     ("tiles", "simulate", "volume"),
-    ("cli", "_napari"),
+    ("cli",),
+    ("_napari",),  # the napari glue may use the command line's texts; the command line imports no napari glue
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
