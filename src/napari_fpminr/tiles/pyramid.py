@@ -1,0 +1,315 @@
+"""A mosaic's pyramid levels decoded at their own resolution: anti-aliased, batched, cached.
+
+Level ``L`` (step ``s = 2**L`` hr px) holds, at level pixel ``(j, i)``, the **area average** of
+the blended full-resolution image over the hr block ``[j·s, (j+1)·s) × [i·s, (i+1)·s)``: for the
+amplitude ``mean(Σ_t w_t·scale_t·|o_t|)``, what a precomputed pyramid (2×2 averaging, as the
+OME-Zarr writer does) shows; the phase is averaged the same way. Level 0 is exactly
+:meth:`MosaicModel.render`.
+
+How. A low-rank tile's field ``o_t`` is band-limited: its spectral coefficients lie inside the
+synthetic aperture (:mod:`napari_fpminr.recon.lowrank`). So it can be decoded at the points of
+any regular grid of step ``d`` hr px, offset by a fraction of a pixel, with one inverse FFT of the
+grid's own size: each coefficient is multiplied by the phase ramp of the offset and folded onto
+the small grid. Level ``L`` decodes on the grid of step ``d = s / k`` (``k = ANTIALIAS = 2``
+from level 1 on) at the centre of every ``d × d`` block, takes ``|·|``, multiplies by the tile's
+blending weight averaged over each block (precomputed per tile and level) and averages ``k × k``
+blocks. Level 1 is thus exact (every hr pixel, 2×2 mean); a coarser level is the midpoint rule on
+``d``-blocks, and where the aperture does not fit the step-``d`` grid the coefficients beyond its
+Nyquist frequency are left out first. Low-passing the complex field alone (``k = 1``) is not
+enough for phase-rich samples (cells of phase up to 3 rad, level 2: 27 dB against the area
+average, 48 dB with ``k = 2``; docs/benchmarks.md, "Browsing"). The cost of a level is ``k²``
+times its pixel count, so it falls 4× per level instead of rising.
+
+Batches and budgets: all tiles a request needs that are not cached are decoded in ONE batched
+call per group of equal grid size (coefficients padded to a common length, one scatter, one
+batched ``ifft2``, one weighting, one pooling). The prepared tile models (coefficients in complex
+form, their folded copies per decode step) are kept in an LRU within ``model_budget_bytes``;
+decoded tile images (per tile, depth, level and part) in an LRU within ``image_budget_bytes``.
+Tiles of the feature-plane + MLP kind are decoded at full resolution and block-averaged (exact,
+slower). All methods are thread-safe; :meth:`MosaicPyramid.chunk` takes a ``cancelled`` callable
+so that a background prefetch stops between batches.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..recon.lowrank import LowRankField
+
+__all__ = ["ANTIALIAS", "MosaicPyramid", "level_steps"]
+
+ANTIALIAS = 2  # d-blocks averaged per level pixel and axis (levels >= 1)
+MODEL_BUDGET_BYTES = 512 << 20
+IMAGE_BUDGET_BYTES = 512 << 20
+
+
+def level_steps(hr_shape: tuple[int, int], preview_px: int = 512) -> list[int]:
+    """Steps ``1, 2, 4, ...`` until the whole field fits ``preview_px`` on its longer side."""
+    H, W = hr_shape
+    steps = [1]
+    while max(H, W) // steps[-1] > preview_px:
+        steps.append(steps[-1] * 2)
+    return steps
+
+
+class _LRU:
+    """Byte-budgeted LRU (not locked: the pyramid holds its lock around every use)."""
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self.items: OrderedDict = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key):
+        item = self.items.get(key)
+        if item is not None:
+            self.items.move_to_end(key)
+        return item
+
+    def put(self, key, value, nbytes: int) -> None:
+        if key in self.items:
+            self.bytes -= self.items.pop(key)[1]
+        self.items[key] = (value, int(nbytes))
+        self.bytes += int(nbytes)
+        while self.bytes > self.budget and len(self.items) > 1:
+            _, (_, n) = self.items.popitem(last=False)
+            self.bytes -= n
+
+
+class _Tile:
+    """A tile prepared for decoding: complex coefficients, signed bins, z line, weights."""
+
+    def __init__(self, mosaic, tile):
+        self.tile = tile
+        self.key = (tile.row, tile.col)
+        lay = mosaic.layout
+        self.t0, self.l0, self.th, self.tw = lay.hr_window(tile)
+        self.scale = float(mosaic.tiles[self.key]["amplitude_scale"])
+        wr, wc = lay.axis_weights(tile)
+        self.w_row, self.w_col = wr.astype(np.float64), wc.astype(np.float64)
+        model = mosaic.tile_model(tile.row, tile.col)
+        self.model = None
+        net = model.net
+        if isinstance(net, LowRankField) and tuple(net.arch.hr_shape) == (self.th, self.tw):
+            with torch.no_grad():
+                self.coef = torch.complex(net.coefficients[0], net.coefficients[1]).detach().cpu()  # (R, K)
+                self.line = torch.complex(net.z_line[0], net.z_line[1]).detach().cpu()  # (n_z, R)
+            idx = net.index.cpu().numpy()
+            my, mx = idx // self.tw, idx % self.tw
+            self.my = np.where(my >= self.th - self.th // 2, my - self.th, my)  # signed bins
+            self.mx = np.where(mx >= self.tw - self.tw // 2, mx - self.tw, mx)
+            self.z_range = (float(net.arch.z_min_um), float(net.arch.z_max_um), int(net.arch.n_z))
+        else:
+            self.model = model  # decoded through the model, at full resolution
+        self.folded: dict = {}  # (d, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
+        self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
+
+    def nbytes(self) -> int:
+        n = 0 if self.model is not None else self.coef.numel() * 8 + self.my.nbytes * 2
+        return n + sum(c.numel() * 8 + f.numel() * 8 for c, f in self.folded.values()) + 65536
+
+    def u(self, z_um: float) -> torch.Tensor:
+        """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
+        z_min, z_max, n_z = self.z_range
+        t = min(max((z_um - z_min) / (z_max - z_min) * (n_z - 1), 0.0), n_z - 1.0)
+        i0 = min(int(math.floor(t)), n_z - 2)
+        f = t - i0
+        return self.line[i0] * (1 - f) + self.line[i0 + 1] * f
+
+
+def _axis_geometry(t0: int, size: int, s: int, k: int):
+    """Decode grid of one tile axis: step ``d``, first global block ``g0``, offset, count, level start, pad."""
+    d = s // k
+    while d > 1 and size % d:
+        d //= 2  # the fold needs a whole number of samples per tile
+    k = s // d
+    g0 = math.ceil((t0 - (d - 1) / 2.0) / d)
+    phase = g0 * d + (d - 1) / 2.0 - t0  # position of the first sample in the tile, in [0, d)
+    lv0 = g0 // k
+    return d, k, g0, phase, size // d, lv0, g0 - lv0 * k
+
+
+def _block_means(w: np.ndarray, start: int, d: int, n: int) -> np.ndarray:
+    """Means of ``w`` (zero outside) over the ``n`` blocks ``[start + i·d, start + (i+1)·d)``."""
+    lo = min(start, 0)
+    padded = np.zeros(max(w.size, start + n * d) - lo)
+    padded[-lo:-lo + w.size] = w
+    seg = padded[start - lo:start - lo + n * d]
+    return seg.reshape(n, d).mean(axis=1)
+
+
+class MosaicPyramid:
+    """Anti-aliased, batched, cached pyramid of one :class:`~napari_fpminr.io.mosaic_file.MosaicModel`."""
+
+    def __init__(self, mosaic, model_budget_bytes: int = MODEL_BUDGET_BYTES,
+                 image_budget_bytes: int = IMAGE_BUDGET_BYTES, antialias: int = ANTIALIAS):
+        self.mosaic = mosaic
+        self.antialias = int(antialias)
+        self._models = _LRU(model_budget_bytes)
+        self._images = _LRU(image_budget_bytes)
+        self._lock = threading.RLock()
+        self._decode_lock = threading.Lock()
+        self.decoded_tiles = 0   # tile images decoded so far (tests, benchmarks)
+        self.decode_batches = 0  # batched decode calls so far
+
+    @property
+    def hr_shape(self) -> tuple[int, int]:
+        return self.mosaic.hr_shape
+
+    def level_shape(self, step: int) -> tuple[int, int]:
+        H, W = self.hr_shape
+        return (-(-H // step), -(-W // step))
+
+    # ---- tiles ---------------------------------------------------------------------------------
+    def _prepared(self, tile) -> _Tile:
+        with self._lock:
+            item = self._models.get((tile.row, tile.col))
+        if item is not None:
+            return item[0]
+        prep = _Tile(self.mosaic, tile)
+        with self._lock:
+            self._models.put(prep.key, prep, prep.nbytes())
+        return prep
+
+    def load_tiles(self, tiles=None) -> None:
+        """Prepare (read, check, convert) ``tiles`` (default: all) within the model budget."""
+        for tile in (tiles if tiles is not None else self.mosaic.layout.tiles()):
+            self._prepared(tile)
+
+    def _weights(self, prep: _Tile, s: int, k: int, gy, gx) -> tuple[np.ndarray, np.ndarray]:
+        key = (s, k)
+        w = prep.weights.get(key)
+        if w is None:
+            dy, _, g0y, _, ny, _, _ = gy
+            dx, _, g0x, _, nx, _, _ = gx
+            w = (_block_means(prep.w_row, g0y * dy - prep.t0, dy, ny),
+                 _block_means(prep.w_col, g0x * dx - prep.l0, dx, nx))
+            prep.weights[key] = w
+        return w
+
+    def _folded(self, prep: _Tile, gy, gx):
+        dy, _, _, py, ny, _, _ = gy
+        dx, _, _, px, nx, _, _ = gx
+        key = (dy, dx, py, px)
+        item = prep.folded.get(key)
+        if item is None:
+            keep = np.flatnonzero((prep.my >= -(ny // 2)) & (prep.my < ny - ny // 2)
+                                  & (prep.mx >= -(nx // 2)) & (prep.mx < nx - nx // 2))
+            my, mx = prep.my[keep], prep.mx[keep]
+            ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))) / math.sqrt(prep.th * prep.tw)
+            coef = prep.coef.index_select(1, torch.as_tensor(keep)) * torch.as_tensor(ramp.astype(np.complex64))[None]
+            item = (coef.contiguous(), torch.as_tensor((my % ny) * nx + (mx % nx)))
+            prep.folded[key] = item
+            with self._lock:
+                self._models.put(prep.key, prep, prep.nbytes())
+        return item
+
+    # ---- decoding --------------------------------------------------------------------------------
+    def tile_images(self, tiles, z_um: float, step: int, part: str = "amplitude",
+                    cancelled: Callable[[], bool] | None = None) -> list:
+        """``[(level_top, level_left, float32 image)]`` of ``tiles`` (cached, missing ones decoded in one batch)."""
+        zk = round(float(z_um), 6)
+        keys = [(t.row, t.col, zk, int(step), part) for t in tiles]
+        with self._lock:
+            found = {k: self._images.get(k) for k in keys}
+        missing = [t for t, k in zip(tiles, keys) if found[k] is None]
+        if missing:
+            if cancelled is not None and cancelled():
+                return []
+            with self._decode_lock:
+                with self._lock:  # another thread may have decoded some meanwhile
+                    missing = [t for t in missing if self._images.get((t.row, t.col, zk, int(step), part)) is None]
+                if missing:
+                    self._decode(missing, float(z_um), int(step), part)
+            with self._lock:
+                found = {k: self._images.get(k) for k in keys}
+        return [found[k][0] for k in keys if found[k] is not None]
+
+    def _decode(self, tiles, z_um: float, s: int, part: str) -> None:
+        k = min(self.antialias, s)
+        groups: dict = {}
+        for tile in tiles:
+            prep = self._prepared(tile)
+            if prep.model is not None:
+                self._decode_by_model(prep, z_um, s, part)
+                continue
+            gy = _axis_geometry(prep.t0, prep.th, s, k)
+            gx = _axis_geometry(prep.l0, prep.tw, s, k)
+            groups.setdefault((gy[0], gx[0], gy[4], gx[4], gy[1], gx[1], gy[6], gx[6]), []).append((prep, gy, gx))
+        for (_, _, ny, nx, ky, kx, pad_y, pad_x), members in groups.items():
+            self._decode_group(members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x)
+
+    def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> None:
+        B = len(members)
+        folded = [self._folded(p, gy, gx) for p, gy, gx in members]
+        r_max = max(c.shape[0] for c, _ in folded)
+        k_max = max(max(c.shape[1] for c, _ in folded), 1)
+        coef = torch.zeros(B, r_max, k_max, dtype=torch.complex64)
+        flat = torch.full((B, k_max), ny * nx, dtype=torch.int64)  # padding goes to a dropped slot
+        u = torch.zeros(B, 1, r_max, dtype=torch.complex64)
+        for b, ((p, _, _), (c, f)) in enumerate(zip(members, folded)):
+            coef[b, :c.shape[0], :c.shape[1]] = c
+            flat[b, :f.numel()] = f
+            u[b, 0, :c.shape[0]] = p.u(z_um)
+        vals = torch.bmm(u, coef)[:, 0]  # (B, K)
+        spec = torch.zeros(B, ny * nx + 1, dtype=torch.complex64).scatter_(1, flat, vals)
+        field = torch.fft.ifft2(spec[:, :-1].reshape(B, ny, nx), norm="forward")
+        if part == "amplitude":
+            img = field.abs() * torch.tensor([p.scale for p, _, _ in members], dtype=torch.float32)[:, None, None]
+        else:
+            img = field.angle()
+        w = [self._weights(p, s, min(self.antialias, s), gy, gx) for p, gy, gx in members]
+        wr = torch.as_tensor(np.stack([a for a, _ in w]), dtype=torch.float32)
+        wc = torch.as_tensor(np.stack([b for _, b in w]), dtype=torch.float32)
+        img = img * wr[:, :, None] * wc[:, None, :]
+        if ky > 1 or kx > 1:
+            back_y, back_x = -(pad_y + ny) % ky, -(pad_x + nx) % kx
+            img = F.pad(img[:, None], (pad_x, back_x, pad_y, back_y))
+            img = F.avg_pool2d(img, (ky, kx))[:, 0]
+        out = img.numpy()
+        with self._lock:
+            for b, (p, gy, gx) in enumerate(members):
+                a = np.ascontiguousarray(out[b])
+                self._images.put((p.key[0], p.key[1], round(z_um, 6), s, part), (gy[5], gx[5], a), a.nbytes)
+            self.decoded_tiles += B
+            self.decode_batches += 1
+
+    def _decode_by_model(self, prep: _Tile, z_um: float, s: int, part: str) -> None:
+        """Feature-plane + MLP tiles: full resolution, weighted, block-averaged onto the level grid."""
+        (img,) = prep.model.render_parts([z_um], (part,))
+        img = img[0] * (prep.scale if part == "amplitude" else 1.0) * np.outer(prep.w_row, prep.w_col)
+        y0, x0 = prep.t0 // s, prep.l0 // s
+        pad_y, pad_x = prep.t0 - y0 * s, prep.l0 - x0 * s
+        h, w = -(-(pad_y + prep.th) // s), -(-(pad_x + prep.tw) // s)
+        canvas = np.zeros((h * s, w * s), np.float64)
+        canvas[pad_y:pad_y + prep.th, pad_x:pad_x + prep.tw] = img
+        a = canvas.reshape(h, s, w, s).mean(axis=(1, 3)).astype(np.float32)
+        with self._lock:
+            self._images.put((prep.key[0], prep.key[1], round(z_um, 6), s, part), (y0, x0, a), a.nbytes)
+            self.decoded_tiles += 1
+
+    # ---- regions -----------------------------------------------------------------------------------
+    def region(self, z_um: float, step: int, region, part: str = "amplitude",
+               cancelled: Callable[[], bool] | None = None) -> np.ndarray | None:
+        """Level ``step``'s float32 image over the level-pixel ``region`` (top, left, h, w); ``None`` if cancelled."""
+        top, left, h, w = (int(v) for v in region)
+        H, W = self.hr_shape
+        out = np.zeros((h, w), np.float32)
+        hr = (top * step, left * step, min(h * step, H - top * step), min(w * step, W - left * step))
+        tiles = self.mosaic.layout.tiles_touching(*hr)
+        images = self.tile_images(tiles, z_um, step, part, cancelled)
+        if len(images) < len(tiles):
+            return None
+        for y0, x0, a in images:
+            ys, xs = max(top, y0), max(left, x0)
+            ye, xe = min(top + h, y0 + a.shape[0]), min(left + w, x0 + a.shape[1])
+            if ye > ys and xe > xs:
+                out[ys - top:ye - top, xs - left:xe - left] += a[ys - y0:ye - y0, xs - x0:xe - x0]
+        return out
