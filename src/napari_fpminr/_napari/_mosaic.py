@@ -17,6 +17,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from ..tiles.pyramid import MosaicPyramid, level_steps
 from ._layers import KIND_KEY, Z_KEY, Z_LABEL, z_planes
 
 __all__ = ["mosaic_layer_data", "MosaicLevels", "MOSAIC_KEY"]
@@ -28,34 +29,53 @@ PREVIEW_PX = 512
 
 
 class MosaicLevels:
-    """Dask pyramid of one part (``amplitude`` or ``phase``) of a mosaic, with a decoded-chunk LRU."""
+    """Dask pyramid of one part (``amplitude`` or ``phase``) of a mosaic, with a decoded-chunk LRU.
 
-    def __init__(self, mosaic, z_um: np.ndarray, part: str = "amplitude", cache_chunks: int = CHUNK_CACHE):
+    Chunks come from a shared :class:`~napari_fpminr.tiles.pyramid.MosaicPyramid` (each level
+    decoded at its own resolution, area-averaged); :meth:`prefetch` fills the chunk cache from a
+    background thread.
+    """
+
+    def __init__(self, mosaic, z_um: np.ndarray, part: str = "amplitude", cache_chunks: int = CHUNK_CACHE,
+                 pyramid: MosaicPyramid | None = None):
         self.mosaic = mosaic
+        self.pyramid = pyramid if pyramid is not None else MosaicPyramid(mosaic)
         self.z_um = np.asarray(z_um, np.float64)
         self.part = part
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = int(cache_chunks)
         self._lock = Lock()
         self.decoded_chunks = 0
-        H, W = mosaic.hr_shape
-        self.steps = [1]
-        while max(H, W) // self.steps[-1] > PREVIEW_PX:
-            self.steps.append(self.steps[-1] * 2)
+        self.steps = level_steps(mosaic.hr_shape, PREVIEW_PX)
 
-    def _chunk(self, iz: int, step: int, cy: int, cx: int) -> np.ndarray:
+    def cached(self, iz: int, step: int, cy: int, cx: int) -> bool:
+        with self._lock:
+            return (iz, step, cy, cx) in self._cache
+
+    def chunk_grid(self, step: int) -> tuple[int, int]:
+        ny, nx = self.pyramid.level_shape(step)
+        return (-(-ny // CHUNK_PX), -(-nx // CHUNK_PX))
+
+    def chunks_in(self, step: int, region) -> list[tuple[int, int]]:
+        """``(cy, cx)`` of the chunks of level ``step`` that meet the level-pixel ``region`` (top, left, h, w)."""
+        top, left, h, w = (int(v) for v in region)
+        gy, gx = self.chunk_grid(step)
+        ys = range(max(top // CHUNK_PX, 0), min(-(-(top + h) // CHUNK_PX), gy))
+        xs = range(max(left // CHUNK_PX, 0), min(-(-(left + w) // CHUNK_PX), gx))
+        return [(cy, cx) for cy in ys for cx in xs]
+
+    def _chunk(self, iz: int, step: int, cy: int, cx: int, cancelled=None) -> np.ndarray | None:
         key = (iz, step, cy, cx)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        H, W = self.mosaic.hr_shape
-        ny, nx = -(-H // step), -(-W // step)
+        ny, nx = self.pyramid.level_shape(step)
         y0, x0 = cy * CHUNK_PX, cx * CHUNK_PX
-        h, w = min(CHUNK_PX, ny - y0), min(CHUNK_PX, nx - x0)
-        region = (y0 * step, x0 * step, min((h - 1) * step + 1, H - y0 * step), min((w - 1) * step + 1, W - x0 * step))
-        (out,) = self.mosaic.render([self.z_um[iz]], region, step, parts=(self.part,))
-        out = out[0]
+        region = (y0, x0, min(CHUNK_PX, ny - y0), min(CHUNK_PX, nx - x0))
+        out = self.pyramid.region(float(self.z_um[iz]), step, region, self.part, cancelled)
+        if out is None:
+            return None
         with self._lock:
             self.decoded_chunks += 1
             self._cache[key] = out
@@ -92,10 +112,11 @@ def mosaic_layer_data(mosaic, z_um: np.ndarray | None = None, name: str | None =
     dx = float(mosaic.dx_hr_um)
     base = name or f"mosaic {mosaic.path.stem}"
     layers = []
-    amp = MosaicLevels(mosaic, z_um, "amplitude")
+    pyramid = MosaicPyramid(mosaic)
+    amp = MosaicLevels(mosaic, z_um, "amplitude", pyramid=pyramid)
     preview = amp._chunk(int(np.argmin(np.abs(z_um - np.median(z_um)))), amp.steps[-1], 0, 0)
     lo, hi = np.percentile(preview, [0.5, 99.5]) if preview.size else (0.0, 1.0)
-    for kind, levels, limits, cmap in (("phase", MosaicLevels(mosaic, z_um, "phase"), (-np.pi, np.pi),
+    for kind, levels, limits, cmap in (("phase", MosaicLevels(mosaic, z_um, "phase", pyramid=pyramid), (-np.pi, np.pi),
                                         "twilight_shifted"),
                                        ("amplitude", amp, (float(lo), float(max(hi, lo + 1e-6))), "gray")):
         arrays = levels.levels()
