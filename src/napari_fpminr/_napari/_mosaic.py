@@ -1,105 +1,157 @@
 """A whole-slide mosaic (``fpminr reconstruct --tile ... -o slide.fpminr``) as ONE lazy multiscale layer.
 
-Each pyramid level ``L`` is a dask array ``(z, y, x)`` of the whole field sampled every ``2**L``
-hr pixels, in chunks of ``CHUNK_PX``; z in µm is the first axis (scale and translate), x and y in
-µm. napari asks only for the chunks in view at the level it shows, so scrolling z or panning
-decodes only the tiles under those chunks (:meth:`MosaicModel.render`). Decoded chunks are kept
-in an LRU cache (``CHUNK_CACHE`` chunks, per layer) and the tile models behind them in the
-mosaic's own LRU cache, so going back to a recent view decodes nothing.
+Each pyramid level ``L`` is a :class:`LevelArray` ``(z, y, x)`` of the whole field at step
+``2**L`` hr px (napari's layer-data protocol: ``shape``, ``dtype``, ``ndim``, ``size``,
+``__getitem__``); z in µm is the first axis (scale and translate), x and y in µm. Indexing it with
+the view napari asks for decodes, in ONE batch, only the tiles under that view that are not cached
+(:class:`~napari_fpminr.tiles.pyramid.MosaicPyramid`: each level at its own resolution, area-
+averaged), so there is no chunk overhang and no per-chunk overhead. Decoded tile images stay in
+the pyramid's byte-budgeted cache, so going back to a recent view, or to a plane that the
+prefetcher decoded (:mod:`._prefetch`), only assembles cached tiles.
+
+Non-blocking mode (:attr:`MosaicLevels.placeholder`, set by :mod:`._mosaic_view` once the layer is
+on a canvas): a view whose tiles are not all decoded returns at once the same view from the
+coarsest level (repeated to size) and asks the callback to decode the real one in the background;
+the layer is refreshed when it is ready. Reading the data outside a viewer always decodes.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from threading import Lock
-from typing import Any
+from typing import Any, Callable
 
-import dask.array as da
 import numpy as np
 
 from ..tiles.pyramid import MosaicPyramid, level_steps
 from ._layers import KIND_KEY, Z_KEY, Z_LABEL, z_planes
 
-__all__ = ["mosaic_layer_data", "MosaicLevels", "MOSAIC_KEY"]
+__all__ = ["mosaic_layer_data", "MosaicLevels", "LevelArray", "MOSAIC_KEY"]
 
 MOSAIC_KEY = "fpminr_mosaic"
-CHUNK_PX = 512
-CHUNK_CACHE = 256
+LEVELS_KEY = "fpminr_levels"
 PREVIEW_PX = 512
 
 
 class MosaicLevels:
-    """Dask pyramid of one part (``amplitude`` or ``phase``) of a mosaic, with a decoded-chunk LRU.
+    """The pyramid of one part (``amplitude`` or ``phase``) of a mosaic at the layer's z planes."""
 
-    Chunks come from a shared :class:`~napari_fpminr.tiles.pyramid.MosaicPyramid` (each level
-    decoded at its own resolution, area-averaged); :meth:`prefetch` fills the chunk cache from a
-    background thread.
-    """
-
-    def __init__(self, mosaic, z_um: np.ndarray, part: str = "amplitude", cache_chunks: int = CHUNK_CACHE,
-                 pyramid: MosaicPyramid | None = None):
+    def __init__(self, mosaic, z_um: np.ndarray, part: str = "amplitude", pyramid: MosaicPyramid | None = None):
         self.mosaic = mosaic
         self.pyramid = pyramid if pyramid is not None else MosaicPyramid(mosaic)
         self.z_um = np.asarray(z_um, np.float64)
         self.part = part
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = int(cache_chunks)
-        self._lock = Lock()
-        self.decoded_chunks = 0
         self.steps = level_steps(mosaic.hr_shape, PREVIEW_PX)
+        self.views = 0          # views assembled (tests)
+        self.placeholders = 0   # views answered from the coarsest level while the real one decodes
+        #: non-blocking mode: ``placeholder(iz, step, region)`` is called for a view not decoded yet
+        self.placeholder: Callable[[int, int, tuple], None] | None = None
+        self._lock = Lock()
 
-    def cached(self, iz: int, step: int, cy: int, cx: int) -> bool:
-        with self._lock:
-            return (iz, step, cy, cx) in self._cache
+    def ready(self, iz: int, step: int, region) -> bool:
+        """Every tile under the view is decoded (reading it only assembles cached tiles)."""
+        return self.pyramid.has(float(self.z_um[iz]), step, self._hr(step, region), self.part)
 
-    def chunk_grid(self, step: int) -> tuple[int, int]:
-        ny, nx = self.pyramid.level_shape(step)
-        return (-(-ny // CHUNK_PX), -(-nx // CHUNK_PX))
+    def _hr(self, step: int, region) -> tuple[int, int, int, int]:
+        top, left, h, w = region
+        H, W = self.mosaic.hr_shape
+        return (top * step, left * step, min(h * step, H - top * step), min(w * step, W - left * step))
 
-    def chunks_in(self, step: int, region) -> list[tuple[int, int]]:
-        """``(cy, cx)`` of the chunks of level ``step`` that meet the level-pixel ``region`` (top, left, h, w)."""
-        top, left, h, w = (int(v) for v in region)
-        gy, gx = self.chunk_grid(step)
-        ys = range(max(top // CHUNK_PX, 0), min(-(-(top + h) // CHUNK_PX), gy))
-        xs = range(max(left // CHUNK_PX, 0), min(-(-(left + w) // CHUNK_PX), gx))
-        return [(cy, cx) for cy in ys for cx in xs]
-
-    def _chunk(self, iz: int, step: int, cy: int, cx: int, cancelled=None) -> np.ndarray | None:
-        key = (iz, step, cy, cx)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        ny, nx = self.pyramid.level_shape(step)
-        y0, x0 = cy * CHUNK_PX, cx * CHUNK_PX
-        region = (y0, x0, min(CHUNK_PX, ny - y0), min(CHUNK_PX, nx - x0))
+    def view(self, iz: int, step: int, region, cancelled=None) -> np.ndarray | None:
+        """Level ``step`` at plane ``iz`` over the level-pixel ``region`` (top, left, h, w)."""
         out = self.pyramid.region(float(self.z_um[iz]), step, region, self.part, cancelled)
-        if out is None:
-            return None
-        with self._lock:
-            self.decoded_chunks += 1
-            self._cache[key] = out
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        if out is not None:
+            with self._lock:
+                self.views += 1
         return out
 
-    def level(self, step: int) -> da.Array:
-        H, W = self.mosaic.hr_shape
-        ny, nx = -(-H // step), -(-W // step)
-        chunks = ((1,) * self.z_um.size, _split(ny), _split(nx))
+    def _shown(self, iz: int, step: int, region) -> np.ndarray:
+        """What the canvas gets: the view, or (non-blocking, not decoded yet) a coarse stand-in."""
+        callback = self.placeholder
+        if callback is None or step == self.steps[-1] or self.ready(iz, step, region):
+            return self.view(iz, step, region)
+        callback(iz, step, tuple(region))
+        coarse = self.steps[-1]
+        f = coarse // step
+        top, left, h, w = region
+        c_top, c_left = top // f, left // f
+        c_h, c_w = -(-(top + h) // f) - c_top, -(-(left + w) // f) - c_left
+        img = self.view(iz, coarse, (c_top, c_left, c_h, c_w))
+        big = np.repeat(np.repeat(img, f, axis=0), f, axis=1)
+        with self._lock:
+            self.placeholders += 1
+        return np.ascontiguousarray(big[top - c_top * f:top - c_top * f + h, left - c_left * f:left - c_left * f + w])
 
-        def block(block_info=None):
-            loc = block_info[None]["chunk-location"]
-            return self._chunk(loc[0], step, loc[1], loc[2])[None]
+    def level(self, step: int) -> "LevelArray":
+        return LevelArray(self, step)
 
-        return da.map_blocks(block, dtype=np.float32, chunks=chunks, meta=np.empty((0, 0, 0), np.float32))
-
-    def levels(self) -> list[da.Array]:
+    def levels(self) -> list["LevelArray"]:
         return [self.level(s) for s in self.steps]
 
 
-def _split(n: int) -> tuple[int, ...]:
-    return tuple(min(CHUNK_PX, n - s) for s in range(0, n, CHUNK_PX))
+class LevelArray:
+    """One level as napari layer data: ``(z, y, x)`` float32, decoded where it is indexed."""
+
+    def __init__(self, levels: MosaicLevels, step: int):
+        self.levels = levels
+        self.step = int(step)
+        ny, nx = levels.pyramid.level_shape(self.step)
+        self.shape = (int(levels.z_um.size), ny, nx)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LevelArray({self.levels.part}, step {self.step}, shape {self.shape})"
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (3 - len(key))
+        if len(key) != 3:
+            raise IndexError(f"too many indices for a 3-axis level: {key}")
+        zs, ys, xs = key
+        ranges = []
+        for k, n in zip((ys, xs), self.shape[1:]):
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} out of range for {n}")
+                ranges.append((i, i + 1, 1, True))
+            elif isinstance(k, slice):
+                start, stop, stride = k.indices(n)
+                if stride < 1:
+                    raise IndexError("negative steps are not supported")
+                ranges.append((start, max(stop, start), stride, False))
+            else:
+                raise IndexError(f"unsupported index {k!r}")
+        (y0, y1, sy, y_int), (x0, x1, sx, x_int) = ranges
+        iz = np.arange(self.shape[0])[zs]
+        planes = [self._plane(int(i), y0, y1, x0, x1) for i in np.atleast_1d(iz)]
+        out = np.stack(planes) if planes else np.zeros((0, y1 - y0, x1 - x0), np.float32)
+        out = out[:, ::sy, ::sx]
+        if y_int:
+            out = out[:, 0]
+        if x_int:
+            out = out[..., 0]
+        return out[0] if np.ndim(iz) == 0 else out
+
+    def _plane(self, iz: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)
+        return self.levels._shown(iz, self.step, (y0, x0, y1 - y0, x1 - x0))
 
 
 def mosaic_layer_data(mosaic, z_um: np.ndarray | None = None, name: str | None = None) -> list[tuple[Any, dict, str]]:
@@ -114,7 +166,8 @@ def mosaic_layer_data(mosaic, z_um: np.ndarray | None = None, name: str | None =
     layers = []
     pyramid = MosaicPyramid(mosaic)
     amp = MosaicLevels(mosaic, z_um, "amplitude", pyramid=pyramid)
-    preview = amp._chunk(int(np.argmin(np.abs(z_um - np.median(z_um)))), amp.steps[-1], 0, 0)
+    coarse = amp.level(amp.steps[-1])
+    preview = coarse[int(np.argmin(np.abs(z_um - np.median(z_um))))]
     lo, hi = np.percentile(preview, [0.5, 99.5]) if preview.size else (0.0, 1.0)
     for kind, levels, limits, cmap in (("phase", MosaicLevels(mosaic, z_um, "phase", pyramid=pyramid), (-np.pi, np.pi),
                                         "twilight_shifted"),
@@ -122,7 +175,7 @@ def mosaic_layer_data(mosaic, z_um: np.ndarray | None = None, name: str | None =
         arrays = levels.levels()
         meta = {"name": f"{base} {kind}", "scale": (dz, dx, dx), "translate": (float(z_um[0]), 0.0, 0.0),
                 "units": ("µm", "µm", "µm"), "axis_labels": (Z_LABEL, "y", "x"), "multiscale": len(arrays) > 1,
-                "colormap": cmap, "contrast_limits": limits, "visible": kind == "amplitude",
-                "metadata": {MOSAIC_KEY: mosaic, Z_KEY: z_um, KIND_KEY: kind, "fpminr_levels": levels}}
+                "colormap": cmap, "contrast_limits": limits, "visible": kind == "amplitude", "cache": False,
+                "metadata": {MOSAIC_KEY: mosaic, Z_KEY: z_um, KIND_KEY: kind, LEVELS_KEY: levels}}
         layers.append((arrays if len(arrays) > 1 else arrays[0], meta, "image"))
     return layers

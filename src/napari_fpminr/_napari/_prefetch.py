@@ -1,7 +1,7 @@
-"""Background decoding of the view's neighbouring z planes (and of chunks not ready yet).
+"""Background decoding of the view's neighbouring z planes (and of a view not decoded yet).
 
 :class:`Prefetcher` owns ONE daemon thread. :meth:`Prefetcher.schedule` replaces whatever it was
-doing with a new request (the view at ``iz`` of level ``step``): first the chunks of that view not
+doing with a new request (the view at ``iz`` of level ``step``): first the tiles of that view not
 decoded yet (so that a canvas showing a coarser placeholder gets its finer level), then the same
 view at ``iz ± 1``, ``iz ± 2`` ... up to ``depth`` planes away. A request that is superseded stops
 between tile batches (:meth:`MosaicPyramid.tile_images` checks its ``cancelled`` callable), so a
@@ -84,13 +84,11 @@ class Prefetcher:
             for lv in self.levels:
                 if parts is not None and lv.part not in parts:
                     continue
-                if not 0 <= z < lv.z_um.size:
+                if not 0 <= z < lv.z_um.size or lv.ready(z, step, region):
                     continue
-                for cy, cx in lv.chunks_in(step, region):
-                    if cancelled():
-                        return
-                    if not lv.cached(z, step, cy, cx):
-                        lv._chunk(z, step, cy, cx, cancelled)
+                if cancelled():
+                    return
+                lv.view(z, step, region, cancelled)  # one batch: every tile under the view
             if cancelled():
                 return
             self.completed += 1

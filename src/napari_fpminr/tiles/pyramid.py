@@ -46,7 +46,7 @@ from ..recon.lowrank import LowRankField
 __all__ = ["ANTIALIAS", "MosaicPyramid", "level_steps"]
 
 ANTIALIAS = 2  # d-blocks averaged per level pixel and axis (levels >= 1)
-MODEL_BUDGET_BYTES = 512 << 20
+MODEL_BUDGET_BYTES = 1 << 30
 IMAGE_BUDGET_BYTES = 512 << 20
 
 
@@ -99,12 +99,14 @@ class _Tile:
         net = model.net
         if isinstance(net, LowRankField) and tuple(net.arch.hr_shape) == (self.th, self.tw):
             with torch.no_grad():
-                self.coef = torch.complex(net.coefficients[0], net.coefficients[1]).detach().cpu()  # (R, K)
+                    # (R, K), scaled for an unnormalised inverse DFT: o = Σ c·e^{...} (ortho: 1/sqrt(h·w))
+                self.coef = (torch.complex(net.coefficients[0], net.coefficients[1]).detach().cpu()
+                             / math.sqrt(self.th * self.tw))
                 self.line = torch.complex(net.z_line[0], net.z_line[1]).detach().cpu()  # (n_z, R)
             idx = net.index.cpu().numpy()
             my, mx = idx // self.tw, idx % self.tw
-            self.my = np.where(my >= self.th - self.th // 2, my - self.th, my)  # signed bins
-            self.mx = np.where(mx >= self.tw - self.tw // 2, mx - self.tw, mx)
+            self.my = np.where(my >= self.th - self.th // 2, my - self.th, my).astype(np.int16)  # signed bins
+            self.mx = np.where(mx >= self.tw - self.tw // 2, mx - self.tw, mx).astype(np.int16)
             self.z_range = (float(net.arch.z_min_um), float(net.arch.z_max_um), int(net.arch.n_z))
         else:
             self.model = model  # decoded through the model, at full resolution
@@ -113,7 +115,8 @@ class _Tile:
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.numel() * 8 + self.my.nbytes * 2
-        return n + sum(c.numel() * 8 + f.numel() * 8 for c, f in self.folded.values()) + 65536
+        return n + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
+                       for c, f in self.folded.values()) + 65536
 
     def u(self, z_um: float) -> torch.Tensor:
         """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
@@ -202,10 +205,14 @@ class MosaicPyramid:
         if item is None:
             keep = np.flatnonzero((prep.my >= -(ny // 2)) & (prep.my < ny - ny // 2)
                                   & (prep.mx >= -(nx // 2)) & (prep.mx < nx - nx // 2))
-            my, mx = prep.my[keep], prep.mx[keep]
-            ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))) / math.sqrt(prep.th * prep.tw)
-            coef = prep.coef.index_select(1, torch.as_tensor(keep)) * torch.as_tensor(ramp.astype(np.complex64))[None]
-            item = (coef.contiguous(), torch.as_tensor((my % ny) * nx + (mx % nx)))
+            my, mx = prep.my[keep].astype(np.int64), prep.mx[keep].astype(np.int64)
+            flat = torch.as_tensor((my % ny) * nx + (mx % nx))
+            if py == 0 and px == 0 and keep.size == prep.coef.shape[1]:
+                coef = prep.coef  # the full grid, no offset: the coefficients themselves (no copy)
+            else:
+                ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw)))
+                coef = prep.coef.index_select(1, torch.as_tensor(keep)) * torch.as_tensor(ramp.astype(np.complex64))[None]
+            item = (coef.contiguous(), flat)
             prep.folded[key] = item
             with self._lock:
                 self._models.put(prep.key, prep, prep.nbytes())
@@ -249,26 +256,21 @@ class MosaicPyramid:
     def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> None:
         B = len(members)
         folded = [self._folded(p, gy, gx) for p, gy, gx in members]
-        r_max = max(c.shape[0] for c, _ in folded)
-        k_max = max(max(c.shape[1] for c, _ in folded), 1)
-        coef = torch.zeros(B, r_max, k_max, dtype=torch.complex64)
-        flat = torch.full((B, k_max), ny * nx, dtype=torch.int64)  # padding goes to a dropped slot
-        u = torch.zeros(B, 1, r_max, dtype=torch.complex64)
+        spec = torch.zeros(B, ny * nx, dtype=torch.complex64)
         for b, ((p, _, _), (c, f)) in enumerate(zip(members, folded)):
-            coef[b, :c.shape[0], :c.shape[1]] = c
-            flat[b, :f.numel()] = f
-            u[b, 0, :c.shape[0]] = p.u(z_um)
-        vals = torch.bmm(u, coef)[:, 0]  # (B, K)
-        spec = torch.zeros(B, ny * nx + 1, dtype=torch.complex64).scatter_(1, flat, vals)
-        field = torch.fft.ifft2(spec[:, :-1].reshape(B, ny, nx), norm="forward")
-        if part == "amplitude":
-            img = field.abs() * torch.tensor([p.scale for p, _, _ in members], dtype=torch.float32)[:, None, None]
-        else:
-            img = field.angle()
+            spec[b].scatter_(0, f, p.u(z_um)[None, :c.shape[0]].matmul(c)[0])
+        field = torch.fft.ifft2(spec.reshape(B, ny, nx), norm="forward")
         w = [self._weights(p, s, min(self.antialias, s), gy, gx) for p, gy, gx in members]
         wr = torch.as_tensor(np.stack([a for a, _ in w]), dtype=torch.float32)
         wc = torch.as_tensor(np.stack([b for _, b in w]), dtype=torch.float32)
-        img = img * wr[:, :, None] * wc[:, None, :]
+        if part == "amplitude":
+            re = torch.view_as_real(field)
+            img = re[..., 0] * re[..., 0]
+            img.addcmul_(re[..., 1], re[..., 1]).sqrt_()
+            wr = wr * torch.tensor([p.scale for p, _, _ in members], dtype=torch.float32)[:, None]
+        else:
+            img = field.angle()
+        img.mul_(wr[:, :, None]).mul_(wc[:, None, :])
         if ky > 1 or kx > 1:
             back_y, back_x = -(pad_y + ny) % ky, -(pad_x + nx) % kx
             img = F.pad(img[:, None], (pad_x, back_x, pad_y, back_y))
@@ -276,7 +278,7 @@ class MosaicPyramid:
         out = img.numpy()
         with self._lock:
             for b, (p, gy, gx) in enumerate(members):
-                a = np.ascontiguousarray(out[b])
+                a = out[b]
                 self._images.put((p.key[0], p.key[1], round(z_um, 6), s, part), (gy[5], gx[5], a), a.nbytes)
             self.decoded_tiles += B
             self.decode_batches += 1
@@ -296,6 +298,13 @@ class MosaicPyramid:
             self.decoded_tiles += 1
 
     # ---- regions -----------------------------------------------------------------------------------
+    def has(self, z_um: float, step: int, hr_region, part: str = "amplitude") -> bool:
+        """Every tile under the hr region is decoded at ``z_um`` and level ``step`` (cached)."""
+        zk = round(float(z_um), 6)
+        tiles = self.mosaic.layout.tiles_touching(*hr_region)
+        with self._lock:
+            return all((t.row, t.col, zk, int(step), part) in self._images.items for t in tiles)
+
     def region(self, z_um: float, step: int, region, part: str = "amplitude",
                cancelled: Callable[[], bool] | None = None) -> np.ndarray | None:
         """Level ``step``'s float32 image over the level-pixel ``region`` (top, left, h, w); ``None`` if cancelled."""
