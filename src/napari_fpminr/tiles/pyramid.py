@@ -42,11 +42,16 @@ import torch
 import torch.nn.functional as F
 
 from ..recon.lowrank import LowRankField
+from .gram import apply_grams, gram_weights, tile_grams
 
 __all__ = ["ANTIALIAS", "MosaicPyramid", "level_steps"]
 
 ANTIALIAS = 2  # d-blocks averaged per level pixel and axis (levels >= 1)
-MODEL_BUDGET_BYTES = 1 << 30
+#: intra-op threads of a decode: its batched ops are small, and on the shared 2-core machine a
+#: 1024² view took 37 ms on one thread and 105 ms on two (thread synchronisation under load)
+DECODE_THREADS = 1
+GRAM_MIN_STEP = 4  # amplitude of levels with this step and coarser: from precomputed Gram images (gram.py)
+MODEL_BUDGET_BYTES = 2 << 30
 IMAGE_BUDGET_BYTES = 512 << 20
 
 
@@ -112,11 +117,13 @@ class _Tile:
             self.model = model  # decoded through the model, at full resolution
         self.folded: dict = {}  # (d, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
         self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
+        self.grams: dict | None = None  # s -> (level top, level left, G, wbar) (gram.py)
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.numel() * 8 + self.my.nbytes * 2
-        return n + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
-                       for c, f in self.folded.values()) + 65536
+        g = sum(G.numel() * 4 + wb.numel() * 4 for _, _, G, wb in (self.grams or {}).values())
+        return n + g + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
+                           for c, f in self.folded.values()) + 65536
 
     def u(self, z_um: float) -> torch.Tensor:
         """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
@@ -152,9 +159,12 @@ class MosaicPyramid:
     """Anti-aliased, batched, cached pyramid of one :class:`~napari_fpminr.io.mosaic_file.MosaicModel`."""
 
     def __init__(self, mosaic, model_budget_bytes: int = MODEL_BUDGET_BYTES,
-                 image_budget_bytes: int = IMAGE_BUDGET_BYTES, antialias: int = ANTIALIAS):
+                 image_budget_bytes: int = IMAGE_BUDGET_BYTES, antialias: int = ANTIALIAS,
+                 gram_min_step: int | None = GRAM_MIN_STEP):
         self.mosaic = mosaic
         self.antialias = int(antialias)
+        self.gram_steps = [s for s in level_steps(mosaic.hr_shape)[1:]
+                           if gram_min_step is not None and s >= gram_min_step]
         self._models = _LRU(model_budget_bytes)
         self._images = _LRU(image_budget_bytes)
         self._lock = threading.RLock()
@@ -234,24 +244,53 @@ class MosaicPyramid:
                 with self._lock:  # another thread may have decoded some meanwhile
                     missing = [t for t in missing if self._images.get((t.row, t.col, zk, int(step), part)) is None]
                 if missing:
-                    self._decode(missing, float(z_um), int(step), part)
+                    before = torch.get_num_threads()
+                    torch.set_num_threads(DECODE_THREADS)
+                    try:
+                        self._decode(missing, float(z_um), int(step), part)
+                    finally:
+                        torch.set_num_threads(before)
             with self._lock:
                 found = {k: self._images.get(k) for k in keys}
         return [found[k][0] for k in keys if found[k] is not None]
 
     def _decode(self, tiles, z_um: float, s: int, part: str) -> None:
-        k = min(self.antialias, s)
+        k = min(self.antialias if part == "amplitude" else 1, s)  # the phase: of the low-passed field
         groups: dict = {}
+        gram_groups: dict = {}
         for tile in tiles:
             prep = self._prepared(tile)
             if prep.model is not None:
                 self._decode_by_model(prep, z_um, s, part)
+                continue
+            if part == "amplitude" and s in self.gram_steps:
+                y0, x0, G, wb = self._grams(prep)[s]
+                gram_groups.setdefault(tuple(G.shape), []).append((prep, y0, x0, G, wb))
                 continue
             gy = _axis_geometry(prep.t0, prep.th, s, k)
             gx = _axis_geometry(prep.l0, prep.tw, s, k)
             groups.setdefault((gy[0], gx[0], gy[4], gx[4], gy[1], gx[1], gy[6], gx[6]), []).append((prep, gy, gx))
         for (_, _, ny, nx, ky, kx, pad_y, pad_x), members in groups.items():
             self._decode_group(members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x)
+        for members in gram_groups.values():
+            v = torch.stack([gram_weights(p.u(z_um)) for p, *_ in members])
+            out = apply_grams(torch.stack([m[3] for m in members]), torch.stack([m[4] for m in members]), v).numpy()
+            with self._lock:
+                for b, (p, y0, x0, _, _) in enumerate(members):
+                    self._images.put((p.key[0], p.key[1], round(z_um, 6), s, part), (y0, x0, out[b]), out[b].nbytes)
+                self.decoded_tiles += len(members)
+                self.decode_batches += 1
+
+    def _grams(self, prep: _Tile) -> dict:
+        if prep.grams is None:
+            g1 = _axis_geometry(prep.t0, prep.th, 1, 1)
+            g2 = _axis_geometry(prep.l0, prep.tw, 1, 1)
+            coef, flat = self._folded(prep, g1, g2)
+            prep.grams = tile_grams(coef, flat, (prep.th, prep.tw), prep.w_row, prep.w_col, prep.scale,
+                                    (prep.t0, prep.l0), self.gram_steps)
+            with self._lock:
+                self._models.put(prep.key, prep, prep.nbytes())
+        return prep.grams
 
     def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> None:
         B = len(members)
@@ -260,7 +299,7 @@ class MosaicPyramid:
         for b, ((p, _, _), (c, f)) in enumerate(zip(members, folded)):
             spec[b].scatter_(0, f, p.u(z_um)[None, :c.shape[0]].matmul(c)[0])
         field = torch.fft.ifft2(spec.reshape(B, ny, nx), norm="forward")
-        w = [self._weights(p, s, min(self.antialias, s), gy, gx) for p, gy, gx in members]
+        w = [self._weights(p, s, ky, gy, gx) for p, gy, gx in members]
         wr = torch.as_tensor(np.stack([a for a, _ in w]), dtype=torch.float32)
         wc = torch.as_tensor(np.stack([b for _, b in w]), dtype=torch.float32)
         if part == "amplitude":
