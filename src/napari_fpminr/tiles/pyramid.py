@@ -3,8 +3,8 @@
 Level ``L`` (step ``s = 2**L`` hr px) holds, at level pixel ``(j, i)``, the **area average** of
 the blended full-resolution image over the hr block ``[j·s, (j+1)·s) × [i·s, (i+1)·s)``: for the
 amplitude ``mean(Σ_t w_t·scale_t·|o_t|)``, what a precomputed pyramid (2×2 averaging, as the
-OME-Zarr writer does) shows; the phase is averaged the same way. Level 0 is exactly
-:meth:`MosaicModel.render`.
+OME-Zarr writer does) shows. Level 0 is exactly :meth:`MosaicModel.render`. The phase of a
+coarser level is the blended phase of the complex field low-passed to the level's band.
 
 How. A low-rank tile's field ``o_t`` is band-limited: its spectral coefficients lie inside the
 synthetic aperture (:mod:`napari_fpminr.recon.lowrank`). So it can be decoded at the points of
@@ -16,18 +16,19 @@ blending weight averaged over each block (precomputed per tile and level) and av
 blocks. Level 1 is thus exact (every hr pixel, 2×2 mean); a coarser level is the midpoint rule on
 ``d``-blocks, and where the aperture does not fit the step-``d`` grid the coefficients beyond its
 Nyquist frequency are left out first. Low-passing the complex field alone (``k = 1``) is not
-enough for phase-rich samples (cells of phase up to 3 rad, level 2: 27 dB against the area
-average, 48 dB with ``k = 2``; docs/benchmarks.md, "Browsing"). The cost of a level is ``k²``
+enough for phase-rich samples: on the benchmark's slide (cells of phase up to 3 rad, 2 µm out of
+focus) level 2 scores 24.6 dB against the area average that way, 41.8 dB with ``k = 2``, and
+point subsampling 17.1 dB (docs/benchmarks.md, "Browsing"). The cost of a level is ``k²``
 times its pixel count, so it falls 4× per level instead of rising.
 
 Batches and budgets: all tiles a request needs that are not cached are decoded in ONE batched
-call per group of equal grid size (coefficients padded to a common length, one scatter, one
-batched ``ifft2``, one weighting, one pooling). The prepared tile models (coefficients in complex
+call per group of equal grid geometry (one spectrum buffer, a scatter per tile, one batched
+``ifft2``, one amplitude, weighting and pooling pass). The prepared tile models (coefficients in complex
 form, their folded copies per decode step) are kept in an LRU within ``model_budget_bytes``;
 decoded tile images (per tile, depth, level and part) in an LRU within ``image_budget_bytes``.
 Tiles of the feature-plane + MLP kind are decoded at full resolution and block-averaged (exact,
-slower). All methods are thread-safe; :meth:`MosaicPyramid.chunk` takes a ``cancelled`` callable
-so that a background prefetch stops between batches.
+slower). All methods are thread-safe; :meth:`MosaicPyramid.region` takes a ``cancelled`` callable
+so that a superseded background prefetch does not start its batch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import torch
 import torch.nn.functional as F
 
 from ..recon.lowrank import LowRankField
-from .gram import apply_grams, gram_weights, tile_grams
 
 __all__ = ["ANTIALIAS", "MosaicPyramid", "level_steps"]
 
@@ -50,7 +50,6 @@ ANTIALIAS = 2  # d-blocks averaged per level pixel and axis (levels >= 1)
 #: intra-op threads of a decode: its batched ops are small, and on the shared 2-core machine a
 #: 1024² view took 37 ms on one thread and 105 ms on two (thread synchronisation under load)
 DECODE_THREADS = 1
-GRAM_MIN_STEP = 4  # amplitude of levels with this step and coarser: from precomputed Gram images (gram.py)
 MODEL_BUDGET_BYTES = 2 << 30
 IMAGE_BUDGET_BYTES = 512 << 20
 
@@ -117,12 +116,10 @@ class _Tile:
             self.model = model  # decoded through the model, at full resolution
         self.folded: dict = {}  # (d, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
         self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
-        self.grams: dict | None = None  # s -> (level top, level left, G, wbar) (gram.py)
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.numel() * 8 + self.my.nbytes * 2
-        g = sum(G.numel() * 4 + wb.numel() * 4 for _, _, G, wb in (self.grams or {}).values())
-        return n + g + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
+        return n + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
                            for c, f in self.folded.values()) + 65536
 
     def u(self, z_um: float) -> torch.Tensor:
@@ -159,12 +156,9 @@ class MosaicPyramid:
     """Anti-aliased, batched, cached pyramid of one :class:`~napari_fpminr.io.mosaic_file.MosaicModel`."""
 
     def __init__(self, mosaic, model_budget_bytes: int = MODEL_BUDGET_BYTES,
-                 image_budget_bytes: int = IMAGE_BUDGET_BYTES, antialias: int = ANTIALIAS,
-                 gram_min_step: int | None = GRAM_MIN_STEP):
+                 image_budget_bytes: int = IMAGE_BUDGET_BYTES, antialias: int = ANTIALIAS):
         self.mosaic = mosaic
         self.antialias = int(antialias)
-        self.gram_steps = [s for s in level_steps(mosaic.hr_shape)[1:]
-                           if gram_min_step is not None and s >= gram_min_step]
         self._models = _LRU(model_budget_bytes)
         self._images = _LRU(image_budget_bytes)
         self._lock = threading.RLock()
@@ -257,40 +251,16 @@ class MosaicPyramid:
     def _decode(self, tiles, z_um: float, s: int, part: str) -> None:
         k = min(self.antialias if part == "amplitude" else 1, s)  # the phase: of the low-passed field
         groups: dict = {}
-        gram_groups: dict = {}
         for tile in tiles:
             prep = self._prepared(tile)
             if prep.model is not None:
                 self._decode_by_model(prep, z_um, s, part)
-                continue
-            if part == "amplitude" and s in self.gram_steps:
-                y0, x0, G, wb = self._grams(prep)[s]
-                gram_groups.setdefault(tuple(G.shape), []).append((prep, y0, x0, G, wb))
                 continue
             gy = _axis_geometry(prep.t0, prep.th, s, k)
             gx = _axis_geometry(prep.l0, prep.tw, s, k)
             groups.setdefault((gy[0], gx[0], gy[4], gx[4], gy[1], gx[1], gy[6], gx[6]), []).append((prep, gy, gx))
         for (_, _, ny, nx, ky, kx, pad_y, pad_x), members in groups.items():
             self._decode_group(members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x)
-        for members in gram_groups.values():
-            v = torch.stack([gram_weights(p.u(z_um)) for p, *_ in members])
-            out = apply_grams(torch.stack([m[3] for m in members]), torch.stack([m[4] for m in members]), v).numpy()
-            with self._lock:
-                for b, (p, y0, x0, _, _) in enumerate(members):
-                    self._images.put((p.key[0], p.key[1], round(z_um, 6), s, part), (y0, x0, out[b]), out[b].nbytes)
-                self.decoded_tiles += len(members)
-                self.decode_batches += 1
-
-    def _grams(self, prep: _Tile) -> dict:
-        if prep.grams is None:
-            g1 = _axis_geometry(prep.t0, prep.th, 1, 1)
-            g2 = _axis_geometry(prep.l0, prep.tw, 1, 1)
-            coef, flat = self._folded(prep, g1, g2)
-            prep.grams = tile_grams(coef, flat, (prep.th, prep.tw), prep.w_row, prep.w_col, prep.scale,
-                                    (prep.t0, prep.l0), self.gram_steps)
-            with self._lock:
-                self._models.put(prep.key, prep, prep.nbytes())
-        return prep.grams
 
     def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> None:
         B = len(members)
