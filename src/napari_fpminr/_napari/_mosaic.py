@@ -9,10 +9,11 @@ averaged), so there is no chunk overhang and no per-chunk overhead. Decoded tile
 the pyramid's byte-budgeted cache, so going back to a recent view, or to a plane that the
 prefetcher decoded (:mod:`._prefetch`), only assembles cached tiles.
 
-Non-blocking mode (:attr:`MosaicLevels.placeholder`, set by :mod:`._mosaic_view` once the layer is
-on a canvas): a view whose tiles are not all decoded returns at once the same view from the
-coarsest level (repeated to size) and asks the callback to decode the real one in the background;
-the layer is refreshed when it is ready. Reading the data outside a viewer always decodes.
+Non-blocking mode (:attr:`MosaicLevels.nonblocking`, set by :mod:`._mosaic_view` once the layer
+is on a canvas): a view whose tiles are not all decoded returns at once the same view from the
+coarsest level (repeated to size) and the glue's :attr:`MosaicLevels.on_view` has it decoded in
+the background; the layer is refreshed when it is ready. Reading the data outside a viewer
+always decodes.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class MosaicLevels:
         self.steps = level_steps(mosaic.hr_shape, PREVIEW_PX)
         self.views = 0          # views assembled (tests)
         self.placeholders = 0   # views answered from the coarsest level while the real one decodes
-        #: non-blocking mode: ``placeholder(iz, step, region)`` is called for a view not decoded yet
-        self.placeholder: Callable[[int, int, tuple], None] | None = None
+        #: ``on_view(iz, step, region, shown_placeholder)``: called for every view read (the glue's prefetch)
+        self.on_view: Callable[[int, int, tuple, bool], None] | None = None
+        #: answer a view that is not decoded yet with the coarsest level at once (canvas mode)
+        self.nonblocking = False
         self._lock = Lock()
 
     def ready(self, iz: int, step: int, region) -> bool:
@@ -66,10 +69,12 @@ class MosaicLevels:
 
     def _shown(self, iz: int, step: int, region) -> np.ndarray:
         """What the canvas gets: the view, or (non-blocking, not decoded yet) a coarse stand-in."""
-        callback = self.placeholder
-        if callback is None or step == self.steps[-1] or self.ready(iz, step, region):
-            return self.view(iz, step, region)
-        callback(iz, step, tuple(region))
+        region = tuple(int(v) for v in region)
+        if not self.nonblocking or step == self.steps[-1] or self.ready(iz, step, region):
+            out = self.view(iz, step, region)
+            if self.on_view is not None:
+                self.on_view(iz, step, region, False)
+            return out
         coarse = self.steps[-1]
         f = coarse // step
         top, left, h, w = region
@@ -79,6 +84,8 @@ class MosaicLevels:
         big = np.repeat(np.repeat(img, f, axis=0), f, axis=1)
         with self._lock:
             self.placeholders += 1
+        if self.on_view is not None:
+            self.on_view(iz, step, region, True)
         return np.ascontiguousarray(big[top - c_top * f:top - c_top * f + h, left - c_left * f:left - c_left * f + w])
 
     def level(self, step: int) -> "LevelArray":

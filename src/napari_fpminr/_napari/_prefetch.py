@@ -25,6 +25,7 @@ class Prefetcher:
         self.on_ready = on_ready
         self._generation = 0
         self._job = None
+        self._request = None
         self._cv = threading.Condition()
         self._idle = threading.Event()
         self._idle.set()
@@ -35,9 +36,13 @@ class Prefetcher:
 
     def schedule(self, iz: int, step: int, region, visible_parts=None) -> None:
         """Decode the view ``region`` (level px: top, left, h, w) of level ``step`` at ``iz``, then its z neighbours."""
+        request = (int(iz), int(step), tuple(int(v) for v in region), visible_parts)
         with self._cv:
+            if request == self._request and not self._idle.is_set():
+                return  # already at work on exactly this
+            self._request = request
             self._generation += 1
-            self._job = (self._generation, int(iz), int(step), tuple(int(v) for v in region), visible_parts)
+            self._job = (self._generation,) + request
             self._idle.clear()
             self._cv.notify()
 
