@@ -244,9 +244,6 @@ def render_mosaic(args, path: Path, out: Path) -> int:
     from ..io.stack_files import StackArrays, write_stack
     from .common import _requested_planes
 
-    if args.all_in_focus:
-        raise FPMInputError("--all-in-focus is not available for mosaics yet; render planes with --z/--z-step",
-                            path)
     mosaic = load_mosaic(path)
     planes = _requested_planes(args, (mosaic.z_min_um, mosaic.z_max_um))
     outside = planes[(planes < mosaic.z_min_um - 1e-6) | (planes > mosaic.z_max_um + 1e-6)]
@@ -262,10 +259,39 @@ def render_mosaic(args, path: Path, out: Path) -> int:
     if top < 0 or left < 0 or h < 1 or w < 1 or top + h > H or left + w > W:
         raise FPMInputError(f"--region {top} {left} {h} {w} is not inside the mosaic's {H}x{W} hr px", path)
     step = 2 ** level
+    if args.all_in_focus:
+        return _mosaic_all_in_focus(args, mosaic, planes, region, out)
     _check_render_limits(args, out, planes.size, (-(-h // step), -(-w // step)))
     amp, phase = mosaic.render(planes, region, step)
     write_stack(out, StackArrays(amp, phase if args.phase else None, planes, mosaic.dx_hr_um * step))
     print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level})")
+    return 0
+
+
+def _mosaic_all_in_focus(args, mosaic, planes, region, out: Path) -> int:
+    """``render MOSAIC --all-in-focus``: per tile, blended (tiles/focus.py); full resolution only."""
+    import numpy as np
+
+    from ..io.stack_files import StackArrays, write_stack
+    from ..tiles.focus import mosaic_all_in_focus
+
+    if args.level:
+        raise FPMInputError("--all-in-focus renders at full resolution: leave out --level")
+    if args.raw or args.focus_measure == "data":
+        raise FPMInputError("--focus-measure data / --raw are for single models; a mosaic's tiles use the "
+                            "complex-field edges (auto) or nv", Path(args.raw or out))
+    _check_render_limits(args, out, 1, tuple(region[2:]))
+    bar = ProgressLine("all-in-focus", enabled=not args.quiet)
+    fused, depth = mosaic_all_in_focus(mosaic, planes, region, patch=args.patch, stride=args.stride,
+                                       measure=args.focus_measure,
+                                       progress=lambda i, n: bar.update(i / n, f"{i}/{n} tiles"))
+    bar.close()
+    has = np.isfinite(depth)
+    z_repr = float(np.median(depth[has])) if has.any() else float(np.median(planes))
+    write_stack(out, StackArrays(fused[None], None, np.array([z_repr]), mosaic.dx_hr_um, depth_um=depth))
+    span = (f"depth {np.min(depth[has]):.2f}..{np.max(depth[has]):.2f} um on {100 * has.mean():.0f}% of the field"
+            if has.any() else "no structure found")
+    print(f"all-in-focus {out}  ({span})")
     return 0
 
 

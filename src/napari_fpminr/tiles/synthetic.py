@@ -38,8 +38,13 @@ def _stack(window: np.ndarray, optics, z_um: np.ndarray) -> torch.Tensor:
 
 
 def synthetic_mosaic(out, field: np.ndarray, optics, tile: int, overlap: int, z_range_um=(-2.0, 2.0),
-                     n_planes: int = 5, rank: int = 4, n_z: int = 9) -> Path:
-    """Write ``out`` (a mosaic ``.fpminr``) whose tiles model ``field`` (complex, hr grid of ``optics``)."""
+                     n_planes: int = 5, rank: int = 4, n_z: int = 9, focus_um=None) -> Path:
+    """Write ``out`` (a mosaic ``.fpminr``) whose tiles model ``field`` (complex, hr grid of ``optics``).
+
+    ``focus_um(row, col)``: the depth at which tile ``(row, col)`` holds the sample in focus (its
+    ``best_focus_um``; default the middle of the z range): its stack is ``field`` refocused to
+    ``z - focus``.
+    """
     out = Path(out)
     up = optics.upsample
     H, W = field.shape
@@ -51,14 +56,15 @@ def synthetic_mosaic(out, field: np.ndarray, optics, tile: int, overlap: int, z_
     for t in layout.tiles():
         t0, l0, th, tw = layout.hr_window(t)
         window = field[t0:t0 + th, l0:l0 + tw]
-        key = window.tobytes()[:4096] + bytes(str((th, tw, float(np.abs(window).sum()))), "ascii")
+        focus = float(np.mean(z)) if focus_um is None else float(focus_um(t.row, t.col))
+        key = window.tobytes()[:4096] + bytes(str((th, tw, float(np.abs(window).sum()), focus)), "ascii")
         name = cache.get(key)
         if name is None:  # periodic samples repeat windows: one model file per distinct window
             arch = LowRankArchitecture.for_optics(optics, (t.height, t.width), z[0], z[-1], n_z, rank)
-            net = LowRankField.from_stack(arch, _stack(window, optics, z), z).round_to_storage_()
+            net = LowRankField.from_stack(arch, _stack(window, optics, z - focus), z).round_to_storage_()
             name = f"{t.name}.fpminr"
             save_model(Model(net, optics, (t.height, t.width), {"synthetic": True}), work / name)
             cache[key] = name
         markers.append({"row": t.row, "col": t.col, "window": list(t.window), "amplitude_scale": 1.0,
-                        "best_focus_um": float(np.mean(z)), "na_illum_mean": 0.0, "file": name})
+                        "best_focus_um": focus, "na_illum_mean": 0.0, "file": name})
     return save_mosaic(out, layout, markers, work, optics, (float(z[0]), float(z[-1])), meta={"synthetic": True})
