@@ -96,13 +96,20 @@ class MosaicLevels:
 
 
 class LevelArray:
-    """One level as napari layer data: ``(z, y, x)`` float32, decoded where it is indexed."""
+    """One level as napari layer data: ``(z, y, x)`` float32, decoded where it is indexed.
 
-    def __init__(self, levels: MosaicLevels, step: int):
+    Indexing with slices only (what napari does first: the displayed axes over every plane)
+    returns a lazy view of the same kind; an integer plane index, or ``np.asarray``, decodes.
+    """
+
+    def __init__(self, levels: MosaicLevels, step: int, zs=None, ys=None, xs=None):
         self.levels = levels
         self.step = int(step)
         ny, nx = levels.pyramid.level_shape(self.step)
-        self.shape = (int(levels.z_um.size), ny, nx)
+        self._zs = np.arange(levels.z_um.size) if zs is None else np.asarray(zs, np.int64)
+        self._ys = (0, ny) if ys is None else ys
+        self._xs = (0, nx) if xs is None else xs
+        self.shape = (int(self._zs.size), self._ys[1] - self._ys[0], self._xs[1] - self._xs[0])
         self.dtype = np.dtype(np.float32)
         self.ndim = 3
 
@@ -117,10 +124,10 @@ class LevelArray:
         return f"LevelArray({self.levels.part}, step {self.step}, shape {self.shape})"
 
     def __array__(self, dtype=None, copy=None):
-        out = self[...]
+        out = self._planes(self._zs, (0, self.shape[1], 1), (0, self.shape[2], 1))
         return out.astype(dtype) if dtype is not None else out
 
-    def __getitem__(self, key) -> np.ndarray:
+    def __getitem__(self, key):
         if not isinstance(key, tuple):
             key = (key,)
         if any(k is Ellipsis for k in key):
@@ -129,36 +136,42 @@ class LevelArray:
         key = key + (slice(None),) * (3 - len(key))
         if len(key) != 3:
             raise IndexError(f"too many indices for a 3-axis level: {key}")
-        zs, ys, xs = key
-        ranges = []
-        for k, n in zip((ys, xs), self.shape[1:]):
-            if isinstance(k, (int, np.integer)):
-                i = int(k) + n if k < 0 else int(k)
-                if not 0 <= i < n:
-                    raise IndexError(f"index {k} out of range for {n}")
-                ranges.append((i, i + 1, 1, True))
-            elif isinstance(k, slice):
-                start, stop, stride = k.indices(n)
-                if stride < 1:
-                    raise IndexError("negative steps are not supported")
-                ranges.append((start, max(stop, start), stride, False))
-            else:
-                raise IndexError(f"unsupported index {k!r}")
-        (y0, y1, sy, y_int), (x0, x1, sx, x_int) = ranges
-        iz = np.arange(self.shape[0])[zs]
-        planes = [self._plane(int(i), y0, y1, x0, x1) for i in np.atleast_1d(iz)]
-        out = np.stack(planes) if planes else np.zeros((0, y1 - y0, x1 - x0), np.float32)
-        out = out[:, ::sy, ::sx]
-        if y_int:
+        zk, yk, xk = (k.item() if isinstance(k, np.integer) else k for k in key)
+        ranges = [self._range(k, n) for k, n in zip((yk, xk), self.shape[1:])]
+        zs = self._zs[zk]
+        lazy = not isinstance(zk, int) and all(isinstance(k, slice) and r[2] == 1 for k, r in zip((yk, xk), ranges))
+        if lazy:  # a view: nothing is decoded yet
+            (y0, y1, _), (x0, x1, _) = ranges
+            return LevelArray(self.levels, self.step, zs, (self._ys[0] + y0, self._ys[0] + y1),
+                              (self._xs[0] + x0, self._xs[0] + x1))
+        out = self._planes(np.atleast_1d(zs), *ranges)
+        if isinstance(yk, int):
             out = out[:, 0]
-        if x_int:
+        if isinstance(xk, int):
             out = out[..., 0]
-        return out[0] if np.ndim(iz) == 0 else out
+        return out[0] if isinstance(zk, int) else out
 
-    def _plane(self, iz: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        if y1 <= y0 or x1 <= x0:
-            return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)
-        return self.levels._shown(iz, self.step, (y0, x0, y1 - y0, x1 - x0))
+    @staticmethod
+    def _range(k, n: int) -> tuple[int, int, int]:
+        if isinstance(k, int):
+            i = k + n if k < 0 else k
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} out of range for {n}")
+            return (i, i + 1, 1)
+        if isinstance(k, slice):
+            start, stop, stride = k.indices(n)
+            if stride < 1:
+                raise IndexError("negative steps are not supported")
+            return (start, max(stop, start), stride)
+        raise IndexError(f"unsupported index {k!r}")
+
+    def _planes(self, zs, yr, xr) -> np.ndarray:
+        (y0, y1, sy), (x0, x1, sx) = yr, xr
+        y0, y1, x0, x1 = y0 + self._ys[0], y1 + self._ys[0], x0 + self._xs[0], x1 + self._xs[0]
+        if y1 <= y0 or x1 <= x0 or len(zs) == 0:
+            return np.zeros((len(zs), max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)[:, ::sy, ::sx]
+        out = np.stack([self.levels._shown(int(i), self.step, (y0, x0, y1 - y0, x1 - x0)) for i in zs])
+        return out[:, ::sy, ::sx]
 
 
 def mosaic_layer_data(mosaic, z_um: np.ndarray | None = None, name: str | None = None) -> list[tuple[Any, dict, str]]:
