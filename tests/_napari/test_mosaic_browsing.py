@@ -84,3 +84,29 @@ def test_scrolling_z_and_panning_a_mosaic_layer_shows_what_fpminr_render_writes(
     qtbot.waitUntil(lambda: pf.wait(0), timeout=60_000)
     view = (y0, x0) + raw.shape
     assert lv.ready(30, 1, view) and lv.ready(32, 1, view)  # the last view's z neighbours, decoded in the background
+
+
+def test_widget_z_stack_box_and_all_in_focus_act_on_a_mosaic_layer(make_napari_viewer, qtbot, slide):
+    from napari_fpminr._napari._widget import ReconstructionWidget
+
+    viewer = make_napari_viewer()
+    phase, amp = viewer.open(str(slide), plugin="napari-fpminr")
+    widget = ReconstructionWidget(viewer)
+    viewer.layers.selection.active = amp
+    mosaic = amp.metadata["fpminr_mosaic"]
+    assert widget.current_model() is mosaic
+    widget.view_z_min.setValue(-1.0)
+    widget.view_z_max.setValue(1.0)
+    widget.view_z_step.setValue(0.5)
+    widget.show_model_layers()
+    amp2 = viewer.layers[amp.name]
+    assert amp2.multiscale and amp2.data[0].shape[0] == 5 and amp2.metadata["fpminr_mosaic"] is mosaic
+    np.testing.assert_allclose(amp2.metadata["fpminr_z_um"], [-1.0, -0.5, 0.0, 0.5, 1.0])
+    viewer.layers.selection.active = amp2
+    worker = widget.show_all_in_focus()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget._aif_worker is None, timeout=120_000)
+    fused = viewer.layers[f"mosaic {slide.stem} all-in-focus"]
+    depth = viewer.layers[f"mosaic {slide.stem} depth (µm)"]
+    assert fused.data.shape == depth.data.shape == mosaic.hr_shape
+    assert np.nanmax(np.abs(depth.data)) <= 1.0 + 1e-6 and np.isfinite(fused.data).all()
