@@ -6,11 +6,14 @@ and, as the baseline, the fpm OME-Zarr of the same slide on local disk (:mod:`._
 
 Slide: a 2048² raw (4096² hr) frame in 361 tiles of 128 raw px (overlap 16), slide optics (NA 0.15,
 4×, 3.45 µm pixels, 2× upsampling), one layer of phase-rich cells (phase up to ``--phase-max`` rad,
-a 1024² hr sample repeated 4 × 4: every tile window differs), modelled per tile by a rank-4 low-rank
-field of the sample refocused over −2..2 µm (:mod:`napari_fpminr.tiles.synthetic`; decoding costs
-what a trained model's does). Times are medians of ``--repeats`` runs, each at a depth not decoded
-before (caches cleared between runs); the OME-Zarr is read at planes not read before in the run
-(the OS page cache may hold them: it was just written).
+a 1024² hr sample repeated 4 × 4: every tile window differs), modelled per tile by a rank-8 low-rank
+field (the CLI's default rank) of the sample refocused over −2..2 µm (:mod:`napari_fpminr.tiles.synthetic`;
+decoding costs what a trained model's does). Times are medians of ``--repeats`` runs, each at a
+depth not decoded before (decoded-image caches cleared between runs; tile models stay loaded).
+The OME-Zarr (written by ``tiles.assemble.write_ome_zarr`` from the same mosaic, 9 planes) is
+read warm (page cache) and cold (its files dropped from the page cache with ``posix_fadvise``).
+"Before" figures: ``MosaicModel.render`` (every level decoded at full resolution, then every
+2^L-th pixel kept), the path the layers used before this issue.
 
     PYTHONPATH=src python benchmarks/bench_browse.py --cache /tmp/bench_browse
 """
@@ -29,7 +32,7 @@ import torch
 VIEW = (1080, 1920)
 
 
-def build(cache: Path, phase_max: float, n_planes: int) -> tuple[Path, Path]:
+def build(cache: Path, phase_max: float, n_planes: int, rank: int) -> tuple[Path, Path]:
     from napari_fpminr.optics.samples import band_limit, cell_layer
     from napari_fpminr.optics.slide import slide_optics
     from napari_fpminr.tiles.assemble import write_ome_zarr
@@ -38,15 +41,16 @@ def build(cache: Path, phase_max: float, n_planes: int) -> tuple[Path, Path]:
     from napari_fpminr.io.mosaic_file import load_mosaic
 
     cache.mkdir(parents=True, exist_ok=True)
-    model = cache / f"slide_phase{phase_max:g}.fpminr"
-    zarr_path = cache / f"slide_phase{phase_max:g}.zarr"
+    model = cache / f"slide_phase{phase_max:g}_rank{rank}.fpminr"
+    zarr_path = cache / f"slide_phase{phase_max:g}_rank{rank}.zarr"
     optics, _ = slide_optics()
     if not model.exists():
         t0 = time.perf_counter()
         rng = np.random.default_rng(1)
         cells = cell_layer((1024, 1024), optics.dx_hr_um, rng, phase_max_rad=phase_max, cells_per_100um2=1.0)
         field = band_limit(np.tile(cells, (4, 4)), optics.dx_hr_um, optics.na_synthetic / optics.wavelength_um)
-        synthetic_mosaic(model, field.astype(np.complex64), optics, 128, 16)
+        synthetic_mosaic(model, field.astype(np.complex64), optics, 128, 16, rank=rank, n_planes=max(9, rank + 1),
+                         n_z=17)
         print(f"mosaic built in {time.perf_counter() - t0:.1f} s", flush=True)
     if not zarr_path.exists():
         t0 = time.perf_counter()
@@ -71,6 +75,18 @@ def _layers(path: Path):
     return amp, meta
 
 
+def _drop_page_cache(folder: Path) -> None:
+    import os
+
+    for f in folder.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -91,11 +107,12 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/bench_browse")
     ap.add_argument("--phase-max", type=float, default=3.0)
     ap.add_argument("--planes", type=int, default=5, help="z planes of the layers and of the OME-Zarr")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rank", type=int, default=8, help="terms of the tile models (the CLI's default: 8)")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model, zarr_path = build(Path(args.cache), args.phase_max, args.planes)
+    model, zarr_path = build(Path(args.cache), args.phase_max, args.planes, args.rank)
     res: dict = {"threads": torch.get_num_threads()}
 
     from napari_fpminr._napari._prefetch import Prefetcher
@@ -117,7 +134,7 @@ def main() -> None:
 
     t_load = _timed(pyr.load_tiles)
     res["load_all_tile_models_s"] = t_load
-    planes = [i for i in range(n_z) if i not in (n_z // 2,)][: args.repeats]
+    planes = [i for i in range(1, n_z - 1) if i != n_z // 2][: args.repeats]  # never decoded before
 
     # full-resolution view at a new z (tile models loaded)
     full = []
@@ -128,12 +145,23 @@ def main() -> None:
     res["full_view_runs_s"] = full
     res["full_view_cached_s"] = _timed(lambda: np.asarray(levels[0][planes[-1], view[0], view[1]]))
 
-    # the same view from the fpm OME-Zarr of the same slide (baseline)
+    # the same view from the fpm OME-Zarr of the same slide (baseline): page cache warm, and cold
+    # (this slide's chunk files dropped from the page cache with posix_fadvise before each read)
     zlevels, zmeta = _layers(zarr_path)
-    zl = [_timed(lambda: np.asarray(zlevels[0][iz, view[0], view[1]])) for iz in planes]
+    zplanes = [i % zlevels[0].shape[0] for i in range(args.repeats)]
+    for iz in zplanes:
+        np.asarray(zlevels[0][iz, view[0], view[1]])  # warm the page cache
+    zl = [_timed(lambda: np.asarray(zlevels[0][iz, view[0], view[1]])) for iz in zplanes]
+    cold = []
+    for iz in zplanes:
+        _drop_page_cache(zarr_path)
+        cold.append(_timed(lambda: np.asarray(zlevels[0][iz, view[0], view[1]])))
     res["zarr_full_view_s"] = statistics.median(zl)
     res["zarr_full_view_runs_s"] = zl
+    res["zarr_full_view_cold_s"] = statistics.median(cold)
+    res["zarr_full_view_cold_runs_s"] = cold
     res["full_over_zarr"] = res["full_view_s"] / res["zarr_full_view_s"]
+    res["full_over_zarr_cold"] = res["full_view_s"] / res["zarr_full_view_cold_s"]
 
     # zoomed out to fit: the level napari shows for the whole field on a 1920x1080 canvas
     fit = next(i for i, a in enumerate(levels) if a.shape[1] <= VIEW[0] and a.shape[2] <= VIEW[1])
@@ -146,7 +174,7 @@ def main() -> None:
                fit_view_s=statistics.median(fits), fit_view_runs_s=fits)
     res["fit_over_full"] = res["fit_view_s"] / res["full_view_s"]
     res["zarr_fit_view_s"] = statistics.median(
-        [_timed(lambda: np.asarray(zlevels[fit][iz])) for iz in planes])
+        [_timed(lambda: np.asarray(zlevels[fit][iz])) for iz in zplanes])
     # quality of the zoomed-out image: against the full-resolution amplitude area-averaged
     iz = planes[0]
     overview = np.asarray(levels[fit][iz])
@@ -159,6 +187,18 @@ def main() -> None:
     k1 = MosaicPyramid(pyr.mosaic, antialias=1)
     res["complex_lowpass_only_psnr_db"] = psnr(k1.region(float(z_um[iz]), step, (0, 0) + ref.shape), ref)
     res["zarr_level_psnr_db"] = psnr(np.asarray(zlevels[fit][iz]), ref)
+
+    # before this issue: every level decoded at full resolution, then every 2^L-th pixel kept
+    # (MosaicModel.render, tile models loaded in its own cache)
+    old = pyr.mosaic
+    old.render([z_um[planes[0]]], (y0, x0) + VIEW, parts=("amplitude",))
+    res["old_full_view_s"] = statistics.median(
+        [_timed(lambda: old.render([z_um[iz]], (y0, x0) + VIEW, parts=("amplitude",))) for iz in planes[:3]])
+    old_cache = old._cache_size
+    old._cache_size = old.layout.n_tiles
+    res["old_fit_view_s"] = statistics.median(
+        [_timed(lambda: old.render([z_um[iz]], None, step, parts=("amplitude",))) for iz in planes[:2]])
+    old._cache_size = old_cache
 
     # z step with prefetch: view at iz, the prefetcher decodes iz ± 1 in the background, step to iz + 1
     pf = Prefetcher([lv], depth=1)
