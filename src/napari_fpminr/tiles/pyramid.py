@@ -102,25 +102,24 @@ class _Tile:
         self.model = None
         net = model.net
         if isinstance(net, LowRankField) and tuple(net.arch.hr_shape) == (self.th, self.tw):
-            with torch.no_grad():
-                    # (R, K), scaled for an unnormalised inverse DFT: o = Σ c·e^{...} (ortho: 1/sqrt(h·w))
+            with torch.no_grad():  # (R, K), scaled for an unnormalised inverse DFT (ortho: 1/sqrt(h·w))
                 self.coef = (torch.complex(net.coefficients[0], net.coefficients[1]).detach().cpu()
                              / math.sqrt(self.th * self.tw))
                 self.line = torch.complex(net.z_line[0], net.z_line[1]).detach().cpu()  # (n_z, R)
             idx = net.index.cpu().numpy()
             my, mx = idx // self.tw, idx % self.tw
-            self.my = np.where(my >= self.th - self.th // 2, my - self.th, my).astype(np.int16)  # signed bins
-            self.mx = np.where(mx >= self.tw - self.tw // 2, mx - self.tw, mx).astype(np.int16)
+            self.my = np.where(my >= self.th - self.th // 2, my - self.th, my).astype(np.int32)  # signed bins
+            self.mx = np.where(mx >= self.tw - self.tw // 2, mx - self.tw, mx).astype(np.int32)
             self.z_range = (float(net.arch.z_min_um), float(net.arch.z_max_um), int(net.arch.n_z))
         else:
             self.model = model  # decoded through the model, at full resolution
-        self.folded: dict = {}  # (d, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
+        self.folded: dict = {}  # (d_y, d_x, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
         self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.numel() * 8 + self.my.nbytes * 2
         return n + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
-                           for c, f in self.folded.values()) + 65536
+                       for c, f in self.folded.values()) + 65536
 
     def u(self, z_um: float) -> torch.Tensor:
         """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
@@ -234,6 +233,7 @@ class MosaicPyramid:
         if missing:
             if cancelled is not None and cancelled():
                 return []
+            fresh: dict = {}
             with self._decode_lock:
                 with self._lock:  # another thread may have decoded some meanwhile
                     missing = [t for t in missing if self._images.get((t.row, t.col, zk, int(step), part)) is None]
@@ -241,28 +241,31 @@ class MosaicPyramid:
                     before = torch.get_num_threads()
                     torch.set_num_threads(DECODE_THREADS)
                     try:
-                        self._decode(missing, float(z_um), int(step), part)
+                        fresh = self._decode(missing, float(z_um), int(step), part)
                     finally:
                         torch.set_num_threads(before)
-            with self._lock:
-                found = {k: self._images.get(k) for k in keys}
+            with self._lock:  # what was decoded now is used even if the image budget evicted it already
+                found = {k: (fresh[k],) if k in fresh else self._images.get(k) for k in keys}
         return [found[k][0] for k in keys if found[k] is not None]
 
-    def _decode(self, tiles, z_um: float, s: int, part: str) -> None:
+    def _decode(self, tiles, z_um: float, s: int, part: str) -> dict:
+        """Decode ``tiles`` (cached, and returned as ``{key: (level_top, level_left, image)}``)."""
         k = min(self.antialias if part == "amplitude" else 1, s)  # the phase: of the low-passed field
         groups: dict = {}
+        fresh: dict = {}
         for tile in tiles:
             prep = self._prepared(tile)
             if prep.model is not None:
-                self._decode_by_model(prep, z_um, s, part)
+                fresh.update(self._decode_by_model(prep, z_um, s, part))
                 continue
             gy = _axis_geometry(prep.t0, prep.th, s, k)
             gx = _axis_geometry(prep.l0, prep.tw, s, k)
             groups.setdefault((gy[0], gx[0], gy[4], gx[4], gy[1], gx[1], gy[6], gx[6]), []).append((prep, gy, gx))
         for (_, _, ny, nx, ky, kx, pad_y, pad_x), members in groups.items():
-            self._decode_group(members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x)
+            fresh.update(self._decode_group(members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x))
+        return fresh
 
-    def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> None:
+    def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> dict:
         B = len(members)
         folded = [self._folded(p, gy, gx) for p, gy, gx in members]
         spec = torch.zeros(B, ny * nx, dtype=torch.complex64)
@@ -285,14 +288,16 @@ class MosaicPyramid:
             img = F.pad(img[:, None], (pad_x, back_x, pad_y, back_y))
             img = F.avg_pool2d(img, (ky, kx))[:, 0]
         out = img.numpy()
+        fresh = {(p.key[0], p.key[1], round(z_um, 6), s, part): (gy[5], gx[5], out[b])
+                 for b, (p, gy, gx) in enumerate(members)}
         with self._lock:
-            for b, (p, gy, gx) in enumerate(members):
-                a = out[b]
-                self._images.put((p.key[0], p.key[1], round(z_um, 6), s, part), (gy[5], gx[5], a), a.nbytes)
+            for key, item in fresh.items():
+                self._images.put(key, item, item[2].nbytes)
             self.decoded_tiles += B
             self.decode_batches += 1
+        return fresh
 
-    def _decode_by_model(self, prep: _Tile, z_um: float, s: int, part: str) -> None:
+    def _decode_by_model(self, prep: _Tile, z_um: float, s: int, part: str) -> dict:
         """Feature-plane + MLP tiles: full resolution, weighted, block-averaged onto the level grid."""
         (img,) = prep.model.render_parts([z_um], (part,))
         img = img[0] * (prep.scale if part == "amplitude" else 1.0) * np.outer(prep.w_row, prep.w_col)
@@ -302,9 +307,11 @@ class MosaicPyramid:
         canvas = np.zeros((h * s, w * s), np.float64)
         canvas[pad_y:pad_y + prep.th, pad_x:pad_x + prep.tw] = img
         a = canvas.reshape(h, s, w, s).mean(axis=(1, 3)).astype(np.float32)
+        key = (prep.key[0], prep.key[1], round(z_um, 6), s, part)
         with self._lock:
-            self._images.put((prep.key[0], prep.key[1], round(z_um, 6), s, part), (y0, x0, a), a.nbytes)
+            self._images.put(key, (y0, x0, a), a.nbytes)
             self.decoded_tiles += 1
+        return {key: (y0, x0, a)}
 
     # ---- regions -----------------------------------------------------------------------------------
     def has(self, z_um: float, step: int, hr_region, part: str = "amplitude") -> bool:
