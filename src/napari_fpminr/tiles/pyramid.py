@@ -52,6 +52,7 @@ ANTIALIAS = 2  # d-blocks averaged per level pixel and axis (levels >= 1)
 DECODE_THREADS = 1
 MODEL_BUDGET_BYTES = 2 << 30
 IMAGE_BUDGET_BYTES = 512 << 20
+WORKSPACE_MAX = 16 << 20  # complex elements of a reused decode buffer (128 MB)
 
 
 def level_steps(hr_shape: tuple[int, int], preview_px: int = 512) -> list[int]:
@@ -104,8 +105,9 @@ class _Tile:
         if isinstance(net, LowRankField) and tuple(net.arch.hr_shape) == (self.th, self.tw):
             with torch.no_grad():  # (R, K), scaled for an unnormalised inverse DFT (ortho: 1/sqrt(h·w))
                 self.coef = (torch.complex(net.coefficients[0], net.coefficients[1]).detach().cpu()
-                             / math.sqrt(self.th * self.tw))
-                self.line = torch.complex(net.z_line[0], net.z_line[1]).detach().cpu()  # (n_z, R)
+                             / math.sqrt(self.th * self.tw)).numpy().astype(np.complex64)
+                line = torch.complex(net.z_line[0], net.z_line[1]).detach().cpu()  # (n_z, R)
+            self.line = line.numpy().astype(np.complex64)
             idx = net.index.cpu().numpy()
             my, mx = idx // self.tw, idx % self.tw
             self.my = np.where(my >= self.th - self.th // 2, my - self.th, my).astype(np.int32)  # signed bins
@@ -117,17 +119,17 @@ class _Tile:
         self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
 
     def nbytes(self) -> int:
-        n = 0 if self.model is not None else self.coef.numel() * 8 + self.my.nbytes * 2
-        return n + sum((c.numel() * 8 if c is not self.coef else 0) + f.numel() * 8
+        n = 0 if self.model is not None else self.coef.nbytes + self.my.nbytes * 2
+        return n + sum(c.numel() * 8 + (f.numel() * 8 if f is not None else 0)
                        for c, f in self.folded.values()) + 65536
 
-    def u(self, z_um: float) -> torch.Tensor:
+    def u(self, z_um: float) -> np.ndarray:
         """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
         z_min, z_max, n_z = self.z_range
         t = min(max((z_um - z_min) / (z_max - z_min) * (n_z - 1), 0.0), n_z - 1.0)
         i0 = min(int(math.floor(t)), n_z - 2)
         f = t - i0
-        return self.line[i0] * (1 - f) + self.line[i0 + 1] * f
+        return (self.line[i0] * (1 - f) + self.line[i0 + 1] * f).astype(np.complex64)
 
 
 def _axis_geometry(t0: int, size: int, s: int, k: int):
@@ -162,6 +164,7 @@ class MosaicPyramid:
         self._images = _LRU(image_budget_bytes)
         self._lock = threading.RLock()
         self._decode_lock = threading.Lock()
+        self._buffers: dict = {}
         self.decoded_tiles = 0   # tile images decoded so far (tests, benchmarks)
         self.decode_batches = 0  # batched decode calls so far
 
@@ -209,19 +212,30 @@ class MosaicPyramid:
             keep = np.flatnonzero((prep.my >= -(ny // 2)) & (prep.my < ny - ny // 2)
                                   & (prep.mx >= -(nx // 2)) & (prep.mx < nx - nx // 2))
             my, mx = prep.my[keep].astype(np.int64), prep.mx[keep].astype(np.int64)
-            flat = torch.as_tensor((my % ny) * nx + (mx % nx))
-            if py == 0 and px == 0 and keep.size == prep.coef.shape[1]:
-                coef = prep.coef  # the full grid, no offset: the coefficients themselves (no copy)
+            flat = (my % ny) * nx + (mx % nx)
+            ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))).astype(np.complex64)
+            coef = prep.coef[:, keep] * ramp[None]
+            if keep.size >= ny * nx // 2:  # the band fills the grid: keep it dense, one matmul writes the spectrum
+                dense = np.zeros((coef.shape[0], ny * nx), np.complex64)
+                dense[:, flat] = coef
+                item = (torch.from_numpy(dense), None)
             else:
-                ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw)))
-                coef = prep.coef.index_select(1, torch.as_tensor(keep)) * torch.as_tensor(ramp.astype(np.complex64))[None]
-            item = (coef.contiguous(), flat)
+                item = (torch.from_numpy(np.ascontiguousarray(coef)), torch.from_numpy(flat))
             prep.folded[key] = item
             with self._lock:
                 self._models.put(prep.key, prep, prep.nbytes())
         return item
 
     # ---- decoding --------------------------------------------------------------------------------
+    def _workspace(self, name: str, numel: int) -> torch.Tensor:
+        """A reused complex64 buffer (decodes hold the decode lock): no page faults per batch."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=torch.complex64)
+            if numel <= WORKSPACE_MAX:
+                self._buffers[name] = buf
+        return buf[:numel]
+
     def tile_images(self, tiles, z_um: float, step: int, part: str = "amplitude",
                     cancelled: Callable[[], bool] | None = None) -> list:
         """``[(level_top, level_left, float32 image)]`` of ``tiles`` (cached, missing ones decoded in one batch)."""
@@ -268,10 +282,15 @@ class MosaicPyramid:
     def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> dict:
         B = len(members)
         folded = [self._folded(p, gy, gx) for p, gy, gx in members]
-        spec = torch.zeros(B, ny * nx, dtype=torch.complex64)
+        spec = self._workspace("spec", B * ny * nx).reshape(B, ny * nx)
         for b, ((p, _, _), (c, f)) in enumerate(zip(members, folded)):
-            spec[b].scatter_(0, f, p.u(z_um)[None, :c.shape[0]].matmul(c)[0])
-        field = torch.fft.ifft2(spec.reshape(B, ny, nx), norm="forward")
+            u = torch.from_numpy(p.u(z_um))[None, :c.shape[0]]
+            if f is None:
+                torch.matmul(u, c, out=spec[b:b + 1])
+            else:
+                spec[b].zero_().scatter_(0, f, torch.matmul(u, c)[0])
+        field = torch.fft.ifft2(spec.reshape(B, ny, nx), norm="forward",
+                                out=self._workspace("field", B * ny * nx).reshape(B, ny, nx))
         w = [self._weights(p, s, ky, gy, gx) for p, gy, gx in members]
         wr = torch.as_tensor(np.stack([a for a, _ in w]), dtype=torch.float32)
         wc = torch.as_tensor(np.stack([b for _, b in w]), dtype=torch.float32)
@@ -285,9 +304,10 @@ class MosaicPyramid:
         img.mul_(wr[:, :, None]).mul_(wc[:, None, :])
         if ky > 1 or kx > 1:
             back_y, back_x = -(pad_y + ny) % ky, -(pad_x + nx) % kx
-            img = F.pad(img[:, None], (pad_x, back_x, pad_y, back_y))
-            img = F.avg_pool2d(img, (ky, kx))[:, 0]
-        out = img.numpy()
+            if pad_y or pad_x or back_y or back_x:
+                img = F.pad(img, (pad_x, back_x, pad_y, back_y))
+            img = F.avg_pool2d(img[:, None], (ky, kx))[:, 0]
+        out = img.numpy()  # a new tensor (the workspace holds only the spectra and fields)
         fresh = {(p.key[0], p.key[1], round(z_um, 6), s, part): (gy[5], gx[5], out[b])
                  for b, (p, gy, gx) in enumerate(members)}
         with self._lock:
