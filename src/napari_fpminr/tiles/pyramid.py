@@ -120,7 +120,8 @@ class _Tile:
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.nbytes + self.my.nbytes * 2
-        return n + sum(c.numel() * 8 + (f.numel() * 8 if f is not None else 0)
+        shared = self.coef.__array_interface__["data"][0] if self.model is None else None
+        return n + sum((c.numel() * 8 if c.data_ptr() != shared else 0) + (f.numel() * 8 if f is not None else 0)
                        for c, f in self.folded.values()) + 65536
 
     def u(self, z_um: float) -> np.ndarray:
@@ -213,14 +214,18 @@ class MosaicPyramid:
                                   & (prep.mx >= -(nx // 2)) & (prep.mx < nx - nx // 2))
             my, mx = prep.my[keep].astype(np.int64), prep.mx[keep].astype(np.int64)
             flat = (my % ny) * nx + (mx % nx)
-            ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))).astype(np.complex64)
-            coef = prep.coef[:, keep] * ramp[None]
+            if py == 0 and px == 0 and keep.size == prep.coef.shape[1]:
+                coef = prep.coef  # the full grid, no offset: the coefficients themselves (shared, no copy)
+            else:
+                ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))).astype(np.complex64)
+                coef = prep.coef[:, keep] * ramp[None]
             if keep.size >= ny * nx // 2:  # the band fills the grid: keep it dense, one matmul writes the spectrum
                 dense = np.zeros((coef.shape[0], ny * nx), np.complex64)
                 dense[:, flat] = coef
                 item = (torch.from_numpy(dense), None)
             else:
-                item = (torch.from_numpy(np.ascontiguousarray(coef)), torch.from_numpy(flat))
+                item = (torch.from_numpy(coef if coef is prep.coef else np.ascontiguousarray(coef)),
+                        torch.from_numpy(flat))
             prep.folded[key] = item
             with self._lock:
                 self._models.put(prep.key, prep, prep.nbytes())
