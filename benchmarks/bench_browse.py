@@ -35,8 +35,7 @@ VIEW = (1080, 1920)
 def build(cache: Path, phase_max: float, n_planes: int, rank: int) -> tuple[Path, Path]:
     from napari_fpminr.optics.samples import band_limit, cell_layer
     from napari_fpminr.optics.slide import slide_optics
-    from napari_fpminr.tiles.assemble import write_ome_zarr
-    from napari_fpminr.tiles.pyramid import MosaicPyramid
+    from napari_fpminr.tiles.assemble import mosaic_source, write_ome_zarr
     from napari_fpminr.tiles.synthetic import synthetic_mosaic
     from napari_fpminr.io.mosaic_file import load_mosaic
 
@@ -55,14 +54,8 @@ def build(cache: Path, phase_max: float, n_planes: int, rank: int) -> tuple[Path
     if not zarr_path.exists():
         t0 = time.perf_counter()
         mosaic = load_mosaic(model)
-        pyr = MosaicPyramid(mosaic)
         z = np.linspace(mosaic.z_min_um, mosaic.z_max_um, n_planes)
-
-        def source(region):
-            top, left, h, w = region
-            return tuple(np.stack([pyr.region(zz, 1, region, part) for zz in z]) for part in ("amplitude", "phase"))
-
-        write_ome_zarr(zarr_path, source, mosaic.layout, z, mosaic.dx_hr_um)
+        write_ome_zarr(zarr_path, mosaic_source(mosaic, z), mosaic.layout, z, mosaic.dx_hr_um)
         print(f"OME-Zarr written in {time.perf_counter() - t0:.1f} s", flush=True)
     return model, zarr_path
 

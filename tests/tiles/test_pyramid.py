@@ -103,3 +103,14 @@ def test_render_all_in_focus_on_a_mosaic_finds_each_tile_depth_and_blends(mosaic
     sl = (slice(40, -40), slice(40, W // 2 - 60))
     assert np.abs(fused[sl] - a_lo[sl]).mean() < 0.5 * np.abs(fused[sl] - a_hi[sl]).mean()
     assert main(["render", str(mosaic_path), "-o", str(tmp_path / "x.npz"), "--all-in-focus", "--level", "1"]) == 2
+
+
+def test_tiles_decoded_through_their_model_give_the_exact_area_average(mosaic_path):
+    """The path of feature-plane + MLP tiles (full resolution, block-averaged), here forced on low-rank tiles."""
+    mosaic = load_mosaic(mosaic_path)
+    pyr = MosaicPyramid(mosaic)
+    for tile in mosaic.layout.tiles():
+        pyr._prepared(tile).model = mosaic.tile_model(tile.row, tile.col)
+    (full,) = mosaic.render([0.4], parts=("amplitude",))
+    level = pyr.region(0.4, 4, (0, 0) + pyr.level_shape(4))
+    np.testing.assert_allclose(level, _pool(full[0], 4), rtol=1e-4, atol=1e-5)

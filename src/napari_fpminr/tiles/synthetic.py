@@ -9,7 +9,6 @@ takes seconds, so browsing can be measured on a whole slide.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
