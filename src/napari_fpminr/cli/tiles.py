@@ -240,6 +240,8 @@ def _write_output(job, markers: dict, out: Path, quiet: bool = False) -> None:
 
 def render_mosaic(args, path: Path, out: Path) -> int:
     """``fpminr render MOSAIC --region TOP LEFT H W --level L``: blended planes of a region."""
+    import numpy as np
+
     from ..io.mosaic_file import load_mosaic
     from ..io.stack_files import StackArrays, write_stack
     from .common import _requested_planes
@@ -261,10 +263,22 @@ def render_mosaic(args, path: Path, out: Path) -> int:
     step = 2 ** level
     if args.all_in_focus:
         return _mosaic_all_in_focus(args, mosaic, planes, region, out)
-    _check_render_limits(args, out, planes.size, (-(-h // step), -(-w // step)))
-    amp, phase = mosaic.render(planes, region, step)
+    # level L: the napari layer's level, each pixel the area average of its 2^L x 2^L hr block
+    # (blocks on the frame's grid; the region widened to whole blocks)
+    y0, x0 = top // step, left // step
+    lh, lw = -(-(top + h) // step) - y0, -(-(left + w) // step) - x0
+    _check_render_limits(args, out, planes.size, (lh, lw))
+    if level == 0:
+        amp, phase = mosaic.render(planes, region)
+    else:
+        from ..tiles.pyramid import MosaicPyramid
+
+        pyramid = MosaicPyramid(mosaic)
+        amp, phase = (np.stack([pyramid.region(float(z), step, (y0, x0, lh, lw), part) for z in planes])
+                      for part in ("amplitude", "phase"))
     write_stack(out, StackArrays(amp, phase if args.phase else None, planes, mosaic.dx_hr_um * step))
-    print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level})")
+    print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level}: {lh}x{lw} px"
+          + (f" from level px ({y0}, {x0})" if level else "") + ")")
     return 0
 
 
@@ -309,4 +323,5 @@ def _check_render_limits(args, out: Path, n_planes: int, shape) -> None:
 def add_region_options(p) -> None:
     p.add_argument("--region", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="mosaics: an hr-pixel region of the field (default: all of it)")
-    p.add_argument("--level", type=int, default=0, help="mosaics: pyramid level L (every 2**L-th hr px)")
+    p.add_argument("--level", type=int, default=0,
+                   help="mosaics: pyramid level L (each pixel the area average of 2**L x 2**L hr px, as in napari)")
