@@ -51,6 +51,24 @@ def test_prefetcher_decodes_the_neighbouring_planes_and_a_new_request_supersedes
         pf.close()
 
 
+def test_a_view_not_decoded_gets_the_coarse_stand_in_and_the_thumbnail_read_does_not_supersede_it(slide):
+    from napari_fpminr._napari._mosaic import mosaic_layer_data
+    from napari_fpminr.io.mosaic_file import load_mosaic
+
+    (_, _, _), (levels, meta, _) = mosaic_layer_data(load_mosaic(slide))
+    lv = meta["metadata"]["fpminr_levels"]
+    calls = []
+    lv.nonblocking, lv.on_view = True, lambda *a: calls.append(a)
+    stand_in = np.asarray(levels[0][7, 100:300, 101:301])  # not decoded: answered at once from level 1
+    assert calls == [(7, 1, (100, 101, 200, 200), True)] and lv.placeholders == 1
+    coarse = np.asarray(levels[1][7, 50:150, 50:151])
+    np.testing.assert_array_equal(stand_in, np.repeat(np.repeat(coarse, 2, 0), 2, 1)[:, 1:201])
+    assert len(calls) == 1  # napari's thumbnail read of the coarsest level schedules nothing
+    lv.view(7, 1, (100, 101, 200, 200))
+    real = np.asarray(levels[0][7, 100:300, 101:301])
+    assert calls[-1][-1] is False and lv.placeholders == 1 and not np.array_equal(real, stand_in)
+
+
 def _shown(layer) -> tuple[np.ndarray, tuple[int, int]]:
     """The canvas's current image of ``layer`` and its top-left corner (level px)."""
     raw = np.asarray(layer._slice.image.raw)

@@ -70,9 +70,12 @@ class MosaicLevels:
     def _shown(self, iz: int, step: int, region) -> np.ndarray:
         """What the canvas gets: the view, or (non-blocking, not decoded yet) a coarse stand-in."""
         region = tuple(int(v) for v in region)
-        if not self.nonblocking or step == self.steps[-1] or self.ready(iz, step, region):
+        coarsest = step == self.steps[-1]
+        if not self.nonblocking or coarsest or self.ready(iz, step, region):
             out = self.view(iz, step, region)
-            if self.on_view is not None:
+            # napari also reads the coarsest level for the layer's thumbnail: that read must not
+            # supersede the prefetch of the view on the canvas (whose stand-in waits for it)
+            if self.on_view is not None and (not coarsest or len(self.steps) == 1):
                 self.on_view(iz, step, region, False)
             return out
         coarse = self.steps[-1]

@@ -45,6 +45,8 @@ def attach(viewer, layer, depth: int = 1) -> Prefetcher | None:
     refresher.ready.connect(refresh)
 
     def on_ready(iz: int, step: int) -> None:
+        if prefetcher.error is not None:
+            levels.nonblocking = False  # a background decode failed: decode in the reader, where errors show
         if (iz, step) in pending:
             pending.discard((iz, step))
             refresher.ready.emit()

@@ -31,6 +31,7 @@ class Prefetcher:
         self._idle.set()
         self._closed = False
         self.completed = 0  # planes decoded to the end (tests, benchmarks)
+        self.error: Exception | None = None  # the last failure of a background decode
         self._thread = threading.Thread(target=self._run, name="fpminr-prefetch", daemon=True)
         self._thread.start()
 
@@ -80,8 +81,10 @@ class Prefetcher:
 
             try:
                 self._work(iz, step, region, parts, cancelled)
-            except Exception:  # noqa: BLE001 - a failed prefetch is only a missed speed-up
-                pass
+            except Exception as exc:  # noqa: BLE001 - reported through on_ready; the reader decodes again
+                self.error = exc
+                if self.on_ready is not None:
+                    self.on_ready(iz, step)  # a stand-in waiting for this view is re-read (see _mosaic_view)
 
     def _work(self, iz, step, region, parts, cancelled) -> None:
         order = [iz] + [iz + s * d for d in range(1, self.depth + 1) for s in (1, -1)]
