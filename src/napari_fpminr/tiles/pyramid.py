@@ -219,10 +219,14 @@ class MosaicPyramid:
             else:
                 ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))).astype(np.complex64)
                 coef = prep.coef[:, keep] * ramp[None]
-            if keep.size >= ny * nx // 2:  # the band fills the grid: keep it dense, one matmul writes the spectrum
-                dense = np.zeros((coef.shape[0], ny * nx), np.complex64)
-                dense[:, flat] = coef
-                item = (torch.from_numpy(dense), None)
+            if keep.size >= ny * nx // 2:
+                # the band fills the grid: keep the R component fields on the decode grid instead
+                # (the transform is linear, so a plane is one matmul of the z line with them, no FFT;
+                # they take the memory the dense spectra would)
+                dense = torch.zeros(coef.shape[0], ny * nx, dtype=torch.complex64)
+                dense[:, torch.from_numpy(flat)] = torch.from_numpy(np.ascontiguousarray(coef))
+                fields = torch.fft.ifft2(dense.reshape(-1, ny, nx), norm="forward").reshape(-1, ny * nx)
+                item = (fields.contiguous(), None)
             else:
                 item = (torch.from_numpy(coef if coef is prep.coef else np.ascontiguousarray(coef)),
                         torch.from_numpy(flat))
@@ -287,15 +291,22 @@ class MosaicPyramid:
     def _decode_group(self, members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x) -> dict:
         B = len(members)
         folded = [self._folded(p, gy, gx) for p, gy, gx in members]
-        spec = self._workspace("spec", B * ny * nx).reshape(B, ny * nx)
-        for b, ((p, _, _), (c, f)) in enumerate(zip(members, folded)):
-            u = torch.from_numpy(p.u(z_um))[None, :c.shape[0]]
-            if f is None:
-                torch.matmul(u, c, out=spec[b:b + 1])
+        field = self._workspace("field", B * ny * nx).reshape(B, ny * nx)
+        sparse = [b for b, (_, f) in enumerate(folded) if f is not None]
+        if sparse:  # spectra scattered from the coefficients, one batched inverse FFT
+            spec = self._workspace("spec", len(sparse) * ny * nx).reshape(len(sparse), ny * nx)
+            for i, b in enumerate(sparse):
+                (c, f), p = folded[b], members[b][0]
+                spec[i].zero_().scatter_(0, f, torch.matmul(torch.from_numpy(p.u(z_um))[None, :c.shape[0]], c)[0])
+            planes = torch.fft.ifft2(spec.reshape(-1, ny, nx), norm="forward").reshape(-1, ny * nx)
+            if len(sparse) == B:
+                field = planes
             else:
-                spec[b].zero_().scatter_(0, f, torch.matmul(u, c)[0])
-        field = torch.fft.ifft2(spec.reshape(B, ny, nx), norm="forward",
-                                out=self._workspace("field", B * ny * nx).reshape(B, ny, nx))
+                field[torch.as_tensor(sparse)] = planes
+        for b, (c, f) in enumerate(folded):
+            if f is None:  # component fields: the plane is their combination
+                torch.matmul(torch.from_numpy(members[b][0].u(z_um))[None, :c.shape[0]], c, out=field[b:b + 1])
+        field = field.reshape(B, ny, nx)
         w = [self._weights(p, s, ky, gy, gx) for p, gy, gx in members]
         wr = torch.as_tensor(np.stack([a for a, _ in w]), dtype=torch.float32)
         wc = torch.as_tensor(np.stack([b for _, b in w]), dtype=torch.float32)
