@@ -10,8 +10,8 @@ How. A low-rank tile's field ``o_t`` is band-limited: its spectral coefficients 
 synthetic aperture (:mod:`napari_fpminr.recon.lowrank`). So it can be decoded at the points of
 any regular grid of step ``d`` hr px, offset by a fraction of a pixel, with one inverse FFT of the
 grid's own size: each coefficient is multiplied by the phase ramp of the offset and folded onto
-the small grid. Level ``L`` decodes on the grid of step ``d = s / k`` (``k = ANTIALIAS = 2``
-from level 1 on) at the centre of every ``d × d`` block, takes ``|·|``, multiplies by the tile's
+the small grid ("Per z" below: how it is evaluated). Level ``L`` decodes on the grid of step
+``d = s / k`` (``k = ANTIALIAS = 2`` from level 1 on) at the centre of every ``d × d`` block, takes ``|·|``, multiplies by the tile's
 blending weight averaged over each block (precomputed per tile and level) and averages ``k × k``
 blocks. Level 1 is thus exact (every hr pixel, 2×2 mean); a coarser level is the midpoint rule on
 ``d``-blocks, and where the aperture does not fit the step-``d`` grid the coefficients beyond its
@@ -21,10 +21,13 @@ focus) level 2 scores 24.6 dB against the area average that way, 41.8 dB with ``
 point subsampling 17.1 dB (docs/benchmarks.md, "Browsing"). The cost of a level is ``k²``
 times its pixel count, so it falls 4× per level instead of rising.
 
-Batches and budgets: all tiles a request needs that are not cached are decoded in ONE batched
-call per group of equal grid geometry (one spectrum buffer, a scatter per tile, one batched
-``ifft2``, one amplitude, weighting and pooling pass). The prepared tile models (coefficients in complex
-form, their folded copies per decode step) are kept in an LRU within ``model_budget_bytes``;
+Per z, nothing is transformed: the transform is linear, so each tile keeps (once per level) its
+``R`` component fields ``S_c`` on the decode grid, and a plane is ``Σ_c u_c(z)·S_c``, one matmul
+per tile (tiles whose fields would exceed ``FIELDS_MAX_BYTES`` keep sparse coefficients instead:
+one scatter and one batched ``ifft2`` per plane). All tiles a request needs that are not cached
+are decoded in ONE batch per group of equal grid geometry (one amplitude, weighting and pooling
+pass over the group). The prepared tile models (:mod:`.tile_decode`: coefficients, component
+fields per level) are kept in an LRU within ``model_budget_bytes``;
 decoded tile images (per tile, depth, level and part) in an LRU within ``image_budget_bytes``.
 Tiles of the feature-plane + MLP kind are decoded at full resolution and block-averaged (exact,
 slower). All methods are thread-safe; :meth:`MosaicPyramid.region` takes a ``cancelled`` callable
@@ -35,14 +38,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..recon.lowrank import LowRankField
+from .tile_decode import ByteLRU, PreparedTile, axis_geometry, block_means
 
 __all__ = ["ANTIALIAS", "MosaicPyramid", "level_steps"]
 
@@ -53,6 +55,7 @@ DECODE_THREADS = 1
 MODEL_BUDGET_BYTES = 2 << 30
 IMAGE_BUDGET_BYTES = 512 << 20
 WORKSPACE_MAX = 16 << 20  # complex elements of a reused decode buffer (128 MB)
+FIELDS_MAX_BYTES = 64 << 20  # per tile and level: component fields up to this, else sparse coefficients
 
 
 def level_steps(hr_shape: tuple[int, int], preview_px: int = 512) -> list[int]:
@@ -64,96 +67,6 @@ def level_steps(hr_shape: tuple[int, int], preview_px: int = 512) -> list[int]:
     return steps
 
 
-class _LRU:
-    """Byte-budgeted LRU (not locked: the pyramid holds its lock around every use)."""
-
-    def __init__(self, budget: int):
-        self.budget = int(budget)
-        self.items: OrderedDict = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key):
-        item = self.items.get(key)
-        if item is not None:
-            self.items.move_to_end(key)
-        return item
-
-    def put(self, key, value, nbytes: int) -> None:
-        if key in self.items:
-            self.bytes -= self.items.pop(key)[1]
-        self.items[key] = (value, int(nbytes))
-        self.bytes += int(nbytes)
-        while self.bytes > self.budget and len(self.items) > 1:
-            _, (_, n) = self.items.popitem(last=False)
-            self.bytes -= n
-
-
-class _Tile:
-    """A tile prepared for decoding: complex coefficients, signed bins, z line, weights."""
-
-    def __init__(self, mosaic, tile):
-        self.tile = tile
-        self.key = (tile.row, tile.col)
-        lay = mosaic.layout
-        self.t0, self.l0, self.th, self.tw = lay.hr_window(tile)
-        self.scale = float(mosaic.tiles[self.key]["amplitude_scale"])
-        wr, wc = lay.axis_weights(tile)
-        self.w_row, self.w_col = wr.astype(np.float64), wc.astype(np.float64)
-        model = mosaic.tile_model(tile.row, tile.col)
-        self.model = None
-        net = model.net
-        if isinstance(net, LowRankField) and tuple(net.arch.hr_shape) == (self.th, self.tw):
-            with torch.no_grad():  # (R, K), scaled for an unnormalised inverse DFT (ortho: 1/sqrt(h·w))
-                self.coef = (torch.complex(net.coefficients[0], net.coefficients[1]).detach().cpu()
-                             / math.sqrt(self.th * self.tw)).numpy().astype(np.complex64)
-                line = torch.complex(net.z_line[0], net.z_line[1]).detach().cpu()  # (n_z, R)
-            self.line = line.numpy().astype(np.complex64)
-            idx = net.index.cpu().numpy()
-            my, mx = idx // self.tw, idx % self.tw
-            self.my = np.where(my >= self.th - self.th // 2, my - self.th, my).astype(np.int32)  # signed bins
-            self.mx = np.where(mx >= self.tw - self.tw // 2, mx - self.tw, mx).astype(np.int32)
-            self.z_range = (float(net.arch.z_min_um), float(net.arch.z_max_um), int(net.arch.n_z))
-        else:
-            self.model = model  # decoded through the model, at full resolution
-        self.folded: dict = {}  # (d_y, d_x, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
-        self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
-
-    def nbytes(self) -> int:
-        n = 0 if self.model is not None else self.coef.nbytes + self.my.nbytes * 2
-        shared = self.coef.__array_interface__["data"][0] if self.model is None else None
-        return n + sum((c.numel() * 8 if c.data_ptr() != shared else 0) + (f.numel() * 8 if f is not None else 0)
-                       for c, f in self.folded.values()) + 65536
-
-    def u(self, z_um: float) -> np.ndarray:
-        """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
-        z_min, z_max, n_z = self.z_range
-        t = min(max((z_um - z_min) / (z_max - z_min) * (n_z - 1), 0.0), n_z - 1.0)
-        i0 = min(int(math.floor(t)), n_z - 2)
-        f = t - i0
-        return (self.line[i0] * (1 - f) + self.line[i0 + 1] * f).astype(np.complex64)
-
-
-def _axis_geometry(t0: int, size: int, s: int, k: int):
-    """Decode grid of one tile axis: step ``d``, first global block ``g0``, offset, count, level start, pad."""
-    d = s // k
-    while d > 1 and size % d:
-        d //= 2  # the fold needs a whole number of samples per tile
-    k = s // d
-    g0 = math.ceil((t0 - (d - 1) / 2.0) / d)
-    phase = g0 * d + (d - 1) / 2.0 - t0  # position of the first sample in the tile, in [0, d)
-    lv0 = g0 // k
-    return d, k, g0, phase, size // d, lv0, g0 - lv0 * k
-
-
-def _block_means(w: np.ndarray, start: int, d: int, n: int) -> np.ndarray:
-    """Means of ``w`` (zero outside) over the ``n`` blocks ``[start + i·d, start + (i+1)·d)``."""
-    lo = min(start, 0)
-    padded = np.zeros(max(w.size, start + n * d) - lo)
-    padded[-lo:-lo + w.size] = w
-    seg = padded[start - lo:start - lo + n * d]
-    return seg.reshape(n, d).mean(axis=1)
-
-
 class MosaicPyramid:
     """Anti-aliased, batched, cached pyramid of one :class:`~napari_fpminr.io.mosaic_file.MosaicModel`."""
 
@@ -161,8 +74,8 @@ class MosaicPyramid:
                  image_budget_bytes: int = IMAGE_BUDGET_BYTES, antialias: int = ANTIALIAS):
         self.mosaic = mosaic
         self.antialias = int(antialias)
-        self._models = _LRU(model_budget_bytes)
-        self._images = _LRU(image_budget_bytes)
+        self._models = ByteLRU(model_budget_bytes)
+        self._images = ByteLRU(image_budget_bytes)
         self._lock = threading.RLock()
         self._decode_lock = threading.Lock()
         self._buffers: dict = {}
@@ -178,12 +91,12 @@ class MosaicPyramid:
         return (-(-H // step), -(-W // step))
 
     # ---- tiles ---------------------------------------------------------------------------------
-    def _prepared(self, tile) -> _Tile:
+    def _prepared(self, tile) -> PreparedTile:
         with self._lock:
             item = self._models.get((tile.row, tile.col))
         if item is not None:
             return item[0]
-        prep = _Tile(self.mosaic, tile)
+        prep = PreparedTile(self.mosaic, tile)
         with self._lock:
             self._models.put(prep.key, prep, prep.nbytes())
         return prep
@@ -193,18 +106,18 @@ class MosaicPyramid:
         for tile in (tiles if tiles is not None else self.mosaic.layout.tiles()):
             self._prepared(tile)
 
-    def _weights(self, prep: _Tile, s: int, k: int, gy, gx) -> tuple[np.ndarray, np.ndarray]:
+    def _weights(self, prep: PreparedTile, s: int, k: int, gy, gx) -> tuple[np.ndarray, np.ndarray]:
         key = (s, k)
         w = prep.weights.get(key)
         if w is None:
             dy, _, g0y, _, ny, _, _ = gy
             dx, _, g0x, _, nx, _, _ = gx
-            w = (_block_means(prep.w_row, g0y * dy - prep.t0, dy, ny),
-                 _block_means(prep.w_col, g0x * dx - prep.l0, dx, nx))
+            w = (block_means(prep.w_row, g0y * dy - prep.t0, dy, ny),
+                 block_means(prep.w_col, g0x * dx - prep.l0, dx, nx))
             prep.weights[key] = w
         return w
 
-    def _folded(self, prep: _Tile, gy, gx):
+    def _folded(self, prep: PreparedTile, gy, gx):
         dy, _, _, py, ny, _, _ = gy
         dx, _, _, px, nx, _, _ = gx
         key = (dy, dx, py, px)
@@ -219,10 +132,10 @@ class MosaicPyramid:
             else:
                 ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))).astype(np.complex64)
                 coef = prep.coef[:, keep] * ramp[None]
-            if keep.size >= ny * nx // 2:
-                # the band fills the grid: keep the R component fields on the decode grid instead
-                # (the transform is linear, so a plane is one matmul of the z line with them, no FFT;
-                # they take the memory the dense spectra would)
+            if coef.shape[0] * ny * nx * 8 <= FIELDS_MAX_BYTES:
+                # keep the R component fields on the decode grid: the transform is linear, so a plane
+                # is then one matmul of the z line with them, and no FFT (a 1920x1080 view: 58 ms
+                # against 87-97 ms with the spectra scattered and transformed per plane)
                 dense = torch.zeros(coef.shape[0], ny * nx, dtype=torch.complex64)
                 dense[:, torch.from_numpy(flat)] = torch.from_numpy(np.ascontiguousarray(coef))
                 fields = torch.fft.ifft2(dense.reshape(-1, ny, nx), norm="forward").reshape(-1, ny * nx)
@@ -281,8 +194,8 @@ class MosaicPyramid:
             if prep.model is not None:
                 fresh.update(self._decode_by_model(prep, z_um, s, part))
                 continue
-            gy = _axis_geometry(prep.t0, prep.th, s, k)
-            gx = _axis_geometry(prep.l0, prep.tw, s, k)
+            gy = axis_geometry(prep.t0, prep.th, s, k)
+            gx = axis_geometry(prep.l0, prep.tw, s, k)
             groups.setdefault((gy[0], gx[0], gy[4], gx[4], gy[1], gx[1], gy[6], gx[6]), []).append((prep, gy, gx))
         for (_, _, ny, nx, ky, kx, pad_y, pad_x), members in groups.items():
             fresh.update(self._decode_group(members, z_um, s, part, ny, nx, ky, kx, pad_y, pad_x))
@@ -333,7 +246,7 @@ class MosaicPyramid:
             self.decode_batches += 1
         return fresh
 
-    def _decode_by_model(self, prep: _Tile, z_um: float, s: int, part: str) -> dict:
+    def _decode_by_model(self, prep: PreparedTile, z_um: float, s: int, part: str) -> dict:
         """Feature-plane + MLP tiles: full resolution, weighted, block-averaged onto the level grid."""
         (img,) = prep.model.render_parts([z_um], (part,))
         img = img[0] * (prep.scale if part == "amplitude" else 1.0) * np.outer(prep.w_row, prep.w_col)
