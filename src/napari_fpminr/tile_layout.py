@@ -165,12 +165,16 @@ class TileLayout:
         w = self._axis_weights(self.col_starts, self.frame_shape[1])
         return w / w.sum(axis=0, keepdims=True)
 
-    def weight(self, tile: Tile) -> np.ndarray:
-        """Normalised blending weight of ``tile`` over its own hr window, float32 ``(h·up, w·up)``."""
+    def axis_weights(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        """The two float64 factors ``(w_row, w_col)`` of :meth:`weight` over the tile's hr window."""
         up = self.upsample
         r0, c0 = tile.top * up, tile.left * up
-        wr = self._row_weights[tile.row, r0:r0 + tile.height * up]
-        wc = self._col_weights[tile.col, c0:c0 + tile.width * up]
+        return (self._row_weights[tile.row, r0:r0 + tile.height * up],
+                self._col_weights[tile.col, c0:c0 + tile.width * up])
+
+    def weight(self, tile: Tile) -> np.ndarray:
+        """Normalised blending weight of ``tile`` over its own hr window, float32 ``(h·up, w·up)``."""
+        wr, wc = self.axis_weights(tile)
         return np.outer(wr, wc).astype(np.float32)
 
     def hr_window(self, tile: Tile) -> tuple[int, int, int, int]:

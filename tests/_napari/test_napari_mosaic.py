@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pytest
 
@@ -55,7 +54,7 @@ def test_reader_opens_a_mosaic_as_one_lazy_layer_with_z_in_um(small_mosaic):
     reader = get_reader(str(small_mosaic))
     assert reader is not None
     (phase, p_meta, _), (amp, a_meta, kind) = reader(str(small_mosaic))
-    assert kind == "image" and isinstance(amp, da.Array) and amp.shape[1:] == (64, 112)
+    assert kind == "image" and amp.shape[1:] == (64, 112) and amp.dtype == np.float32 and amp.ndim == 3
     assert a_meta["axis_labels"][0] == "z (µm)" and a_meta["units"][0] == "µm"
     assert a_meta["visible"] and not p_meta["visible"]
     z = a_meta["metadata"]["fpminr_z_um"]
@@ -64,7 +63,7 @@ def test_reader_opens_a_mosaic_as_one_lazy_layer_with_z_in_um(small_mosaic):
     np.testing.assert_allclose(np.asarray(amp[3]), mosaic.render([z[3]])[0][0], rtol=1e-5, atol=1e-6)
 
 
-def test_pyramid_levels_decode_only_the_chunks_asked_for_and_cache_them(big_mosaic):
+def test_pyramid_levels_decode_only_the_tiles_in_view_and_cache_them(big_mosaic):
     from napari_fpminr._napari._mosaic import MosaicLevels, mosaic_layer_data
     from napari_fpminr.io.mosaic_file import load_mosaic
 
@@ -73,15 +72,35 @@ def test_pyramid_levels_decode_only_the_chunks_asked_for_and_cache_them(big_mosa
     mosaic = load_mosaic(big_mosaic)  # fresh: nothing decoded yet
     lv = MosaicLevels(mosaic, meta["metadata"]["fpminr_z_um"])
     levels = lv.levels()
-    corner = np.asarray(levels[0][5, 540:, 540:])  # inside the last chunk (512..640)
-    assert lv.decoded_chunks == 1
-    under = mosaic.layout.tiles_touching(512, 512, 128, 128)  # the chunk's tiles only
-    assert 0 < mosaic.decoded_tiles <= len(under) < mosaic.layout.n_tiles / 3
+    corner = np.asarray(levels[0][5, 540:, 540:])
+    under = mosaic.layout.tiles_touching(540, 540, 100, 100)  # the view's tiles only, in one batch
+    assert lv.pyramid.decoded_tiles == len(under) < mosaic.layout.n_tiles / 3 and lv.pyramid.decode_batches == 1
     again = np.asarray(levels[0][5, 540:, 540:])
-    assert lv.decoded_chunks == 1  # from the chunk cache
+    assert lv.pyramid.decode_batches == 1  # from the tile cache
     np.testing.assert_array_equal(corner, again)
-    coarse = np.asarray(levels[1][5, 270:, 270:])
-    np.testing.assert_allclose(coarse, corner[::2, ::2], rtol=1e-5, atol=1e-6)
+    full = np.asarray(levels[0][5, 520:, 520:])
+    coarse = np.asarray(levels[1][5, 260:, 260:])  # level 1: the 2x2 area average, not every other pixel
+    np.testing.assert_allclose(coarse, full.reshape(60, 2, 60, 2).mean(axis=(1, 3)), rtol=1e-4, atol=1e-5)
+    assert levels[1][5, 270, 270:280].shape == (10,) and levels[0][:2, 3, 4].shape == (2,)
+
+
+def test_an_fpm_ome_zarr_opens_as_the_same_multiscale_z_layers(big_mosaic, tmp_path):
+    from napari_fpminr._napari._reader import get_reader
+    from napari_fpminr.io.mosaic_file import load_mosaic
+    from napari_fpminr.tiles.assemble import mosaic_source, write_ome_zarr
+
+    mosaic = load_mosaic(big_mosaic)
+    z = np.array([-1.0, 0.0, 1.0])
+    out = write_ome_zarr(tmp_path / "slide.zarr", mosaic_source(mosaic, z), mosaic.layout, z, mosaic.dx_hr_um)
+    reader = get_reader(str(out))
+    assert reader is not None
+    (phase, p_meta, _), (amp, a_meta, kind) = reader(str(out))
+    assert kind == "image" and a_meta["multiscale"] and [a.shape for a in amp] == [(3, 640, 640), (3, 320, 320)]
+    assert a_meta["axis_labels"][0] == "z (µm)" and a_meta["units"][0] == "µm" and not p_meta["visible"]
+    assert a_meta["scale"][0] == pytest.approx(1.0) and a_meta["translate"][0] == pytest.approx(-1.0)
+    assert a_meta["scale"][1] == pytest.approx(mosaic.dx_hr_um)
+    np.testing.assert_allclose(np.asarray(amp[0][2, 100:200, 300:400]),
+                               mosaic.render([1.0], (100, 300, 100, 100))[0][0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.gui
@@ -102,8 +121,8 @@ def test_mosaic_layer_on_a_real_canvas(make_napari_viewer, big_mosaic, tmp_path)
 
     iio.imwrite(tmp_path / "mosaic_screenshot.png", shot_hi.astype(np.uint8))
     lv = amp.metadata["fpminr_levels"]
-    total_level0 = amp.data[0].numblocks[1] * amp.data[0].numblocks[2] * amp.data[0].shape[0]
-    assert lv.decoded_chunks < total_level0            # never the whole stack at full resolution
+    n_planes = amp.data[0].shape[0]  # the two views, their z neighbours, coarse stand-ins: never the whole stack
+    assert lv.pyramid.decoded_tiles < lv.mosaic.layout.n_tiles * n_planes / 4
 
 
 def test_widget_tiles_section_runs_tiles_with_a_progress_bar_and_opens_the_mosaic(make_napari_viewer, qtbot):

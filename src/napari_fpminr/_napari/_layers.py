@@ -185,17 +185,22 @@ def all_in_focus_layer_data(model, z_um: np.ndarray, name: str | None = None, ra
     from ..volume import Volume
 
     fused, depth_um = Volume(model).all_in_focus(np.asarray(z_um, dtype=np.float64), raw=raw)
+    return fused_layer_data(model, fused, depth_um, z_um, name or "FPM-INR", origin_um)
+
+
+def fused_layer_data(model, fused, depth_um, z_um, base: str, origin_um=(0.0, 0.0), key: str = MODEL_KEY
+                     ) -> list[LayerData]:
+    """All-in-focus amplitude and depth-map layers (``metadata[key]`` holds ``model``)."""
     fused = np.asarray(fused, dtype=np.float32)
     depth_um = np.asarray(depth_um, dtype=np.float32)
     dx = float(model.dx_hr_um)
-    base = name or "FPM-INR"
     common = {"scale": (dx, dx), "translate": (float(origin_um[0]), float(origin_um[1])),
               "units": ("µm", "µm"), "axis_labels": ("y", "x")}
     return [
         (fused, dict(common, name=f"{base} all-in-focus", colormap="gray",
                      contrast_limits=_robust_limits(fused),
-                     metadata={MODEL_KEY: model, Z_KEY: np.asarray(z_um), KIND_KEY: "all_in_focus"}), "image"),
+                     metadata={key: model, Z_KEY: np.asarray(z_um), KIND_KEY: "all_in_focus"}), "image"),
         (depth_um, dict(common, name=f"{base} depth (µm)", colormap="turbo",
                         contrast_limits=(float(np.min(z_um)), float(np.max(z_um)) + 1e-6), opacity=0.6,
-                        metadata={MODEL_KEY: model, Z_KEY: np.asarray(z_um), KIND_KEY: "depth"}), "image"),
+                        metadata={key: model, Z_KEY: np.asarray(z_um), KIND_KEY: "depth"}), "image"),
     ]

@@ -15,7 +15,9 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import FPMInputError
-from ._layers import RAW_KEY, all_in_focus_layer_data, default_z_step_um, model_layer_data, z_planes
+from ._layers import (RAW_KEY, all_in_focus_layer_data, default_z_step_um, fused_layer_data, model_layer_data,
+                      z_planes)
+from ._mosaic import MOSAIC_KEY, mosaic_layer_data
 from ._training import prepare_raw
 
 __all__ = ["ModelViews", "all_in_focus_job", "matching_raw"]
@@ -44,7 +46,11 @@ class ModelViews:
             raw_layer.visible = False
         layers = []
         origin = self._run_origin_um if model is self.model else (0.0, 0.0)
-        for data, meta, _kind in model_layer_data(model, z_um, name=self._layer_prefix, origin_um=origin):
+        if is_mosaic_model(model):  # a whole slide: its multiscale layers at the chosen planes
+            layer_data = mosaic_layer_data(model, z_um)
+        else:
+            layer_data = model_layer_data(model, z_um, name=self._layer_prefix, origin_um=origin)
+        for data, meta, _kind in layer_data:
             name = meta["name"]
             if name in self.viewer.layers:
                 # resampling keeps what the user chose to see (e.g. a phase layer shown on purpose)
@@ -127,7 +133,21 @@ def matching_raw(model, candidates):
     return next((raw for raw in candidates if model.trained_on(raw)), None)
 
 
+def is_mosaic_model(model) -> bool:
+    from ..io.mosaic_file import MosaicModel
+
+    return isinstance(model, MosaicModel)
+
+
 def all_in_focus_job(model, candidates, planes, prefix, origin_um=(0.0, 0.0)):
-    """Worker-thread body: find the training data (hashing), then fuse and map the depth."""
+    """Worker-thread body: find the training data (hashing), then fuse and map the depth.
+
+    A mosaic is fused tile by tile and blended (:func:`napari_fpminr.tiles.focus.mosaic_all_in_focus`).
+    """
+    if is_mosaic_model(model):
+        from ..tiles.focus import mosaic_all_in_focus
+
+        fused, depth = mosaic_all_in_focus(model, planes)
+        return fused_layer_data(model, fused, depth, planes, f"mosaic {model.path.stem}", key=MOSAIC_KEY)
     return all_in_focus_layer_data(model, planes, name=prefix, raw=matching_raw(model, candidates),
                                    origin_um=origin_um)

@@ -98,6 +98,10 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
         return None
     if len(paths) == 1 and Path(paths[0]).is_dir():
         from ..io.frames import looks_like_frames_folder
+        from ._zarr_stack import is_fpm_zarr
+
+        if is_fpm_zarr(paths[0]):  # an fpm OME-Zarr stack: multiscale z layers (see _zarr_stack.py)
+            return read_paths
 
         return read_frames_folder if looks_like_frames_folder(paths[0]) else None
     for p in paths:
@@ -155,6 +159,10 @@ def _mosaic_layers(path: str) -> list[LayerData]:
 
 def read_one(path: str) -> list[LayerData]:
     """Layer data for one file; raises the core's errors (``read_paths`` turns them into notes)."""
+    if Path(path).is_dir():
+        from ._zarr_stack import zarr_layer_data
+
+        return zarr_layer_data(path)
     if Path(path).suffix.lower() == MODEL_SUFFIX:
         from ..io.model_file import load_model
         from ..io.mosaic_file import is_mosaic

@@ -82,6 +82,10 @@ def decorate(viewer, layer) -> None:
         meta[_SHOWN_KEY] = True
     if meta.get(KIND_KEY) == "depth":
         layer.colorbar.visible = True
+    if "fpminr_levels" in meta:  # a mosaic: non-blocking views and z prefetch (_mosaic_view.py)
+        from ._mosaic_view import attach
+
+        attach(viewer, layer)
 
 
 def show_led(viewer, layer, led: int) -> None:

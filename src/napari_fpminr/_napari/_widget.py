@@ -40,6 +40,7 @@ from ..progress import format_seconds
 from ._layers import KIND_KEY, MODEL_KEY, RAW_KEY, Z_KEY
 from ._loss_plot import LossPlot
 from ._model_views import ModelViews, matching_raw
+from ._mosaic import MOSAIC_KEY
 from ._params import ParameterForm, TrainingParameters
 from ._state import StateMachine, TrainState, buttons_for
 from ._params import PRESETS
@@ -291,7 +292,8 @@ class ReconstructionWidget(ModelViews, QWidget):
         active = self.viewer.layers.selection.active
         meta = getattr(active, "metadata", {}) if active is not None else {}
         z = meta.get(Z_KEY)
-        if MODEL_KEY in meta and z is not None and len(z) > 0 and meta.get(KIND_KEY) in ("amplitude", "phase"):
+        if (MODEL_KEY in meta or MOSAIC_KEY in meta) and z is not None and len(z) > 0 \
+                and meta.get(KIND_KEY) in ("amplitude", "phase"):
             self.view_z_min.setValue(float(z[0]))
             self.view_z_max.setValue(float(z[-1]))
             if len(z) > 1:
@@ -301,8 +303,9 @@ class ReconstructionWidget(ModelViews, QWidget):
     def current_model(self):
         """The model of the active layer if it has one, else the last trained model."""
         active = self.viewer.layers.selection.active
-        if active is not None and MODEL_KEY in getattr(active, "metadata", {}):
-            return active.metadata[MODEL_KEY]
+        for key in (MODEL_KEY, MOSAIC_KEY):  # a mosaic layer's MosaicModel acts as a model here
+            if active is not None and key in getattr(active, "metadata", {}):
+                return active.metadata[key]
         return self.model
 
     # ---- state ---------------------------------------------------------------------------

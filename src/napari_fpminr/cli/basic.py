@@ -75,6 +75,7 @@ def cmd_gui(args) -> int:
 def _mosaic_info(path: Path) -> str:
     """Text for ``fpminr info`` of a whole-slide mosaic model: frame, tiles, z range, size."""
     from ..io.mosaic_file import load_mosaic
+    from ..tiles.focus import best_focus_text
 
     m = load_mosaic(path)
     lay = m.layout
@@ -87,4 +88,6 @@ def _mosaic_info(path: Path) -> str:
         f"reconstruction {H} x {W} px, pixel {m.dx_hr_um:.4f} um, z {m.z_min_um:g}..{m.z_max_um:g} um",
         f"file size      {size / 1e6:.3f} MB; a 161-plane float32 amplitude+phase stack of the whole field is "
         f"{stack / 1e6:.1f} MB: compression {stack / size:.1f}x",
+        m.summary().splitlines()[-1],
+        best_focus_text(m),
     ])

@@ -240,13 +240,12 @@ def _write_output(job, markers: dict, out: Path, quiet: bool = False) -> None:
 
 def render_mosaic(args, path: Path, out: Path) -> int:
     """``fpminr render MOSAIC --region TOP LEFT H W --level L``: blended planes of a region."""
+    import numpy as np
+
     from ..io.mosaic_file import load_mosaic
     from ..io.stack_files import StackArrays, write_stack
     from .common import _requested_planes
 
-    if args.all_in_focus:
-        raise FPMInputError("--all-in-focus is not available for mosaics yet; render planes with --z/--z-step",
-                            path)
     mosaic = load_mosaic(path)
     planes = _requested_planes(args, (mosaic.z_min_um, mosaic.z_max_um))
     outside = planes[(planes < mosaic.z_min_um - 1e-6) | (planes > mosaic.z_max_um + 1e-6)]
@@ -262,10 +261,51 @@ def render_mosaic(args, path: Path, out: Path) -> int:
     if top < 0 or left < 0 or h < 1 or w < 1 or top + h > H or left + w > W:
         raise FPMInputError(f"--region {top} {left} {h} {w} is not inside the mosaic's {H}x{W} hr px", path)
     step = 2 ** level
-    _check_render_limits(args, out, planes.size, (-(-h // step), -(-w // step)))
-    amp, phase = mosaic.render(planes, region, step)
+    if args.all_in_focus:
+        return _mosaic_all_in_focus(args, mosaic, planes, region, out)
+    # level L: the napari layer's level, each pixel the area average of its 2^L x 2^L hr block
+    # (blocks on the frame's grid; the region widened to whole blocks)
+    y0, x0 = top // step, left // step
+    lh, lw = -(-(top + h) // step) - y0, -(-(left + w) // step) - x0
+    _check_render_limits(args, out, planes.size, (lh, lw))
+    if level == 0:
+        amp, phase = mosaic.render(planes, region)
+    else:
+        from ..tiles.pyramid import MosaicPyramid
+
+        pyramid = MosaicPyramid(mosaic)
+        amp, phase = (np.stack([pyramid.region(float(z), step, (y0, x0, lh, lw), part) for z in planes])
+                      for part in ("amplitude", "phase"))
     write_stack(out, StackArrays(amp, phase if args.phase else None, planes, mosaic.dx_hr_um * step))
-    print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level})")
+    print(f"stack      {out}  ({planes.size} planes, region {h}x{w} hr px at level {level}: {lh}x{lw} px"
+          + (f" from level px ({y0}, {x0})" if level else "") + ")")
+    return 0
+
+
+def _mosaic_all_in_focus(args, mosaic, planes, region, out: Path) -> int:
+    """``render MOSAIC --all-in-focus``: per tile, blended (tiles/focus.py); full resolution only."""
+    import numpy as np
+
+    from ..io.stack_files import StackArrays, write_stack
+    from ..tiles.focus import mosaic_all_in_focus
+
+    if args.level:
+        raise FPMInputError("--all-in-focus renders at full resolution: leave out --level")
+    if args.raw or args.focus_measure == "data":
+        raise FPMInputError("--focus-measure data / --raw are for single models; a mosaic's tiles use the "
+                            "complex-field edges (auto) or nv", Path(args.raw or out))
+    _check_render_limits(args, out, 1, tuple(region[2:]))
+    bar = ProgressLine("all-in-focus", enabled=not args.quiet)
+    fused, depth = mosaic_all_in_focus(mosaic, planes, region, patch=args.patch, stride=args.stride,
+                                       measure=args.focus_measure,
+                                       progress=lambda i, n: bar.update(i / n, f"{i}/{n} tiles"))
+    bar.close()
+    has = np.isfinite(depth)
+    z_repr = float(np.median(depth[has])) if has.any() else float(np.median(planes))
+    write_stack(out, StackArrays(fused[None], None, np.array([z_repr]), mosaic.dx_hr_um, depth_um=depth))
+    span = (f"depth {np.min(depth[has]):.2f}..{np.max(depth[has]):.2f} um on {100 * has.mean():.0f}% of the field"
+            if has.any() else "no structure found")
+    print(f"all-in-focus {out}  ({span})")
     return 0
 
 
@@ -283,4 +323,5 @@ def _check_render_limits(args, out: Path, n_planes: int, shape) -> None:
 def add_region_options(p) -> None:
     p.add_argument("--region", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="mosaics: an hr-pixel region of the field (default: all of it)")
-    p.add_argument("--level", type=int, default=0, help="mosaics: pyramid level L (every 2**L-th hr px)")
+    p.add_argument("--level", type=int, default=0,
+                   help="mosaics: pyramid level L (each pixel the area average of 2**L x 2**L hr px, as in napari)")

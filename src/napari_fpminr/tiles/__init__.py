@@ -8,5 +8,9 @@ tile centres in mm and the blending weights are a data type below ``recon`` and 
 * :mod:`.source`: lazy per-tile reading of the raw stack;
 * :mod:`.worker`: one tile's reconstruction (a dask task) and its files;
 * :mod:`.run`: the job, the dask client, the progress generator over tiles;
-* :mod:`.assemble`: blending finished tiles into npz/tif/OME-Zarr outputs.
+* :mod:`.assemble`: blending finished tiles into npz/tif/OME-Zarr outputs;
+* :mod:`.pyramid`: a mosaic's pyramid levels decoded at their own resolution (area averages),
+  batched and cached, for browsing;
+* :mod:`.focus`: all-in-focus of a mosaic per tile, blended; its best-focus map as text;
+* :mod:`.synthetic`: an untrained mosaic of a known field (tests, benchmarks).
 """

@@ -65,9 +65,18 @@ def _tile_slices(path: Path, shape: tuple[int, int, int], window) -> tuple[np.nd
 
 
 def mosaic_source(mosaic, z_um) -> Callable:
-    """``region -> (amplitude, phase)`` of a mosaic model at the planes ``z_um``."""
+    """``region -> (amplitude, phase)`` of a mosaic model at the planes ``z_um`` (float32 ``(Z, h, w)``).
+
+    Decoded through a :class:`~.pyramid.MosaicPyramid` at level 0 (the same values as
+    ``mosaic.render``, each tile decoded once per plane however many blocks it meets).
+    """
+    from .pyramid import MosaicPyramid
+
+    pyramid = MosaicPyramid(mosaic)
+    planes = [float(z) for z in np.atleast_1d(np.asarray(z_um, np.float64))]
+
     def render(region):
-        return mosaic.render(z_um, region)
+        return tuple(np.stack([pyramid.region(z, 1, region, part) for z in planes]) for part in ("amplitude", "phase"))
     return render
 
 
