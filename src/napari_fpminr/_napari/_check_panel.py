@@ -82,12 +82,18 @@ class CheckPanel(QGroupBox):
         self._reports[id(raw)] = (raw, text)
         if self._running is raw:
             self._running = None
-        if self._selected_raw() is raw:
-            self.text.setText(text)
+        try:
+            if self._selected_raw() is raw:
+                self.text.setText(text)
+        except RuntimeError:  # the widget was closed while the check ran: nothing to show it in
+            pass
 
     def _finished(self, worker) -> None:
         if self._worker is worker:
             self._worker = None
-        raw = self._selected_raw()  # the selection may have changed while this one ran
+        try:
+            raw = self._selected_raw()  # the selection may have changed while this one ran
+        except RuntimeError:  # the widget was closed while the check ran
+            return
         if raw is not None and not raw.is_simulated and self.report_for(raw) is None and self._running is None:
             self._start(raw)
