@@ -23,6 +23,7 @@ LAYERS = [
     ("calib",),
     ("io",),
     ("tiles", "simulate", "volume"),
+    ("colour",),  # colour z-stacks: builds on volume (focus measures) and io
     ("cli", "_napari"),
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
