@@ -1,9 +1,11 @@
 """Registration of the colour channels: lateral sub-pixel shifts, best focus, white level.
 
 * :func:`phase_correlation` — the translation between two images from their cross-power spectrum
-  (``whiten`` = 0: plain cross-correlation, the default; 1: classic phase correlation, which
-  weighs the empty frequencies beyond the band as much as the signal and was measured biased by
-  0.5 px on band-limited crops): integer peak, then refined on a 1/``upsample`` px grid by a
+  (``whiten`` = 1, the default: classic phase correlation, which weighs every frequency alike,
+  so that channels whose stains give different contrast still agree on the edges; plain
+  cross-correlation (0) was measured 0.2-0.4 raw px off between stained channels. Give
+  ``cutoff``: whitening the empty frequencies beyond the band was measured 0.5 px off on
+  band-limited crops): integer peak, then refined on a 1/``upsample`` px grid by a
   matrix-multiply DFT of the cross-power spectrum around the peak (Guizar-Sicairos, Thurman & Fienup, Opt. Lett. 33, 156,
   2008). Returns ``(dy, dx)`` px such that ``moving(x) ≈ reference(x - (dy, dx))``: shifting
   ``moving`` by ``-(dy, dx)`` aligns it onto ``reference``.
@@ -22,7 +24,7 @@ import torch
 
 from ..volume import _refine_peak, edge_sparsity
 
-__all__ = ["best_focus", "fourier_shift", "phase_correlation", "white_level"]
+__all__ = ["best_focus", "fourier_shift", "phase_correlation", "register_fields", "white_level"]
 
 
 def _window(shape: tuple[int, int], alpha: float = 0.25) -> np.ndarray:
@@ -52,11 +54,14 @@ def _upsampled_dft(data: np.ndarray, size: int, factor: int, offset: tuple[float
 
 
 def phase_correlation(reference: np.ndarray, moving: np.ndarray, upsample: int = 100,
-                      window: bool = True, whiten: float = 0.0) -> tuple[float, float]:
+                      window: bool = True, whiten: float = 1.0, cutoff: float | None = None,
+                      low_cut: float = 0.0) -> tuple[float, float]:
     """Sub-pixel translation ``(dy, dx)`` (px) of ``moving`` relative to ``reference`` (module docstring).
 
     Both are real ``(H, W)`` images (amplitudes or intensities); their means are removed and,
-    with ``window``, a Tukey window tapers the borders (non-periodic fields).
+    with ``window``, a Tukey window tapers the borders (non-periodic fields). ``cutoff``
+    (cycles/px) leaves out the frequencies beyond the images' band, which carry only the
+    window's and the borders' artefacts; ``low_cut`` (cycles/px) the slow background below it.
     """
     a = np.asarray(reference, np.float64)
     b = np.asarray(moving, np.float64)
@@ -66,6 +71,9 @@ def phase_correlation(reference: np.ndarray, moving: np.ndarray, upsample: int =
     fa = np.fft.fft2((a - a.mean()) * w)
     fb = np.fft.fft2((b - b.mean()) * w)
     cross = fb * np.conj(fa)
+    if cutoff is not None or low_cut > 0:
+        k = np.hypot(np.fft.fftfreq(a.shape[0])[:, None], np.fft.fftfreq(a.shape[1])[None, :])
+        cross = cross * ((k <= (np.inf if cutoff is None else cutoff)) & (k >= low_cut))
     mag = np.abs(cross)
     cross /= np.maximum(mag, 1e-12 * mag.max() + 1e-300) ** whiten
     corr = np.fft.ifft2(cross).real
@@ -131,3 +139,20 @@ def white_level(intensity: np.ndarray, bins: int = 512) -> float:
         if den < 0:
             return float(centres[k] + 0.5 * (s0 - s2) / den * (centres[1] - centres[0]))
     return float(centres[k])
+
+
+def register_fields(reference: np.ndarray, moving: np.ndarray, band_cycles_per_px: float) -> tuple[float, float]:
+    """Shift ``(dy, dx)`` (px) of complex field ``moving`` relative to ``reference`` (both in focus).
+
+    Correlates their phases, not their amplitudes: a stain absorbs differently in each channel
+    (the red channel sees the nuclei, the green one nuclei and cytoplasm), so amplitude images of
+    two channels differ in content and their correlation peak moves with it (measured 0.2-0.4 raw
+    px off on the simulated stained slide), while the phase delay follows the sample's thickness in
+    every channel alike (scaled by 1/λ). Plain cross-correlation (no whitening) within the band
+    ``band_cycles_per_px``, the slowest twentieth of it left out (background phase).
+    """
+    def phase(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, np.complex128)
+        return np.angle(f * np.conj(np.mean(f)))
+    return phase_correlation(phase(reference), phase(moving), whiten=0.0, cutoff=band_cycles_per_px,
+                             low_cut=band_cycles_per_px / 20)
