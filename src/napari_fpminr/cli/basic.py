@@ -19,6 +19,11 @@ def cmd_info(args) -> int:
         if is_mosaic(path):
             print(_mosaic_info(path))
             return 0
+        from ..colour.file import colour_model_info, is_colour_model
+
+        if is_colour_model(path):
+            print(colour_model_info(path))
+            return 0
 
         print(model_info(path))
         return 0
