@@ -24,7 +24,7 @@ import torch
 
 from ..recon.lowrank import LowRankField
 from ..recon.model import Model
-from .colourmath import srgb_uint8
+from .colourmath import _LUT, _LUT_SIZE, srgb_uint8
 from .register import fourier_shift
 
 __all__ = ["CHANNELS", "ChannelRegistration", "ColourModel", "ColourSlices"]
@@ -188,14 +188,9 @@ class ColourModel:
         Amplitudes are white-balanced like the transmittance (``|o| / sqrt(white)``).
         """
         z = np.atleast_1d(np.asarray(z_um, dtype=np.float64)).reshape(-1)
-        lo, hi = self.z_range_um
-        bad = z[(z < lo - 1e-6) | (z > hi + 1e-6)]
-        if bad.size:
-            raise ValueError(f"z = {bad[0]:g} um is outside the colour model's range [{lo:g}, {hi:g}] um")
         H, W = self.hr_shape
         top, left, h, w = (0, 0, H, W) if region is None else (int(v) for v in region)
-        if step < 1 or h < 1 or w < 1 or top < 0 or left < 0 or top + h > H or left + w > W:
-            raise ValueError(f"region {region} with step {step} is outside the {H}x{W} hr grid")
+        self._check(z, top, left, h, w, step, region)
         out = {p: [] for p in parts}
         for zv in z:
             per = {p: [] for p in parts}
@@ -213,6 +208,29 @@ class ColourModel:
         arrays = {p: np.stack(v) for p, v in out.items()}
         return ColourSlices(arrays.get("transmittance"), arrays.get("amplitude"), arrays.get("phase"))
 
+    @torch.no_grad()
     def rgb(self, z_um, region=None, step: int = 1) -> np.ndarray:
-        """8-bit sRGB ``(Z, h, w, 3)`` at common depths ``z_um``."""
-        return self.render(z_um, region, step, ("transmittance",)).rgb
+        """8-bit sRGB ``(Z, h, w, 3)`` at common depths ``z_um`` (the display path: each channel's
+        ``|o|²/white`` goes straight through the sRGB table into its plane of the output)."""
+        z = np.atleast_1d(np.asarray(z_um, dtype=np.float64)).reshape(-1)
+        H, W = self.hr_shape
+        top, left, h, w = (0, 0, H, W) if region is None else (int(v) for v in region)
+        self._check(z, top, left, h, w, step, region)
+        h_out, w_out = len(range(0, h, step)), len(range(0, w, step))
+        out = np.empty((z.size, h_out, w_out, 3), np.uint8)
+        for k, zv in enumerate(z):
+            for c in range(3):
+                f = self.channel_field(c, float(zv), (top, left, h, w), step)
+                t = f.abs().square_().mul_((_LUT_SIZE - 1) / self.registration[c].white).add_(0.5)
+                idx = t.clamp_(0, _LUT_SIZE - 1).to(torch.int32).cpu().numpy()
+                out[k, :, :, c] = _LUT[idx]
+        return out
+
+    def _check(self, z: np.ndarray, top, left, h, w, step, region) -> None:
+        lo, hi = self.z_range_um
+        bad = z[(z < lo - 1e-6) | (z > hi + 1e-6)]
+        if bad.size:
+            raise ValueError(f"z = {bad[0]:g} um is outside the colour model's range [{lo:g}, {hi:g}] um")
+        H, W = self.hr_shape
+        if step < 1 or h < 1 or w < 1 or top < 0 or left < 0 or top + h > H or left + w > W:
+            raise ValueError(f"region {region} with step {step} is outside the {H}x{W} hr grid")
