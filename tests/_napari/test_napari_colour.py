@@ -64,3 +64,30 @@ def test_colour_stack_on_a_real_canvas(make_napari_viewer, colour_file):
     stained = image[image.min(axis=1) < 200]
     assert stained.shape[0] > 0.1 * image.shape[0]  # and the cells, eosin pink: green absorbed most
     assert np.median(stained[:, 1]) < min(np.median(stained[:, 0]), np.median(stained[:, 2]))
+
+
+def test_widget_colour_section_trains_three_channels_in_turn(make_napari_viewer, qtbot):
+    from napari_fpminr._napari._layers import raw_layer_data
+    from napari_fpminr._napari._widget import ReconstructionWidget
+
+    viewer = make_napari_viewer()
+    slide = simulate_stained(24, seed=4)
+    for name, raw in zip(("blue", "red", "green"), (slide.raws[2], slide.raws[0], slide.raws[1]), strict=True):
+        data, meta, _ = raw_layer_data(raw)
+        viewer.add_image(data, **dict(meta, name=name))
+    panel = ReconstructionWidget(viewer).colour_panel
+    assert [c.currentText() for c in panel.combos] == ["red", "green", "blue"]  # preselected by wavelength
+    panel.crop.setValue(0)
+    panel.z_min.setValue(-4)
+    panel.z_max.setValue(4)
+    panel.train_overrides = {"polish_steps": 8}
+    stages = []
+    panel.start()
+    panel.worker.yielded.connect(lambda ev: stages.append((ev.stage, ev.channel)))
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=180_000)
+    assert panel.progress.value() == 1000
+    assert [c for s, c in stages if s == "reconstruct"] == sorted(c for s, c in stages if s == "reconstruct")
+    assert all(len(plot.data()[0]) > 0 for plot in panel.loss_plots)  # a loss curve per channel
+    rgb = viewer.layers[-1]
+    assert rgb.rgb and rgb.name.endswith("RGB") and panel.model is not None
+    assert abs(panel.model.registration[0].z_offset_um - 3.0) < 0.75

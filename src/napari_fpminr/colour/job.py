@@ -225,3 +225,23 @@ def _colour_stack(stacks, regs, planes: np.ndarray, meta: dict) -> ColourStack:
     slices = ColourSlices((intensity / white).astype(np.float32), (np.abs(fields) / np.sqrt(white)).astype(np.float32),
                           np.angle(fields).astype(np.float32))
     return ColourStack(slices, planes, float(stacks[REFERENCE].dx_hr_um), tuple(regs), meta)
+
+
+def iter_colour_prepared(raws: Sequence[RawData], job: ColourJob, stop=None, device="auto") -> Iterator[ColourEvent]:
+    """:func:`iter_colour` after ordering the three data sets and applying the real-data defaults to each
+    (:func:`napari_fpminr.calib.prepare.iter_prepare`, one channel after the other; the pupil decision per
+    channel is the preparation's). What the napari widget runs on its worker thread."""
+    from ..calib.prepare import PrepareOptions, iter_prepare
+
+    ordered, _ = order_channels(raws)
+    prepared, pupils = [], []
+    for c, raw in enumerate(ordered):
+        last = None
+        for last in iter_prepare(raw, PrepareOptions(), device=device, stop=stop):
+            yield ColourEvent("prepare", c, 0.0, f"{CHANNELS[c]}: {last.message}"[:90])
+        if last is None or last.preparation is None:
+            yield ColourEvent("done", c, 0.0, "stopped while preparing the data", stopped=True)
+            return
+        prepared.append(last.preparation.raw)
+        pupils.append(bool(last.preparation.recover_pupil))
+    yield from iter_colour(prepared, dataclasses.replace(job, recover_pupil=tuple(pupils)), stop=stop)

@@ -141,7 +141,8 @@ def white_level(intensity: np.ndarray, bins: int = 512) -> float:
     return float(centres[k])
 
 
-def register_fields(reference: np.ndarray, moving: np.ndarray, band_cycles_per_px: float) -> tuple[float, float]:
+def register_fields(reference: np.ndarray, moving: np.ndarray, band_cycles_per_px: float,
+                    iterations: int = 4) -> tuple[float, float]:
     """Shift ``(dy, dx)`` (px) of complex field ``moving`` relative to ``reference`` (both in focus).
 
     Correlates their phases, not their amplitudes: a stain absorbs differently in each channel
@@ -150,9 +151,24 @@ def register_fields(reference: np.ndarray, moving: np.ndarray, band_cycles_per_p
     px off on the simulated stained slide), while the phase delay follows the sample's thickness in
     every channel alike (scaled by 1/λ). Plain cross-correlation (no whitening) within the band
     ``band_cycles_per_px``, the slowest twentieth of it left out (background phase).
+
+    The border window pulls a single estimate towards zero shift (its own correlation peaks there:
+    0.70 px found for 0.80 px on the simulated slide), so the estimate is refined: ``moving`` is
+    shifted back by it and the remainder measured again, until it is below 0.01 px (at the true
+    shift the two windowed images agree and the window no longer biases anything).
     """
     def phase(f: np.ndarray) -> np.ndarray:
         f = np.asarray(f, np.complex128)
         return np.angle(f * np.conj(np.mean(f)))
-    return phase_correlation(phase(reference), phase(moving), whiten=0.0, cutoff=band_cycles_per_px,
-                             low_cut=band_cycles_per_px / 20)
+
+    ref = phase(reference)
+    mov = torch.as_tensor(np.asarray(moving, np.complex64))
+    total = np.zeros(2)
+    for _ in range(iterations):
+        aligned = fourier_shift(mov, -total[0], -total[1]).numpy()
+        step = phase_correlation(ref, phase(aligned), whiten=0.0, cutoff=band_cycles_per_px,
+                                 low_cut=band_cycles_per_px / 20)
+        total += step
+        if max(abs(v) for v in step) < 0.01:
+            break
+    return float(total[0]), float(total[1])
