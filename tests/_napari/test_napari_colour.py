@@ -91,3 +91,32 @@ def test_widget_colour_section_trains_three_channels_in_turn(make_napari_viewer,
     rgb = viewer.layers[-1]
     assert rgb.rgb and rgb.name.endswith("RGB") and panel.model is not None
     assert abs(panel.model.registration[0].z_offset_um - 3.0) < 0.75
+
+
+def test_colour_mosaic_browses_as_one_lazy_multiscale_rgb_layer(tmp_path, monkeypatch):
+    """Three tiled channel mosaics (the tiles job API) + a colour header open as ONE multiscale RGB layer
+    whose chunks are decoded only when asked for."""
+    from napari_fpminr._napari import _colour
+    from napari_fpminr._napari._reader import get_reader
+    from napari_fpminr.colour.focus import ScanOptions
+    from napari_fpminr.colour.mosaic import channel_paths, iter_colour_mosaic
+
+    monkeypatch.setattr(_colour, "MOSAIC_CHUNK_PX", 48)  # a small slide, several chunks and levels
+    monkeypatch.setattr(_colour, "MOSAIC_PREVIEW_PX", 48)
+    slide = simulate_stained(64, seed=5)
+    out = tmp_path / "slide.fpminr"
+    events = list(iter_colour_mosaic(list(slide.raws), out, 40, 16, (-3.0, 3.0),
+                                     train={"polish_steps": 5, "seed_iterations": 3},
+                                     scan=ScanOptions(half_range_um=5, step_um=2, crop_px=32), device="cpu"))
+    assert events[-1].result is not None and all(p.is_file() for p in channel_paths(out))
+    (levels, meta, kind), = get_reader(str(out))(str(out))
+    assert kind == "image" and meta["rgb"] and meta["multiscale"] and len(levels) >= 2
+    assert all(lv.shape[-1] == 3 and lv.dtype == np.uint8 for lv in levels)
+    assert levels[1].shape[1] == -(-levels[0].shape[1] // 2)  # each level half the one before
+    assert meta["axis_labels"][0] == "z (µm)"
+    lv = meta["metadata"]["fpminr_levels"]
+    assert lv.decoded_chunks == 0  # nothing decoded until napari asks
+    corner = np.asarray(levels[0][levels[0].shape[0] // 2, :48, :48])
+    assert lv.decoded_chunks == 1  # one chunk of one plane
+    assert np.percentile(corner.reshape(-1, 3), 90, axis=0).min() >= 240  # white glass
+    assert corner.min() < 200  # stained cells

@@ -70,3 +70,62 @@ def colour_layer_data(model, z_um: np.ndarray | None = None, name: str | None = 
                    dict(common, name=f"{base} RGB", rgb=True, contrast_limits=(0, 255),
                         metadata=dict(meta, **{KIND_KEY: "rgb"})), "image"))
     return layers
+
+
+#: colour mosaic chunks (hr px of the level shown) and the coarsest level's size
+MOSAIC_CHUNK_PX = 512
+MOSAIC_PREVIEW_PX = 512
+
+
+class ColourMosaicLevels:
+    """Dask pyramid ``(z, y, x, 3)`` uint8 of a colour mosaic; counts the chunks it decodes."""
+
+    def __init__(self, mosaic, z_um: np.ndarray):
+        self.mosaic = mosaic
+        self.z_um = np.asarray(z_um, np.float64)
+        self.decoded_chunks = 0
+        H, W = mosaic.hr_shape
+        self.steps = [1]
+        while max(H, W) // self.steps[-1] > MOSAIC_PREVIEW_PX:
+            self.steps.append(self.steps[-1] * 2)
+
+    def _chunk(self, iz: int, step: int, cy: int, cx: int) -> np.ndarray:
+        H, W = self.mosaic.hr_shape
+        ny, nx = -(-H // step), -(-W // step)
+        y0, x0 = cy * MOSAIC_CHUNK_PX, cx * MOSAIC_CHUNK_PX
+        h, w = min(MOSAIC_CHUNK_PX, ny - y0), min(MOSAIC_CHUNK_PX, nx - x0)
+        region = (y0 * step, x0 * step, min((h - 1) * step + 1, H - y0 * step), min((w - 1) * step + 1, W - x0 * step))
+        self.decoded_chunks += 1
+        return self.mosaic.rgb(float(self.z_um[iz]), region, step)
+
+    def level(self, step: int) -> da.Array:
+        H, W = self.mosaic.hr_shape
+        ny, nx = -(-H // step), -(-W // step)
+        split = lambda n: tuple(min(MOSAIC_CHUNK_PX, n - s) for s in range(0, n, MOSAIC_CHUNK_PX))  # noqa: E731
+        chunks = ((1,) * self.z_um.size, split(ny), split(nx), (3,))
+
+        def block(block_info=None):
+            loc = block_info[None]["chunk-location"]
+            return self._chunk(loc[0], step, loc[1], loc[2])[None]
+
+        return da.map_blocks(block, dtype=np.uint8, chunks=chunks, meta=np.empty((0, 0, 0, 0), np.uint8))
+
+    def levels(self) -> list[da.Array]:
+        return [self.level(s) for s in self.steps]
+
+
+def colour_mosaic_layer_data(mosaic, z_um: np.ndarray | None = None, name: str | None = None) -> list[LayerData]:
+    """One lazy multiscale RGB layer over the whole slide, z in µm (the green channel's axis)."""
+    if z_um is None:
+        span = mosaic.z_max_um - mosaic.z_min_um
+        z_um = z_planes(mosaic.z_min_um, mosaic.z_max_um, max(span / 40.0, 1e-3) if span > 0 else 1.0)
+    z_um = np.asarray(z_um, np.float64)
+    levels = ColourMosaicLevels(mosaic, z_um)
+    arrays = levels.levels()
+    dz = float(z_um[1] - z_um[0]) if z_um.size > 1 else 1.0
+    dx = float(mosaic.dx_hr_um)
+    meta = {"name": name or f"colour mosaic {mosaic.path.stem} RGB", "rgb": True, "scale": (dz, dx, dx),
+            "translate": (float(z_um[0]), 0.0, 0.0), "units": ("µm", "µm", "µm"),
+            "axis_labels": (Z_LABEL, "y", "x"), "multiscale": len(arrays) > 1, "contrast_limits": (0, 255),
+            "metadata": {COLOUR_KEY: mosaic, Z_KEY: z_um, KIND_KEY: "rgb", "fpminr_levels": levels}}
+    return [(arrays if len(arrays) > 1 else arrays[0], meta, "image")]

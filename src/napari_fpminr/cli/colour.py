@@ -35,8 +35,6 @@ def cmd_reconstruct_colour(args) -> int:
     inputs = [f for p in paths for f in input_files(p)]
     with _output_guard(out, inputs):
         if getattr(args, "tile", None):
-            from ..colour.mosaic import run_colour_tiled
-
             return run_colour_tiled(args, paths, out)
         return _reconstruct_colour(args, paths, out)
 
@@ -109,6 +107,34 @@ def _reconstruct_colour(args, paths, out: Path) -> int:
         slices, dx = result.slices, result.dx_um
     write_colour_stack(out, slices, planes, dx, [r.wavelength_um for r in result.registration])
     print(f"colour stack {out}  ({len(planes)} planes)")
+    return 0
+
+
+def run_colour_tiled(args, paths, out: Path) -> int:
+    """``--colour --tile N``: one tiled INR job per channel (the tiles job API) and a colour mosaic header."""
+    from ..colour.focus import ScanOptions
+    from ..colour.mosaic import channel_paths, iter_colour_mosaic
+
+    if args.method != "inr" or out.suffix.lower() != MODEL_SUFFIX:
+        raise FPMInputError("a colour mosaic is three tiled models: use --method inr and -o with .fpminr", out)
+    raws = read_colour_raws(args, paths)
+    planes = _requested_planes(args, _default_z_range(raws[1]))
+    if not planes.max() > planes.min():
+        raise FPMInputError("a colour mosaic needs a z range: give --z-max above --z-min", out)
+    train = {"seed": args.seed}
+    if getattr(args, "rank", None):
+        train["rank"] = args.rank
+    scan = ScanOptions(half_range_um=args.focus_search_um, step_um=args.focus_step_um, crop_px=args.focus_crop)
+    bar = ProgressLine("colour tiles", enabled=not args.quiet)
+    ev = None
+    for ev in iter_colour_mosaic(raws, out, args.tile, args.overlap, (float(planes.min()), float(planes.max())),
+                                 train=train, scan=scan, device=args.device):
+        bar.update(ev.fraction, ev.message[:90])
+    bar.close("done")
+    if ev is None or ev.result is None:
+        raise FPMInputError("the colour mosaic stopped before it finished", out)
+    print(focus_report(ev.result.registration, [r.z_um for r in raws], {}), file=sys.stderr)
+    print(f"colour mosaic {out} (channels {', '.join(p.name for p in channel_paths(out))})")
     return 0
 
 
