@@ -203,9 +203,10 @@ def part_real(args, cache: Path) -> dict:
     up = data[0].optics.upsample
     out["channels"] = [{"channel": n, "stated_um": r.z_um, "best_focus_um": g.focus_um, "offset_um": g.z_offset_um,
                         "shift_raw_px": [v / up for v in g.shift_px], "white": g.white,
-                        "residual_raw_px": res}
-                       for n, r, g, res in zip(("red", "green", "blue"), raws, st.registration,
-                                               st.meta["residual_shift_raw_px"], strict=True)]
+                        "residual_raw_px": res, "worst_quadrant_raw_px": quad}
+                       for n, r, g, res, quad in zip(("red", "green", "blue"), raws, st.registration,
+                                                     st.meta["residual_shift_raw_px"],
+                                                     st.meta["residual_quadrant_raw_px"], strict=True)]
     out["scan"] = {"z_um": [z.tolist() for z in focus.scan_z_um], "score": [s.tolist() for s in focus.scan_score]}
     np.savez_compressed(cache / "uconn_colour_focus.npz", transmittance=st.slices.transmittance,
                         rgb=st.slices.rgb, z_um=st.z_um)
@@ -225,7 +226,8 @@ def part_real(args, cache: Path) -> dict:
     model = ev.result
     path = save_colour_model(model, cache / "uconn_colour.fpminr")
     out["model"] = {"path": str(path), "bytes": path.stat().st_size, "summary": model.summary(),
-                    "residual_shift_raw_px": model.meta["residual_shift_raw_px"]}
+                    "residual_shift_raw_px": model.meta["residual_shift_raw_px"],
+                    "residual_quadrant_raw_px": model.meta["residual_quadrant_raw_px"]}
     print("real model", json.dumps(out["model"]), flush=True)
     return out
 

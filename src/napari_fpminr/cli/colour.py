@@ -144,11 +144,13 @@ def focus_report(registration, stated_um, meta: dict) -> str:
 
     lines = ["colour registration (common z = the green channel's):"]
     residual = meta.get("residual_shift_raw_px") or [[np.nan, np.nan]] * 3
-    for name, r, stated, res in zip(CHANNELS, registration, stated_um, residual, strict=True):
+    quadrant = meta.get("residual_quadrant_raw_px") or [np.nan] * 3
+    for name, r, stated, res, quad in zip(CHANNELS, registration, stated_um, residual, quadrant, strict=True):
         st = f"stated {stated:+.1f} um" if stated is not None else "no stated depth"
         lines.append(f"  {name:5s} {1000 * r.wavelength_um:.0f} nm: best focus {r.focus_um:+.2f} um ({st}), "
                      f"offset {r.z_offset_um:+.2f} um, shift ({r.shift_px[0]:+.2f}, {r.shift_px[1]:+.2f}) hr px, "
-                     f"white {r.white:.3f}, residual ({res[0]:+.3f}, {res[1]:+.3f}) raw px")
+                     f"white {r.white:.3f}, residual ({res[0]:+.3f}, {res[1]:+.3f}) raw px, worst quadrant "
+                     f"{quad:.3f} raw px")
     if "elapsed_s" in meta:
         lines.append(f"  in {format_seconds(float(meta['elapsed_s']))}")
     return "\n".join(lines)

@@ -134,4 +134,8 @@ def colour_model_info(path: str | Path) -> str:
     if isinstance(residual, list) and len(residual) == 3:
         lines.append("residual shift at the common focus (raw px): " + ", ".join(
             f"{n} ({r[0]:+.3f}, {r[1]:+.3f})" for n, r in zip(CHANNELS, residual, strict=True)))
+    quadrant = model.meta.get("residual_quadrant_raw_px")
+    if isinstance(quadrant, list) and len(quadrant) == 3:
+        lines.append("worst quadrant residual (raw px): " + ", ".join(
+            f"{n} {q:.3f}" for n, q in zip(CHANNELS, quadrant, strict=True)))
     return "\n".join(lines)

@@ -7,8 +7,10 @@ Built once here; ``fpminr reconstruct R G B --colour`` and the napari widget onl
 2. focus and lateral registration measured on a central crop (:mod:`.focus`);
 3. each channel reconstructed alone with its own optics and pupil decision, over the common z
    range shifted by its focus offset (``inr``: one model per channel; ``fpm``: one stack);
-4. white balance from the bare background at the common best focus (:func:`register.white_level`),
-   and the residual shift between the registered channels there, measured and recorded.
+4. the lateral shift measured again between the registered reconstructions at the common best
+   focus and added (a recovered pupil's tilt moves a channel's image), white balance from the bare
+   background there (:func:`register.white_level`), and the residual shifts recorded: over the
+   whole field and the worst of its four quadrants.
 """
 
 from __future__ import annotations
@@ -188,40 +190,78 @@ def residual_shifts_raw_px(fields: np.ndarray, upsample: int, band_cycles_per_px
             for c in range(3)]
 
 
+def quadrant_shifts_raw_px(fields: np.ndarray, upsample: int, band_cycles_per_px: float) -> list[float]:
+    """Largest residual shift (raw px, length) of each channel over the four quadrants of the field:
+    how well one lateral shift registers the whole field (distortion, local misfit)."""
+    H, W = fields.shape[-2:]
+    out = []
+    for c in range(3):
+        worst = 0.0
+        for r0 in (0, H // 2):
+            for c0 in (0, W // 2):
+                q = fields[:, r0:r0 + H // 2, c0:c0 + W // 2]
+                dy, dx = register_fields(q[REFERENCE], q[c], band_cycles_per_px)
+                worst = max(worst, float(np.hypot(dy, dx)) / upsample)
+        out.append(worst)
+    return out
+
+
 def _band(optics_list, dx_hr_um: float) -> float:
     return min(o.na_synthetic / o.wavelength_um for o in optics_list) * dx_hr_um
 
 
+def _refine_shifts(fields: np.ndarray, regs, band: float) -> None:
+    """Add the shift still measured between the registered reconstructions to each registration.
+
+    The scan measures the shift on a crop before the reconstructions; a recovered pupil can move a
+    channel's image (its tilt), so the final shift is the one between the reconstructions."""
+    for c in range(3):
+        if c != REFERENCE:
+            dy, dx = register_fields(fields[REFERENCE], fields[c], band)
+            regs[c].shift_px = (regs[c].shift_px[0] + dy, regs[c].shift_px[1] + dx)
+
+
 def _balance_model(model: ColourModel) -> None:
-    """Set each channel's white from the bare background at the common best focus; record the residual shift."""
+    """Final shift on the reconstructions, white from the bare background at the common best focus, and
+    the residual shifts recorded (whole field and worst quadrant)."""
     z = _focus_plane(model.z_range_um, model.registration[REFERENCE].focus_um)
+    band = _band([m.optics for m in model.channels], model.dx_hr_um)
     for r in model.registration:
         r.white = 1.0
+    s = model.render([z], parts=("amplitude", "phase"))
+    _refine_shifts(s.amplitude[0] * np.exp(1j * s.phase[0]), model.registration, band)
+    model._ramps.clear()
     s = model.render([z], parts=("transmittance", "amplitude", "phase"))
     for c, r in enumerate(model.registration):
         r.white = white_level(s.transmittance[0, c])
     model.meta["common_focus_um"] = z
-    band = _band([m.optics for m in model.channels], model.dx_hr_um)
-    model.meta["residual_shift_raw_px"] = residual_shifts_raw_px(s.amplitude[0] * np.exp(1j * s.phase[0]),
-                                                                 model.upsample, band)
+    fields = s.amplitude[0] * np.exp(1j * s.phase[0])
+    model.meta["residual_shift_raw_px"] = residual_shifts_raw_px(fields, model.upsample, band)
+    model.meta["residual_quadrant_raw_px"] = quadrant_shifts_raw_px(fields, model.upsample, band)
 
 
-def _colour_stack(stacks, regs, planes: np.ndarray, meta: dict) -> ColourStack:
+def _registered(stacks, regs) -> np.ndarray:
     fields = []
     for c, st in enumerate(stacks):
         f = torch.polar(torch.as_tensor(st.amplitude), torch.as_tensor(st.phase))
         dy, dx = regs[c].shift_px
         fields.append(fourier_shift(f, -dy, -dx).numpy())
-    fields = np.stack(fields, axis=1)  # (Z, 3, H, W)
+    return np.stack(fields, axis=1)  # (Z, 3, H, W)
+
+
+def _colour_stack(stacks, regs, planes: np.ndarray, meta: dict) -> ColourStack:
     k = int(np.argmin(np.abs(planes - regs[REFERENCE].focus_um)))
+    band = _band([s.optics for s in stacks], stacks[0].dx_hr_um)
+    _refine_shifts(_registered(stacks, regs)[k], regs, band)
+    fields = _registered(stacks, regs)
     intensity = np.abs(fields) ** 2
     for c, r in enumerate(regs):
         r.white = white_level(intensity[k, c])
     white = np.array([r.white for r in regs], np.float32)[None, :, None, None]
     upsample = max(1, round(stacks[REFERENCE].optics.upsample))
     meta = dict(meta, common_focus_um=float(planes[k]),
-                residual_shift_raw_px=residual_shifts_raw_px(fields[k], upsample,
-                                                             _band([s.optics for s in stacks], stacks[0].dx_hr_um)))
+                residual_shift_raw_px=residual_shifts_raw_px(fields[k], upsample, band),
+                residual_quadrant_raw_px=quadrant_shifts_raw_px(fields[k], upsample, band))
     slices = ColourSlices((intensity / white).astype(np.float32), (np.abs(fields) / np.sqrt(white)).astype(np.float32),
                           np.angle(fields).astype(np.float32))
     return ColourStack(slices, planes, float(stacks[REFERENCE].dx_hr_um), tuple(regs), meta)
