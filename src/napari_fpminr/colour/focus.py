@@ -1,7 +1,9 @@
 """Focus and lateral registration of the colour channels, measured from the data.
 
 Per channel, a conventional focus scan on a central crop: planes over the search range at
-``step_um``, then a finer scan (``step_um / 4``) around the sharpest one; the best focus is the
+``step_um``, then a finer scan (``step_um / 4``) around the sharpest one (when the sharpest
+plane is at an end of the scan, the scan first goes on beyond that end, up to ``MAX_EXTENSIONS``
+times); the best focus is the
 sharpest plane of the fine scan (:func:`register.best_focus`). The channel's field at its best
 focus is then correlated with the reference (green) channel's at its own best focus
 (:func:`register.register_fields`, on phases): that is the lateral shift. Focus offsets are
@@ -21,6 +23,9 @@ from ..recon.conventional import iter_conventional
 from .register import best_focus, register_fields
 
 __all__ = ["FocusResult", "ScanOptions", "iter_focus_scan", "scan_centre"]
+
+#: a scan whose sharpest plane is at its end goes on beyond it, at most this many times its half range
+MAX_EXTENSIONS = 3
 
 
 @dataclass(frozen=True)
@@ -76,26 +81,43 @@ def iter_focus_scan(raws: Sequence[RawData], centres_um: Sequence[float], opts: 
             None,  # the single plane at best focus
         )
         best = None
-        for s in range(3):
-            if s == 0:
-                planes = stages[0]
-            elif s == 1:
-                planes = best + np.arange(-opts.step_um, opts.step_um + 1e-9, opts.step_um / 4)
-            else:
-                planes = np.array([best])
+        s = 0
+        planes = stages[0]
+        all_planes = np.empty(0)
+        all_fields = None
+        extensions = 0
+        while s < 3:
             stack = None
             for frac, stack in _solve(crop, planes, opts, device, stop):
-                yield (c + (s + frac) / 3) / n, f"focus scan {'RGB'[c]}: {('coarse', 'fine', 'at focus')[s]}", None
+                yield (c + (min(s, 2) + frac) / 3) / n, f"focus scan {'RGB'[c]}: {('coarse', 'fine', 'at focus')[s]}", None
             if stack is None or stack.meta.get("complete") is False:
                 return
             f = torch.as_tensor(stack.amplitude * np.exp(1j * stack.phase))
-            if s < 2:
-                best, score = best_focus(f, planes)
-                if s == 0:
-                    zs.append(planes)
-                    scores.append(score)
+            if s == 0:
+                # the sharpest plane at an end of the scanned planes: scan on beyond it (at most
+                # MAX_EXTENSIONS times the range), so that a far-off stated depth is still bracketed
+                all_fields = f if all_fields is None else torch.cat([all_fields, f])
+                all_planes = np.concatenate([all_planes, planes])
+                order = np.argsort(all_planes)
+                all_planes, all_fields = all_planes[order], all_fields[torch.as_tensor(order)]
+                best, score = best_focus(all_fields, all_planes)
+                k = int(np.argmax(score))
+                width = opts.half_range_um
+                if k in (0, all_planes.size - 1) and extensions < MAX_EXTENSIONS:
+                    extensions += 1
+                    sign = -1.0 if k == 0 else 1.0
+                    edge = all_planes[k]
+                    planes = edge + sign * np.arange(opts.step_um, width + 1e-9, opts.step_um)
+                    continue
+                zs.append(all_planes)
+                scores.append(score)
+                planes = best + np.arange(-opts.step_um, opts.step_um + 1e-9, opts.step_um / 4)
+            elif s == 1:
+                best, _ = best_focus(f, planes)
+                planes = np.array([best])
             else:
                 fields.append(stack.amplitude[0] * np.exp(1j * stack.phase[0]))
+            s += 1
         focus.append(float(best))
     # the band every channel covers: the smallest synthetic aperture (the longest wavelength's), in cycles/px
     band = min(r.optics.na_synthetic / r.optics.wavelength_um for r in raws) * raws[reference].optics.dx_hr_um
