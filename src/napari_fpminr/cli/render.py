@@ -38,7 +38,11 @@ def _render(args, path: Path, out: Path) -> int:
 
         return render_mosaic(args, path, out)
     from ..colour.file import is_colour_model
+    from ..colour.mosaic import is_colour_mosaic
 
+    if is_colour_mosaic(path):
+        raise FPMInputError("a colour mosaic: render does not read colour mosaics yet (open it in napari, or "
+                            "render its channel mosaics OUT.red/green/blue.fpminr)", path)
     if is_colour_model(path):
         from .colour import render_colour
 

@@ -34,8 +34,8 @@ from .focus import ScanOptions, iter_focus_scan, scan_centre
 from .job import ColourEvent, common_grid
 from .model import CHANNELS, REFERENCE, ChannelRegistration
 
-__all__ = ["COLOUR_MOSAIC_FORMAT", "ColourMosaic", "channel_paths", "is_colour_mosaic", "iter_colour_mosaic",
-           "load_colour_mosaic", "save_colour_mosaic"]
+__all__ = ["COLOUR_MOSAIC_FORMAT", "ColourMosaic", "channel_paths", "colour_mosaic_info", "is_colour_mosaic",
+           "iter_colour_mosaic", "load_colour_mosaic", "save_colour_mosaic"]
 
 COLOUR_MOSAIC_FORMAT = "fpminr-colour-mosaic"
 COLOUR_MOSAIC_VERSION = 1
@@ -209,3 +209,16 @@ def load_colour_mosaic(path) -> ColourMosaic:
     except (KeyError, TypeError, ValueError) as exc:
         raise FPMInputError(f"bad colour registration: {exc}", path) from None
     return ColourMosaic(path, _load_channels([path.with_name(f) for f in files], path), registration)
+
+
+def colour_mosaic_info(path) -> str:
+    """Text for ``fpminr info COLOUR_MOSAIC``: the channel files and the registration."""
+    m = load_colour_mosaic(path)
+    H, W = m.hr_shape
+    lines = [f"colour mosaic {Path(path).name} (colour mosaic format version {COLOUR_MOSAIC_VERSION}): "
+             f"{H} x {W} px of {m.dx_hr_um:.4f} um, z {m.z_min_um:g} .. {m.z_max_um:g} um (the green channel's axis)"]
+    for name, ch, r in zip(CHANNELS, m.channels, m.registration, strict=True):
+        lines.append(f"  {name:5s} {1000 * r.wavelength_um:.0f} nm: {ch.path.name}, best focus {r.focus_um:+.2f} um "
+                     f"(offset {r.z_offset_um:+.2f} um), shift ({r.shift_px[0]:+.2f}, {r.shift_px[1]:+.2f}) hr px, "
+                     f"white {r.white:.3f}")
+    return "\n".join(lines)
