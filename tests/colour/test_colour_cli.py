@@ -39,3 +39,23 @@ def test_colour_refusals_are_one_line(rgb_files, tmp_path, capsys):
     assert "three different wavelengths" in capsys.readouterr().err
     assert main(["reconstruct", red, green, blue, "--colour", "--method", "fpm", "-o", str(tmp_path / "m.fpminr")]) == 2
     assert "colour stack" in capsys.readouterr().err
+
+
+def test_render_and_info_of_a_colour_model(colour_model, tmp_path, capsys):
+    from napari_fpminr.colour.file import save_colour_model
+
+    path = save_colour_model(colour_model, tmp_path / "c.fpminr")
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "colour" in text and "red" in text and "compression" in text
+    out = tmp_path / "p.npz"
+    assert main(["render", str(path), "--z", "-1", "0", "-q", "-o", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as f:
+        assert f["transmittance"].shape[:2] == (2, 3) and f["rgb"].shape[-1] == 3
+        assert f["amplitude"].shape == f["phase"].shape == f["transmittance"].shape
+    assert main(["render", str(path), "--all-in-focus", "--patch", "16", "--stride", "8", "-q",
+                 "-o", str(tmp_path / "a.npz")]) == 0
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        assert f["transmittance"].shape[:2] == (1, 3) and f["depth_um"].shape == f["transmittance"].shape[2:]
+    assert main(["render", str(path), "--z", "9", "-o", str(tmp_path / "bad.npz")]) == 2
+    assert "outside the colour model's range" in capsys.readouterr().err
