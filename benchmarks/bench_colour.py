@@ -18,6 +18,10 @@ Parts (``--parts``, all by default):
   reconstructed (conventional, the common best focus) on the whole field and the residual shift
   between the registered channels there; also a colour model of a central crop over the common
   focus ±5 µm (for the user guide's screenshot, written to ``--cache``).
+* ``mosaic`` (not in the default parts): a simulated ``--mosaic-size``² RGB slide as a colour
+  mosaic (three tiled INR jobs of ``--mosaic-tile`` raw px + the colour header), then browsed
+  through the napari layer data: the coarsest pyramid level of one plane, then one
+  full-resolution chunk; chunks decoded and times.
 
 Run:  .venv/bin/python benchmarks/bench_colour.py [--parts sim storage decode real] [--out r.json]
 """
@@ -232,6 +236,41 @@ def part_real(args, cache: Path) -> dict:
     return out
 
 
+def part_mosaic(args, cache: Path) -> dict:
+    """A simulated ``--mosaic-size``² RGB slide as a colour mosaic (three tiled INR jobs + header), then
+    browsed through the napari layer data: chunks decoded per view at two pyramid levels."""
+    from napari_fpminr._napari._colour import colour_mosaic_layer_data
+    from napari_fpminr.colour.focus import ScanOptions
+    from napari_fpminr.colour.mosaic import iter_colour_mosaic, load_colour_mosaic
+    from napari_fpminr.colour.stained import simulate_stained
+
+    t0 = time.perf_counter()
+    slide = simulate_stained(args.mosaic_size, seed=7)
+    out = {"size_raw_px": args.mosaic_size, "simulate_s": time.perf_counter() - t0}
+    path = cache / "slide_colour.fpminr"
+    t0 = time.perf_counter()
+    ev = None
+    for ev in iter_colour_mosaic(list(slide.raws), path, args.mosaic_tile, 16, (-4.0, 4.0),
+                                 train={"polish_steps": args.mosaic_polish}, scan=ScanOptions(), device="cpu"):
+        pass
+    out["reconstruct_s"] = time.perf_counter() - t0
+    out["registration"] = [r.to_dict() for r in ev.result.registration]
+    mosaic = load_colour_mosaic(path)
+    (levels, meta, _), = colour_mosaic_layer_data(mosaic)
+    lv = meta["metadata"]["fpminr_levels"]
+    out["levels"] = [list(a.shape) for a in levels]
+    t0 = time.perf_counter()
+    view = np.asarray(levels[-1][levels[-1].shape[0] // 2])  # zoomed out: the coarsest level, one plane
+    out["coarse_view_s"], out["coarse_chunks"] = time.perf_counter() - t0, lv.decoded_chunks
+    t0 = time.perf_counter()
+    np.asarray(levels[0][levels[0].shape[0] // 2, :512, :512])  # zoomed in: one full-resolution chunk
+    out["zoomed_view_s"], out["chunks_after_zoom"] = time.perf_counter() - t0, lv.decoded_chunks
+    out["total_chunks_level0"] = int(np.prod(levels[0].numblocks))
+    out["coarse_background_srgb"] = np.percentile(view.reshape(-1, 3), 90, axis=0).tolist()
+    print("mosaic", json.dumps(out), flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="+", default=["sim", "storage", "decode", "real"])
@@ -241,6 +280,9 @@ def main() -> int:
     ap.add_argument("--real-calibrate", action="store_true", help="fit the illumination calibration (slow)")
     ap.add_argument("--real-model-crop", type=int, default=64)
     ap.add_argument("--real-polish", type=int, default=120)
+    ap.add_argument("--mosaic-size", type=int, default=512)
+    ap.add_argument("--mosaic-tile", type=int, default=128)
+    ap.add_argument("--mosaic-polish", type=int, default=40)
     ap.add_argument("--cache", default="bench_colour_cache")
     ap.add_argument("--out")
     ap.add_argument("--threads", type=int, default=0,
@@ -261,6 +303,8 @@ def main() -> int:
         res["decode"] = part_decode(args)
     if "real" in args.parts:
         res["real"] = part_real(args, cache)
+    if "mosaic" in args.parts:
+        res["mosaic"] = part_mosaic(args, cache)
     text = json.dumps(res, indent=1, default=float)
     if args.out:
         Path(args.out).write_text(text)
