@@ -75,14 +75,10 @@ def iter_focus_scan(raws: Sequence[RawData], centres_um: Sequence[float], opts: 
     focus, fields, zs, scores = [], [], [], []
     for c, raw in enumerate(raws):
         crop = _central(raw, opts.crop_px)
-        stages = (
-            np.arange(-opts.half_range_um, opts.half_range_um + 1e-9, opts.step_um) + centres_um[c],
-            None,  # fine scan, set from the coarse one
-            None,  # the single plane at best focus
-        )
+        # stages: 0 coarse (extended while the sharpest plane is at an end), 1 fine, 2 the plane at focus
         best = None
         s = 0
-        planes = stages[0]
+        planes = np.arange(-opts.half_range_um, opts.half_range_um + 1e-9, opts.step_um) + centres_um[c]
         all_planes = np.empty(0)
         all_fields = None
         extensions = 0
