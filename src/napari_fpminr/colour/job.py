@@ -9,7 +9,7 @@ Built once here; ``fpminr reconstruct R G B --colour`` and the napari widget onl
    range shifted by its focus offset (``inr``: one model per channel; ``fpm``: one stack);
 4. the lateral shift measured again between the registered reconstructions at the common best
    focus and added (a recovered pupil's tilt moves a channel's image), white balance from the bare
-   background there (:func:`register.white_level`), and the residual shifts recorded: over the
+   background there (:func:`register.white_levels`), and the residual shifts recorded: over the
    whole field and the worst of its four quadrants.
 """
 
@@ -27,7 +27,7 @@ from ..errors import FPMInputError
 from ..rawdata import RawData
 from .focus import FocusResult, ScanOptions, iter_focus_scan, scan_centre
 from .model import CHANNELS, REFERENCE, ChannelRegistration, ColourModel, ColourSlices
-from .register import fourier_shift, register_fields, white_level
+from .register import fourier_shift, register_fields, white_levels
 
 __all__ = ["ColourEvent", "ColourJob", "ColourStack", "iter_colour", "order_channels"]
 
@@ -231,11 +231,11 @@ def _balance_model(model: ColourModel) -> None:
     s = model.render([z], parts=("amplitude", "phase"))
     _refine_shifts(s.amplitude[0] * np.exp(1j * s.phase[0]), model.registration, band)
     model._ramps.clear()
-    s = model.render([z], parts=("transmittance", "amplitude", "phase"))
-    for c, r in enumerate(model.registration):
-        r.white = white_level(s.transmittance[0, c])
-    model.meta["common_focus_um"] = z
+    s = model.render([z], parts=("amplitude", "phase"))
     fields = s.amplitude[0] * np.exp(1j * s.phase[0])
+    for r, w in zip(model.registration, white_levels(np.abs(fields) ** 2), strict=True):
+        r.white = float(w)
+    model.meta["common_focus_um"] = z
     model.meta["residual_shift_raw_px"] = residual_shifts_raw_px(fields, model.upsample, band)
     model.meta["residual_quadrant_raw_px"] = quadrant_shifts_raw_px(fields, model.upsample, band)
 
@@ -255,8 +255,8 @@ def _colour_stack(stacks, regs, planes: np.ndarray, meta: dict) -> ColourStack:
     _refine_shifts(_registered(stacks, regs)[k], regs, band)
     fields = _registered(stacks, regs)
     intensity = np.abs(fields) ** 2
-    for c, r in enumerate(regs):
-        r.white = white_level(intensity[k, c])
+    for r, w in zip(regs, white_levels(intensity[k]), strict=True):
+        r.white = float(w)
     white = np.array([r.white for r in regs], np.float32)[None, :, None, None]
     upsample = max(1, round(stacks[REFERENCE].optics.upsample))
     meta = dict(meta, common_focus_um=float(planes[k]),

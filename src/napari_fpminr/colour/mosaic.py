@@ -87,14 +87,17 @@ def iter_colour_mosaic(raws: Sequence[RawData], out, tile: int, overlap: int, z_
         save_mosaic(path, layout, list(event.markers.values()), job.work_dir, o, (min(zr), max(zr)),
                     meta={"job_hash": job.job_hash, "channel": CHANNELS[c]})
     # white balance: each channel's bare-glass level at the common focus, on a coarse view of the field
-    from .register import white_level
+    from .register import white_levels
 
     mosaics = _load_channels(paths, Path(out))
     step = max(1, max(mosaics[0].hr_shape) // 512)
-    for c, (m, r) in enumerate(zip(mosaics, regs, strict=True)):
+    views = []
+    for c, m in enumerate(mosaics):
         z = float(np.clip(focus.focus_um[c], m.z_min_um, m.z_max_um))
         (amp,) = m.render([z], None, step, parts=("amplitude",))
-        r.white = white_level(np.asarray(amp[0], np.float64) ** 2)
+        views.append(np.asarray(amp[0], np.float64) ** 2)
+    for r, w in zip(regs, white_levels(np.stack(views)), strict=True):
+        r.white = float(w)
     save_colour_mosaic(out, paths, regs, {"common_focus_um": focus.focus_um[REFERENCE], "tile": tile,
                                           "overlap": overlap})
     yield ColourEvent("done", None, 1.0, "colour mosaic written", result=load_colour_mosaic(out), focus=focus)

@@ -13,8 +13,11 @@
 * :func:`best_focus` — the depth at which a stack of complex fields is sharpest over the whole
   field: the concentration of the complex gradient (``volume.edge_sparsity`` with one patch),
   refined to sub-plane depth by a parabola through the best plane and its neighbours.
-* :func:`white_level` — the bare-glass level of an intensity image: the mode of its histogram
-  (the background is the most frequent value of a slide field).
+* :func:`white_levels` — the bare-glass level of each channel: the median of each channel over
+  the glass, taken as the brightest ``top_fraction`` of the pixels of all channels together (glass
+  is the brightest thing on a transmission slide, in every channel). :func:`white_level`, one
+  channel's histogram mode, finds the glass only where it is the most frequent value: on the
+  dense UConn smear it found the red cells instead (green: cells 1.42, glass 2.61, mode 1.32).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 from ..volume import _refine_peak, edge_sparsity
 
-__all__ = ["best_focus", "fourier_shift", "phase_correlation", "register_fields", "white_level"]
+__all__ = ["best_focus", "fourier_shift", "phase_correlation", "register_fields", "white_level", "white_levels"]
 
 
 def _window(shape: tuple[int, int], alpha: float = 0.25) -> np.ndarray:
@@ -172,3 +175,15 @@ def register_fields(reference: np.ndarray, moving: np.ndarray, band_cycles_per_p
         if max(abs(v) for v in step) < 0.01:
             break
     return float(total[0]), float(total[1])
+
+
+def white_levels(intensity: np.ndarray, top_fraction: float = 0.15) -> np.ndarray:
+    """Bare-glass level of each channel of ``intensity (C, H, W)`` (see the module docstring)."""
+    x = np.asarray(intensity, np.float64)
+    flat = x.reshape(x.shape[0], -1)
+    med = np.median(flat, axis=1, keepdims=True)
+    lum = (flat / np.maximum(med, 1e-12)).mean(axis=0)
+    ok = np.isfinite(lum)
+    cut = np.quantile(lum[ok], 1.0 - top_fraction)
+    glass = ok & (lum >= cut)
+    return np.median(flat[:, glass], axis=1)
