@@ -81,10 +81,13 @@ def test_widget_colour_section_trains_three_channels_in_turn(make_napari_viewer,
     panel.z_min.setValue(-4)
     panel.z_max.setValue(4)
     panel.train_overrides = {"polish_steps": 8}
+    from napari_fpminr.colour.focus import ScanOptions
+
+    panel.scan = ScanOptions(half_range_um=5, step_um=2, crop_px=24)
     stages = []
     panel.start()
     panel.worker.yielded.connect(lambda ev: stages.append((ev.stage, ev.channel)))
-    qtbot.waitUntil(lambda: panel.worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=600_000)
     assert panel.progress.value() == 1000
     assert [c for s, c in stages if s == "reconstruct"] == sorted(c for s, c in stages if s == "reconstruct")
     assert all(len(plot.data()[0]) > 0 for plot in panel.loss_plots)  # a loss curve per channel

@@ -26,7 +26,8 @@ __all__ = ["ColourPanel", "colour_events"]
 CHANNEL_NAMES = ("red", "green", "blue")
 
 
-def colour_events(raws, z_range: tuple[float, float], crop_px: int, train_overrides: dict, stop, device="auto"):
+def colour_events(raws, z_range: tuple[float, float], crop_px: int, train_overrides: dict, stop, device="auto",
+                  scan=None):
     """Generator for the worker thread: :class:`ColourEvent` s; the last carries the colour model."""
     from ..colour.job import ColourJob, iter_colour_prepared
     from ..recon.train import TrainConfig
@@ -37,6 +38,8 @@ def colour_events(raws, z_range: tuple[float, float], crop_px: int, train_overri
         raws = [r.crop((h - c) // 2, (w - c) // 2, c, c) for r in raws]
     job = ColourJob(method="inr", z_min_um=float(z_range[0]), z_max_um=float(z_range[1]), device=device,
                     train_config=TrainConfig(device=device, **train_overrides))
+    if scan is not None:
+        job.scan = scan
     yield from iter_colour_prepared(raws, job, stop=stop, device=device)
 
 
@@ -49,6 +52,7 @@ class ColourPanel(QGroupBox):
         self.worker = None
         self._stop = threading.Event()
         self.train_overrides: dict[str, Any] = {}
+        self.scan = None  # focus scan settings (None: the core's defaults)
         self.combos = [QComboBox() for _ in CHANNEL_NAMES]
         self.z_min = QDoubleSpinBox(minimum=-500, maximum=500, value=-5, suffix=" µm")
         self.z_max = QDoubleSpinBox(minimum=-500, maximum=500, value=5, suffix=" µm")
@@ -126,7 +130,8 @@ class ColourPanel(QGroupBox):
         self.run_btn.setEnabled(False)
         self.stop_btn.setEnabled(True)
         self.worker = create_worker(colour_events, raws, (self.z_min.value(), self.z_max.value()),
-                                    self.crop.value(), dict(self.train_overrides), self._stop, _start_thread=False)
+                                    self.crop.value(), dict(self.train_overrides), self._stop, scan=self.scan,
+                                    _start_thread=False)
         self.worker.yielded.connect(self._on_event)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
