@@ -62,3 +62,17 @@ def test_white_level_is_the_background_not_the_mean():
     img = 1.1 + 0.01 * rng.standard_normal((128, 128))
     img[:50] = 0.4 + 0.1 * rng.random((50, 128))  # 40 % stained area
     assert abs(white_level(img) - 1.1) < 0.01
+
+
+def test_white_levels_find_the_glass_where_cells_cover_most_of_the_field():
+    from napari_fpminr.colour.register import white_levels
+
+    rng = np.random.default_rng(1)
+    glass = np.array([3.5, 3.6, 3.2])  # per channel (not normalised: what a reconstruction gives)
+    cells = np.array([2.3, 1.4, 1.7])  # red cells: absorb green and blue most
+    field = np.where(rng.random((64, 64)) < 0.25, 1.0, 0.0)  # 25 % glass, 75 % cells
+    img = (field[None] * glass[:, None, None] + (1 - field[None]) * cells[:, None, None]
+           + 0.03 * rng.standard_normal((3, 64, 64)))
+    assert np.allclose(white_levels(img), glass, atol=0.05)
+    # the single-channel histogram mode would take the cells for the glass
+    assert abs(white_level(img[1]) - cells[1]) < 0.05
