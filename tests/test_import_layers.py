@@ -24,7 +24,8 @@ LAYERS = [
     ("io",),
     ("tiles", "simulate", "volume"),
     ("colour",),  # colour z-stacks: builds on volume (focus measures) and io
-    ("cli", "_napari"),
+    ("cli",),
+    ("_napari",),  # the napari glue may use the command line's texts; the command line imports no napari glue
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 

@@ -333,3 +333,24 @@ def test_raw_file_opens_as_raw_stack_layer(make_napari_viewer, tmp_path, small_r
     assert layer.data.shape == (small_raw.n_leds, 1, *small_raw.lr_shape)
     assert layer.metadata[RAW_KEY].n_leds == small_raw.n_leds
     assert layer.scale[-1] == pytest.approx(small_raw.optics.dx_lr_um)
+
+
+def test_a_measurement_is_checked_when_selected(make_napari_viewer, qtbot, small_raw):
+    """Selecting measured data runs ``fpminr info --check`` on a worker thread and shows its lines;
+    simulated data are not checked."""
+    from dataclasses import replace
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, small_raw, qtbot)
+    assert "simulated data" in widget.check_panel.text.text()
+    measured = replace(small_raw, meta={"format": "test"}, source="bench.tif")
+    data, meta, _ = raw_layer_data(measured)
+    meta["name"] = "measured"
+    viewer.add_image(data, **meta)
+    widget.raw_combo.setCurrentText("measured")
+    qtbot.waitUntil(lambda: widget.check_panel.report_for(measured) is not None, timeout=120_000)
+    text = widget.check_panel.text.text()
+    for line in ("saturation:", "background:", "orientation:", "suggestion"):
+        assert line in text, text
+    assert "as stated" in text  # the simulated board is where the file says
+    qtbot.waitUntil(lambda: not widget.check_panel.busy, timeout=10_000)

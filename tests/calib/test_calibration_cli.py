@@ -61,6 +61,20 @@ def test_reconstruct_applies_a_calibration_and_the_model_records_it(raw_file, tm
     assert main(["render", str(model), "-o", str(aif), "--all-in-focus", "--raw", str(path), "--calibration",
                  str(calib), "--z-step", "1", "--patch", "16", "--stride", "8", "-q"]) == 0
     assert aif.exists()
+    # the same calibration stamped with another data set's fingerprint: refused in one line, unless forced
+    from dataclasses import replace
+
+    from napari_fpminr.cli.calibrate import _fingerprint
+
+    other = replace(raw, intensities=raw.intensities * np.float32(1.01))
+    foreign = write_calibration(cal.replace(report={"data": _fingerprint(other)}), tmp_path / "f.calib.json")
+    capsys.readouterr()
+    render = ["render", str(model), "-o", str(tmp_path / "f.npz"), "--all-in-focus", "--raw", str(path),
+              "--calibration", str(foreign), "--z-step", "1", "--patch", "16", "--stride", "8", "-q"]
+    assert main(render) == 2
+    err = capsys.readouterr().err.strip()
+    assert "made for other data" in err and len(err.splitlines()) == 1
+    assert main(render + ["--force-calibration"]) == 0
 
 
 def test_bad_calibration_files_are_one_line_errors(raw_file, tmp_path, capsys):

@@ -180,6 +180,10 @@ class ReconstructionWidget(ModelViews, QWidget):
         vl.addRow(row)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        from ._check_panel import CheckPanel  # "fpminr info --check" of the selected measurement
+
+        self.check_panel = CheckPanel(self.selected_raw)
+        layout.addWidget(self.check_panel)
         from ._calibration import CalibrationPanel  # "Calibrate illumination" step with a before/after view
 
         self.calibration_panel = CalibrationPanel(self.viewer, self.selected_raw_layer)
@@ -233,6 +237,8 @@ class ReconstructionWidget(ModelViews, QWidget):
 
     def _raw_changed(self, *_: Any) -> None:
         raw = self.selected_raw()
+        if hasattr(self, "check_panel"):
+            self.check_panel.refresh()
         if raw is not None and self.form.isEnabled():
             self.form.fill_from_raw(raw)
         if raw is not self._run_raw and self._run_raw is not None and self.form.isEnabled():

@@ -73,9 +73,12 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_gui(args) -> int:
-    from .._napari.launch import main as launch
+    """napari with the widget, in its own process: the napari layer sits above the core's command line,
+    which therefore imports nothing of it (tests/test_import_layers.py)."""
+    import subprocess
+    import sys
 
-    return launch([args.path] if args.path else [])
+    return subprocess.call([sys.executable, "-m", "napari_fpminr._napari.launch", *([args.path] if args.path else [])])
 
 
 def _mosaic_info(path: Path) -> str:

@@ -105,9 +105,10 @@ def _training_raw(args, model):
     """The raw data ``--raw`` (with ``--crop`` and optics overrides), checked to be the model's."""
     raw_path = Path(args.raw)
     raw = _read_raw(args, raw_path)
+    whole = raw
     if args.crop:
         raw = _crop(raw, args.crop, raw_path)
-    raw = _as_prepared(args, raw, model.meta.get("preparation"))
+    raw = _as_prepared(args, raw, model.meta.get("preparation"), whole)
     if not model.trained_on(raw):
         raise FPMInputError("these raw data are not the ones the model was trained on (size or content hash "
                             "differs); pass the same file, --crop, --calibration and optics options as to 'fpminr reconstruct'",
@@ -115,17 +116,22 @@ def _training_raw(args, model):
     return raw
 
 
-def _as_prepared(args, raw, preparation: dict | None):
-    """``raw`` as the model saw it in training: the ``--calibration`` file applied, or else the preparation
-    recorded in the model (real-data defaults: background, calibration, frames left out)."""
+def _as_prepared(args, raw, preparation: dict | None, whole=None):
+    """``raw`` as the model saw it in training: the ``--calibration`` file applied (refused when its
+    fingerprint names other data than ``whole``, the un-cropped file, unless ``--force-calibration``),
+    or else the preparation recorded in the model (real-data defaults: background, calibration,
+    frames left out)."""
     from ..calib.prepare import replay
 
     if getattr(args, "calibration", None):
-        from ..io.calibration_file import read_calibration
+        from ..io.calibration_file import check_data, data_fingerprint, read_calibration
 
         cal = read_calibration(args.calibration)
         if cal.n_leds != raw.n_leds:
             raise FPMInputError(f"calibration is for {cal.n_leds} LEDs, the raw data have {raw.n_leds}", args.calibration)
+        full = raw if whole is None else whole
+        check_data(cal, lambda: data_fingerprint(full.n_leds, full.lr_shape, lambda leds: full.intensities[leds]),
+                   args.calibration, force=getattr(args, "force_calibration", False))
         return cal.apply(raw)
     return replay(raw, preparation) if preparation else raw
 

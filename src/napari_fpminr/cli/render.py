@@ -126,6 +126,8 @@ def add_render_parser(sub) -> None:
     p.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="the --crop given to reconstruct (with --raw)")
     p.add_argument("--calibration", metavar="FILE", help="the --calibration given to reconstruct (with --raw)")
+    p.add_argument("--force-calibration", action="store_true", dest="force_calibration",
+                   help="apply --calibration FILE even when it was made for other data (a warning, not a refusal)")
     _add_optics_overrides(p)
     p.add_argument("--patch", type=int, default=64, help="all-in-focus patch (hr px)")
     p.add_argument("--stride", type=int, default=16, help="all-in-focus patch stride (hr px)")

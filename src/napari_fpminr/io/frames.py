@@ -515,7 +515,8 @@ class ImportResult:
         na = np.hypot(*self.na_illum.T)
         lines = [f"frames      {self.n_frames} from {len(self.files)} file(s), {h} x {w} px, {self.dtype}"]
         if self.saturation_level is None:
-            lines.append("saturation  none marked (float frames; give --saturation LEVEL if the camera clipped)")
+            why = ("float frames" if np.dtype(self.dtype).kind == "f" else "--saturation none")
+            lines.append(f"saturation  none marked ({why}; give --saturation LEVEL if the camera clipped)")
         else:
             top = self.brightest()
             share = float(np.mean(np.asarray(self.stats.saturated)[top]))
