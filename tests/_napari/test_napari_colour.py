@@ -75,7 +75,8 @@ def test_widget_colour_section_trains_three_channels_in_turn(make_napari_viewer,
     for name, raw in zip(("blue", "red", "green"), (slide.raws[2], slide.raws[0], slide.raws[1]), strict=True):
         data, meta, _ = raw_layer_data(raw)
         viewer.add_image(data, **dict(meta, name=name))
-    panel = ReconstructionWidget(viewer).colour_panel
+    widget = ReconstructionWidget(viewer)  # kept: the panel is its child
+    panel = widget.colour_panel
     assert [c.currentText() for c in panel.combos] == ["red", "green", "blue"]  # preselected by wavelength
     panel.crop.setValue(0)
     panel.z_min.setValue(-4)
@@ -87,7 +88,7 @@ def test_widget_colour_section_trains_three_channels_in_turn(make_napari_viewer,
     stages = []
     panel.start()
     panel.worker.yielded.connect(lambda ev: stages.append((ev.stage, ev.channel)))
-    qtbot.waitUntil(lambda: panel.worker is None, timeout=600_000)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=300_000)
     assert panel.progress.value() == 1000
     assert [c for s, c in stages if s == "reconstruct"] == sorted(c for s, c in stages if s == "reconstruct")
     assert all(len(plot.data()[0]) > 0 for plot in panel.loss_plots)  # a loss curve per channel
