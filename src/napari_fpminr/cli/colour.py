@@ -134,6 +134,13 @@ def run_colour_tiled(args, paths, out: Path) -> int:
     if ev is None or ev.result is None:
         raise FPMInputError("the colour mosaic stopped before it finished", out)
     print(focus_report(ev.result.registration, [r.z_um for r in raws], {}), file=sys.stderr)
+    if not getattr(args, "keep_tiles", False):
+        import shutil
+
+        from ..tiles.run import work_dir_for
+
+        for p in channel_paths(out):
+            shutil.rmtree(work_dir_for(p), ignore_errors=True)
     print(f"colour mosaic {out} (channels {', '.join(p.name for p in channel_paths(out))})")
     return 0
 
@@ -147,10 +154,12 @@ def focus_report(registration, stated_um, meta: dict) -> str:
     quadrant = meta.get("residual_quadrant_raw_px") or [np.nan] * 3
     for name, r, stated, res, quad in zip(CHANNELS, registration, stated_um, residual, quadrant, strict=True):
         st = f"stated {stated:+.1f} um" if stated is not None else "no stated depth"
-        lines.append(f"  {name:5s} {1000 * r.wavelength_um:.0f} nm: best focus {r.focus_um:+.2f} um ({st}), "
-                     f"offset {r.z_offset_um:+.2f} um, shift ({r.shift_px[0]:+.2f}, {r.shift_px[1]:+.2f}) hr px, "
-                     f"white {r.white:.3f}, residual ({res[0]:+.3f}, {res[1]:+.3f}) raw px, worst quadrant "
-                     f"{quad:.3f} raw px")
+        line = (f"  {name:5s} {1000 * r.wavelength_um:.0f} nm: best focus {r.focus_um:+.2f} um ({st}), "
+                f"offset {r.z_offset_um:+.2f} um, shift ({r.shift_px[0]:+.2f}, {r.shift_px[1]:+.2f}) hr px, "
+                f"white {r.white:.3f}")
+        if "residual_shift_raw_px" in meta:
+            line += f", residual ({res[0]:+.3f}, {res[1]:+.3f}) raw px, worst quadrant {quad:.3f} raw px"
+        lines.append(line)
     if "elapsed_s" in meta:
         lines.append(f"  in {format_seconds(float(meta['elapsed_s']))}")
     return "\n".join(lines)
