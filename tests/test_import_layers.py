@@ -23,6 +23,7 @@ LAYERS = [
     ("calib",),
     ("io",),
     ("tiles", "simulate", "volume"),
+    ("colour",),  # colour z-stacks: builds on volume (focus measures) and io
     ("cli",),
     ("_napari",),  # the napari glue may use the command line's texts; the command line imports no napari glue
 ]

@@ -167,8 +167,22 @@ def read_one(path: str) -> list[LayerData]:
         from ..io.model_file import load_model
         from ..io.mosaic_file import is_mosaic
 
+        from ..colour.mosaic import is_colour_mosaic
+
+        if is_colour_mosaic(path):  # three channel mosaics: one lazy multiscale RGB layer (see _colour.py)
+            from ..colour.mosaic import load_colour_mosaic
+            from ._colour import colour_mosaic_layer_data
+
+            return colour_mosaic_layer_data(load_colour_mosaic(path))
         if is_mosaic(path):  # a whole slide: one lazy multiscale layer (see _mosaic.py)
             return _mosaic_layers(path)
+        from ..colour.file import is_colour_model
+
+        if is_colour_model(path):  # red, green, blue: one lazy RGB z-stack (see _colour.py)
+            from ..colour.file import load_colour_model
+            from ._colour import colour_layer_data
+
+            return colour_layer_data(load_colour_model(path, device="cpu"), name=Path(path).stem)
         return model_layer_data(load_model(path, device="cpu"))
     from ..io import read_raw
 

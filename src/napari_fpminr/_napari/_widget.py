@@ -195,6 +195,10 @@ class ReconstructionWidget(ModelViews, QWidget):
 
         self.tiles_panel = TilesPanel(self.viewer, self.selected_raw)
         layout.addWidget(self.tiles_panel)
+        from ._colour_panel import ColourPanel  # red, green, blue raw layers -> one colour model
+
+        self.colour_panel = ColourPanel(self.viewer)
+        layout.addWidget(self.colour_panel)
         layout.addStretch(1)
 
     # ---- layers and selection ------------------------------------------------------------

@@ -19,6 +19,15 @@ def cmd_info(args) -> int:
         if is_mosaic(path):
             print(_mosaic_info(path))
             return 0
+        from ..colour.file import colour_model_info, is_colour_model
+        from ..colour.mosaic import colour_mosaic_info, is_colour_mosaic
+
+        if is_colour_mosaic(path):
+            print(colour_mosaic_info(path))
+            return 0
+        if is_colour_model(path):
+            print(colour_model_info(path))
+            return 0
 
         print(model_info(path))
         return 0

@@ -19,6 +19,15 @@ from .render import _write_rendered
 
 
 def cmd_reconstruct(args) -> int:
+    if getattr(args, "colour", False) or (isinstance(args.raw, list) and len(args.raw) > 1):
+        if not getattr(args, "colour", False):
+            raise FPMInputError(f"{len(args.raw)} raw files given: add --colour for a red, green, blue set, "
+                                "or reconstruct one file at a time", Path(args.raw[1]))
+        from .colour import cmd_reconstruct_colour
+
+        return cmd_reconstruct_colour(args)
+    if isinstance(args.raw, list):
+        args.raw = args.raw[0]
     raw_path = Path(args.raw)
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -218,7 +227,7 @@ def _fit_memory(config, raw, out: Path):
 
 def add_reconstruct_parser(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a z-stack (fpm) or train a model (inr)")
-    p.add_argument("raw")
+    p.add_argument("raw", nargs="+", help="raw data file (three with --colour: red, green, blue)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--method", choices=("inr", "fpm"), default="inr")
     _add_z_options(p)
@@ -249,6 +258,9 @@ def add_reconstruct_parser(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_limits(p)
     add_calibration_options(p)
+    from .colour import add_colour_options
+
+    add_colour_options(p)
     from .tiles import add_tiling_options
 
     add_tiling_options(p)

@@ -37,6 +37,16 @@ def _render(args, path: Path, out: Path) -> int:
         from .tiles import render_mosaic
 
         return render_mosaic(args, path, out)
+    from ..colour.file import is_colour_model
+    from ..colour.mosaic import is_colour_mosaic
+
+    if is_colour_mosaic(path):
+        raise FPMInputError("a colour mosaic: render does not read colour mosaics yet (open it in napari, or "
+                            "render its channel mosaics OUT.red/green/blue.fpminr)", path)
+    if is_colour_model(path):
+        from .colour import render_colour
+
+        return render_colour(args, path, out)
     model = load_model(path, device=resolve_device(args.device))  # a damaged file says what is wrong first
     if args.region or args.level:
         raise FPMInputError("--region and --level are for mosaic models (fpminr reconstruct --tile); this is a "

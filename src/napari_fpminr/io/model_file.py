@@ -44,6 +44,7 @@ from .atomic import atomic_write
 
 FORMAT = "fpminr-model"
 FORMAT_VERSION = 2
+COLOUR_FORMAT = "fpminr-colour-model"  # napari_fpminr.colour.file: three channel models in one file
 READABLE_VERSIONS = (1, 2)
 LOWRANK_PREFIX = "lowrank."
 _DTYPE_NAMES = {torch.float16: "F16", torch.float32: "F32"}
@@ -54,20 +55,8 @@ STACK_PLANES = 161  # the paper's ±20 µm at 0.25 µm, the reference for the co
 def save_model(model: Model, path: str | Path) -> Path:
     """Write ``model`` to ``path`` (``.fpminr``) atomically; returns the path."""
     path = Path(path)
-    prefix = LOWRANK_PREFIX if model.representation == "lowrank" else ""
-    tensors = {prefix + k: v for k, v in model.net.storage_tensors().items()}
-    overflow = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if overflow:
-        raise FPMInputError(f"cannot save: tensor {overflow[0]} is not finite at its storage precision", path)
-    if model.optics.pupil is not None:
-        p = np.asarray(model.optics.pupil)
-        tensors[PUPIL_KEY] = torch.as_tensor(np.stack([p.real, p.imag]).astype(np.float32))
-    header = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "representation": model.representation,
-        "optics": model.optics.to_dict(), "lr_shape": list(model.lr_shape),
-        "architecture": model.arch.to_dict(), "z_min_um": model.z_min_um, "z_max_um": model.z_max_um,
-        "meta": model.meta,
-    }
+    tensors = model_tensors(model, path)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **model_header(model)}
     try:
         text = json.dumps(header, allow_nan=True, default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -77,6 +66,26 @@ def save_model(model: Model, path: str | Path) -> Path:
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"fpminr": text})
     return path
+
+
+def model_tensors(model: Model, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors a file holds for ``model`` (keys as in a ``.fpminr`` file; refused when not finite)."""
+    prefix = LOWRANK_PREFIX if model.representation == "lowrank" else ""
+    tensors = {prefix + k: v for k, v in model.net.storage_tensors().items()}
+    overflow = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if overflow:
+        raise FPMInputError(f"cannot save: tensor {overflow[0]} is not finite at its storage precision", path)
+    if model.optics.pupil is not None:
+        p = np.asarray(model.optics.pupil)
+        tensors[PUPIL_KEY] = torch.as_tensor(np.stack([p.real, p.imag]).astype(np.float32))
+    return tensors
+
+
+def model_header(model: Model) -> dict:
+    """The JSON facts of ``model`` (a ``.fpminr`` header without its format tag and version)."""
+    return {"representation": model.representation, "optics": model.optics.to_dict(),
+            "lr_shape": list(model.lr_shape), "architecture": model.arch.to_dict(),
+            "z_min_um": model.z_min_um, "z_max_um": model.z_max_um, "meta": model.meta}
 
 
 def _json_default(obj):
@@ -107,6 +116,8 @@ def read_header(path: str | Path) -> dict:
         raise FPMInputError("model metadata is not valid JSON", path) from None
     except RecursionError:
         raise FPMInputError("model metadata is nested too deeply", path) from None
+    if isinstance(header, dict) and header.get("format") == COLOUR_FORMAT:
+        raise FPMInputError("a colour model (three channels): this command reads single-channel models", path)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FPMInputError("not an FPM-INR model (wrong format tag)", path)
     version = header.get("format_version")
@@ -128,7 +139,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
     """Read a ``.fpminr`` file into a :class:`Model` on ``device`` (safetensors + JSON only)."""
     path = Path(path)
     header = read_header(path)
-    kind = header["representation"]
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            model = model_from_file(f, header, path)
+    except FPMInputError:
+        raise
+    except Exception as exc:  # truncated data section, bad offsets, ...
+        raise FPMInputError(f"corrupt or truncated model file ({_first_line(exc)})", path) from None
+    model.meta.setdefault("file", str(path))
+    return model.to(device)
+
+
+def model_from_file(f, header: dict, path: Path, key_prefix: str = "") -> Model:
+    """The :class:`Model` whose facts are ``header`` (:func:`model_header`) and whose tensors are
+    those of the open safetensors file ``f`` under ``key_prefix``; every defect raises
+    :class:`FPMInputError` naming ``path``."""
+    kind = header.get("representation")
+    if kind not in ("lowrank", "mlp"):
+        raise FPMInputError(f"unknown representation {kind!r} in model metadata", path)
     try:
         arch_cls = LowRankArchitecture if kind == "lowrank" else INRArchitecture
         arch = arch_cls.from_dict(header["architecture"])
@@ -138,24 +166,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
             raise ValueError(f"hr grid {arch.hr_shape} is not the raw size {lr_shape} x upsample {optics.upsample}")
     except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise FPMInputError(f"bad model metadata: {_first_line(exc)}", path) from None
-    prefix = LOWRANK_PREFIX if kind == "lowrank" else ""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-            layout = _expected_layout(kind, arch, stored, prefix, path)
-            _check_layout(stored, layout, path)
-            tensors = {k[len(prefix):]: f.get_tensor(k) for k in layout}
-            pupil_t = f.get_tensor(PUPIL_KEY) if PUPIL_KEY in stored else None
-    except FPMInputError:
-        raise
-    except Exception as exc:  # truncated data section, bad offsets, ...
-        raise FPMInputError(f"corrupt or truncated model file ({_first_line(exc)})", path) from None
+    prefix = key_prefix + (LOWRANK_PREFIX if kind == "lowrank" else "")
+    stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    layout = _expected_layout(kind, arch, stored, prefix, path)
+    _check_layout(stored, layout, path)
+    tensors = {k[len(prefix):]: f.get_tensor(k) for k in layout}
+    pupil_key = key_prefix + PUPIL_KEY
+    pupil_t = f.get_tensor(pupil_key) if pupil_key in stored else None
     for k, t in tensors.items():
         if not torch.isfinite(t).all():
             raise FPMInputError(f"tensor {prefix}{k} contains NaN or infinite values", path)
     net = LowRankField(arch) if kind == "lowrank" else FPMINR(arch)
     if kind == "lowrank" and net.index.numel() != tensors["coefficients"].shape[-1]:
-        raise FPMInputError(f"tensor lowrank.coefficients has {tensors['coefficients'].shape[-1]} coefficients; "
+        raise FPMInputError(f"tensor {prefix}coefficients has {tensors['coefficients'].shape[-1]} coefficients; "
                             f"the architecture's aperture has {net.index.numel()}", path)
     net.load_storage_tensors(tensors)
     pupil = None
@@ -169,11 +192,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
         pupil = (p[0] + 1j * p[1]).astype(np.complex64)
     meta = header.get("meta")
     try:
-        model = Model(net, optics.replace(pupil=pupil), lr_shape, meta if isinstance(meta, dict) else {})
+        return Model(net, optics.replace(pupil=pupil), lr_shape, meta if isinstance(meta, dict) else {})
     except (KeyError, TypeError, ValueError) as exc:
         raise FPMInputError(f"inconsistent model metadata: {_first_line(exc)}", path) from None
-    model.meta.setdefault("file", str(path))
-    return model.to(device)
 
 
 def _expected_layout(kind: str, arch, stored: dict, prefix: str, path: Path) -> dict:
