@@ -113,7 +113,8 @@ def main() -> int:
     if not data.exists():
         run(["import", f"{work / 'frames'}/image*.png", "-o", str(data), "--led-positions", str(csv),
              *IMPORT_OPTIONS], work / "import.txt")
-    run(["info", str(data), "--check"], work / "check.txt")
+    if not (work / "check.txt").exists():
+        run(["info", str(data), "--check"], work / "check.txt")
     if not model.exists():
         run(["reconstruct", str(data), "-o", str(model), "--z-min", "-10", "--z-max", "30", "-q"],
             work / "reconstruct.txt")
