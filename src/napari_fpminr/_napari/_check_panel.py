@@ -18,6 +18,10 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout
 
 __all__ = ["CheckPanel", "check_text"]
 
+#: running checks, kept alive until they finish even when their panel is closed first (a worker
+#: collected while its thread runs aborts the process)
+_RUNNING: set = set()
+
 
 def check_text(raw) -> str:
     """The check's report for ``raw`` (runs on the worker thread)."""
@@ -75,7 +79,9 @@ class CheckPanel(QGroupBox):
         worker.returned.connect(lambda text, r=raw: self._done(r, text))
         worker.errored.connect(lambda exc, r=raw: self._done(r, f"check failed: {exc}"))
         worker.finished.connect(lambda w=worker: self._finished(w))
+        worker.finished.connect(lambda w=worker: _RUNNING.discard(w))
         self._worker = worker
+        _RUNNING.add(worker)
         worker.start()
 
     def _done(self, raw, text: str) -> None:

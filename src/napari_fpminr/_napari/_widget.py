@@ -228,10 +228,10 @@ class ReconstructionWidget(ModelViews, QWidget):
         if current in names:
             self.raw_combo.setCurrentText(current)
         self.raw_combo.blockSignals(False)
+        if not names and hasattr(self, "check_panel"):
+            self.check_panel.refresh()  # the checked data were closed: no stale report
         if names and current not in names:
             self._raw_changed()
-        elif not names and hasattr(self, "check_panel"):
-            self.check_panel.refresh()  # the checked data were closed: no stale report
         elif self._run_raw is not None and self.form.isEnabled() and \
                 all(ly.metadata[RAW_KEY] is not self._run_raw for ly in self.raw_layers()):
             self._reset_run_display()      # the data the display refers to were closed
