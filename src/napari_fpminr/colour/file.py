@@ -19,12 +19,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..errors import FPMInputError
-from ..io.atomic import atomic_write
-from ..io.model_file import COLOUR_FORMAT, STACK_PLANES, _first_line, _json_default, model_from_file, model_header, \
-    model_tensors
+from ..io.model_file import COLOUR_FORMAT, STACK_PLANES, _first_line, model_from_file, model_header, \
+    model_tensors, write_tensor_file
 from .model import CHANNELS, ChannelRegistration, ColourModel
 
 __all__ = ["COLOUR_FORMAT", "COLOUR_FORMAT_VERSION", "colour_model_info", "is_colour_model", "load_colour_model",
@@ -42,15 +40,7 @@ def save_colour_model(model: ColourModel, path: str | Path) -> Path:
     header = {"format": COLOUR_FORMAT, "format_version": COLOUR_FORMAT_VERSION,
               "channels": [model_header(m) for m in model.channels],
               "registration": [r.to_dict() for r in model.registration], "meta": model.meta}
-    try:
-        text = json.dumps(header, allow_nan=True, default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise FPMInputError(f"colour model metadata is not JSON-serialisable: {exc}", path) from exc
-    if not path.parent.exists():
-        raise FPMInputError("output folder does not exist", path)
-    with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"fpminr": text})
-    return path
+    return write_tensor_file(tensors, header, path, "colour model")
 
 
 def _raw_header(path: Path) -> dict | None:

@@ -57,10 +57,15 @@ def save_model(model: Model, path: str | Path) -> Path:
     path = Path(path)
     tensors = model_tensors(model, path)
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, **model_header(model)}
+    return write_tensor_file(tensors, header, path, "model")
+
+
+def write_tensor_file(tensors: dict, header: dict, path: Path, what: str) -> Path:
+    """``tensors`` and the JSON ``header`` as one safetensors file, written atomically (no pickle)."""
     try:
         text = json.dumps(header, allow_nan=True, default=_json_default)
     except (TypeError, ValueError) as exc:
-        raise FPMInputError(f"model metadata is not JSON-serialisable: {exc}", path) from exc
+        raise FPMInputError(f"{what} metadata is not JSON-serialisable: {exc}", path) from exc
     if not path.parent.exists():
         raise FPMInputError("output folder does not exist", path)
     with atomic_write(path) as tmp:
