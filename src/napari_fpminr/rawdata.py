@@ -19,6 +19,10 @@ from .errors import FPMInputError
 from .optics.led_array import LEDArray
 from .optics.system import Optics
 
+#: ``meta`` flag set by the real-data preparation (:mod:`calib.prepare`): the LEDs' brightness is an
+#: estimate, so the solvers fit a residual gain per LED (:mod:`recon.qnewton`, intensity correction)
+CORRECT_INTENSITY_KEY = "correct_intensity"
+
 
 @dataclass(frozen=True, eq=False)
 class RawData:
@@ -98,6 +102,11 @@ class RawData:
         """True for data made by :func:`napari_fpminr.simulate.simulate` (in memory or read back from a
         file it wrote); everything else is a measurement and gets the real-data defaults."""
         return self.meta.get("format") == "simulated" or self.meta.get("simulated") is True
+
+    @property
+    def brightness_uncertain(self) -> bool:
+        """True when the preparation flagged the LED brightness as an estimate the solvers refine."""
+        return self.meta.get(CORRECT_INTENSITY_KEY) is True
 
     def saturated_fraction(self) -> float:
         """Share of the bright-field pixels marked saturated (0 without a mask)."""

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..rawdata import RawData
+from ..rawdata import CORRECT_INTENSITY_KEY, RawData
 from .check import _central, background_floor, frame_misfits, outlier_frames, subtract_background
 from .model import Calibration
 from .pipeline import CalibrationProgress, iter_calibrate
@@ -44,6 +44,7 @@ class PrepareOptions:
     calibrate: bool | None = None
     calibration: Calibration | None = None
     recover_pupil: bool | None = None
+    correct_intensity: bool | None = None
     drop_bad_frames: bool | None = None
     subtract_background: bool | None = None
     orientation: str = "auto"
@@ -139,6 +140,13 @@ def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device=
     decisions.append("pupil: " + ("recovered (" + ("a real objective is never the ideal disk; --no-recover-pupil "
                                                     "opts out" if measured and opt.recover_pupil is None else "asked")
                                   + ")" if pupil else "ideal disk" + (" (--no-recover-pupil)" if measured else "")))
+    correct = measured if opt.correct_intensity is None else bool(opt.correct_intensity)
+    if correct:
+        data = replace(data, meta=dict(data.meta, **{CORRECT_INTENSITY_KEY: True}))
+    decisions.append("LED brightness: " + ("refined per LED by the solver (a calibrated brightness is an estimate; "
+                                           "--no-correct-intensity opts out)" if correct and opt.correct_intensity is None
+                                           else "refined per LED by the solver (asked)" if correct
+                                           else "as " + ("calibrated" if cal is not None else "stated")))
     if data.valid is not None:
         decisions.append(f"saturation: {100 * data.saturated_fraction():.1f} % of bright-field pixels clipped, "
                          "left out of the data term")

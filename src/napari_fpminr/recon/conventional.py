@@ -80,7 +80,8 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
                       pupil_update: bool = False, device="auto", stop=None, plane_chunk: int | None = None,
                       alpha: float = 1.0, delta: float = 1.0, beta: float = 1.0,
                       delta_pupil: float = 1.0, subpixel: bool = True,
-                      adaptive_step: bool = False) -> Iterator[ConventionalProgress]:
+                      adaptive_step: bool = False,
+                      intensity_correction: bool | None = None) -> Iterator[ConventionalProgress]:
     """Reconstruct the planes ``z_um`` (µm) of ``raw`` independently; yields progress events.
 
     One event per finished pass over the LEDs (of the plane batch in progress). The last event
@@ -91,22 +92,27 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
     frequency bin (the reference implementation's model) instead of the exact sub-bin transfer.
     ``adaptive_step=True`` halves a plane's step whenever a pass stops lowering its misfit (Zuo et
     al. 2016; :mod:`napari_fpminr.recon.qnewton`): what tiles use, whose data the per-tile model
-    cannot fit exactly. Saturated pixels (``raw.valid`` False) are censored: the true intensity
+    cannot fit exactly. ``intensity_correction`` fits a residual brightness gain per LED and plane
+    (:mod:`napari_fpminr.recon.qnewton`); ``None`` follows the data (on when the real-data preparation
+    flagged the brightness as an estimate, :attr:`RawData.brightness_uncertain`). Saturated pixels (``raw.valid`` False) are censored: the true intensity
     is only known to be at least the stored one, and the projection only raises an estimate that
     falls short of it (:mod:`napari_fpminr.recon.qnewton`).
     """
     z = _check_inputs(raw, z_um, iterations, mode)
     iterations = int(iterations)
+    if intensity_correction is None:
+        intensity_correction = raw.brightness_uncertain
     dev = resolve_device(device)
     t0 = time.perf_counter()
     with torch.no_grad(), heap_pages_kept(dev):  # CPU: no page faults on every LED step's temporaries
-        solver = QNewtonSolver(raw, dev, alpha, delta, beta, delta_pupil, subpixel, adaptive_step)
+        solver = QNewtonSolver(raw, dev, alpha, delta, beta, delta_pupil, subpixel, adaptive_step,
+                               intensity_correction)
         if mode == "per_plane":
             chunk = 1
         else:
             chunk = int(plane_chunk) if plane_chunk else _auto_chunk(solver.fwd.hr_shape, solver.fwd.lr_shape, dev)
         n_planes = z.size
-        amplitudes, phases, pupils = [], [], []
+        amplitudes, phases, pupils, gains = [], [], [], []
         planes_done = 0
         stopped = False
         last_iter = 0
@@ -125,6 +131,8 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
             phases.append(fields.angle().cpu().numpy())
             if transfer is not None:
                 pupils.append(transfer.cpu().numpy())
+            if solver.led_gain is not None:
+                gains.append(solver.led_gain.cpu().numpy())
             if done < iterations:
                 stopped = True
                 break
@@ -135,16 +143,24 @@ def iter_conventional(raw: RawData, z_um, *, iterations: int = 25, mode: str = "
         meta: dict[str, Any] = {
             "method": "fpm", "algorithm": "quasi-newton", "iterations": iterations, "alpha": alpha,
             "delta": delta, "adaptive_step": bool(adaptive_step), "pupil_update": bool(pupil_update),
-            "mode": mode, "device": str(dev),
+            "intensity_correction": bool(intensity_correction), "mode": mode, "device": str(dev),
             "elapsed_s": elapsed, "complete": not stopped,
             "subpixel": not solver.fwd.on_grid,
             "source": None if raw.source is None else str(raw.source),
         }
         stack = Stack(amplitude=np.concatenate(amplitudes), phase=np.concatenate(phases), z_um=z[:n_out],
-                      optics=raw.optics, meta=meta, pupil=np.concatenate(pupils) if pupils else None)
+                      optics=raw.optics, meta=meta, pupil=np.concatenate(pupils) if pupils else None,
+                      led_gain=_in_input_order(np.concatenate(gains), raw) if gains else None)
         work = planes_done * iterations + (last_iter * z_chunk.size if stopped else 0)
         yield ConventionalProgress(last_iter, iterations, planes_done, n_planes, elapsed, 0.0,
                                    fraction=work / (n_planes * iterations), stack=stack, stopped=stopped)
+
+
+def _in_input_order(gains_by_na: np.ndarray, raw: RawData) -> np.ndarray:
+    """Per-LED values ``(Z, N)`` in the solver's NA order put back in ``raw``'s LED order."""
+    out = np.empty_like(gains_by_na)
+    out[:, raw.optics.led_order_by_na()] = gains_by_na
+    return out
 
 
 def reconstruct_stack(raw: RawData, z_um, **kwargs: Any) -> Stack:

@@ -171,8 +171,9 @@ def iter_seeded(raw: RawData, z_min_um: float, z_max_um: float, cfg, device: tor
     if stopped:
         return False
 
-    # 3. polish on the raw data
-    finished = yield from _polish(net, data, pupil, nodes, cfg, device, stop, cost, holder)
+    # 3. polish on the raw data (with the seed's per-LED brightness correction, when it fitted one)
+    gain = None if stack.led_gain is None else np.median(stack.led_gain, axis=0)
+    finished = yield from _polish(net, data, pupil, nodes, cfg, device, stop, cost, holder, gain)
     if not finished:
         return False
 
@@ -187,14 +188,20 @@ def iter_seeded(raw: RawData, z_min_um: float, z_max_um: float, cfg, device: tor
 
 
 def _polish(net: LowRankField, data: RawData, pupil, nodes: np.ndarray, cfg, device, stop, cost: CostModel,
-            holder: dict) -> Iterator[PhaseStep]:
-    """Self-supervised Adam polish of the factors with the invariance guard (see module doc)."""
+            holder: dict, led_gain: np.ndarray | None = None) -> Iterator[PhaseStep]:
+    """Self-supervised Adam polish of the factors with the invariance guard (see module doc).
+
+    ``led_gain``: per-LED amplitude gains ``(N,)`` the seed fitted (intensity correction,
+    :mod:`recon.qnewton`; the median over the seed's planes): the measured amplitudes are fitted
+    as ``g_i·sqrt(I_i)``."""
     steps = int(cfg.polish_steps)
     if steps == 0:
         return True
     fwd = FPMForward(data.optics, data.lr_shape, device)
     n_leds = data.n_leds
     measured = torch.as_tensor(np.sqrt(data.intensities), device=device)
+    if led_gain is not None:
+        measured = measured * torch.as_tensor(led_gain, dtype=measured.dtype, device=device)[:, None, None]
     ceiling = amplitude_ceiling(data, measured)  # saturated pixels: censored residual (None: no mask)
     chunks = _led_chunks(n_leds, cfg.led_batch, device)
     box = PupilBox.of(fwd)

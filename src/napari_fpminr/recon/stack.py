@@ -28,6 +28,8 @@ class Stack:
         optics: the system of the raw data (gives the hr pixel size).
         meta: JSON-safe provenance (method, iterations, timings, ...).
         pupil: optional recovered complex pupil per plane ``(Z, h, w)`` (pupil-update runs only).
+        led_gain: optional fitted amplitude gain per plane and LED ``(Z, N)`` (raw LED order;
+            intensity-correction runs only, :mod:`recon.qnewton`).
     """
 
     amplitude: np.ndarray
@@ -36,6 +38,7 @@ class Stack:
     optics: Optics
     meta: dict[str, Any] = field(default_factory=dict)
     pupil: np.ndarray | None = field(default=None, repr=False)
+    led_gain: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         amp = np.ascontiguousarray(self.amplitude, dtype=np.float32)
