@@ -75,7 +75,7 @@ def _prepare(args, raw):
     """The data to reconstruct under the real-data defaults (:mod:`napari_fpminr.calib.prepare`).
 
     Translates the options: ``--calibration FILE`` (applied, no fit), ``--calibrate`` /
-    ``--no-calibrate``, ``--recover-pupil`` / ``--no-recover-pupil``, ``--keep-bad-frames``,
+    ``--no-calibrate``, ``--recover-pupil`` / ``--no-recover-pupil``, ``--correct-intensity`` / ``--no-correct-intensity``, ``--keep-bad-frames``,
     ``--orientation``; sets ``args.recover_pupil`` to the decision and prints one line per decision.
     """
     from ..calib.prepare import PrepareOptions, iter_prepare
@@ -87,6 +87,7 @@ def _prepare(args, raw):
     elif getattr(args, "calibrate", None) is not None:
         calibrate = bool(args.calibrate)
     opts = PrepareOptions(calibrate=calibrate, recover_pupil=args.recover_pupil,
+                          correct_intensity=getattr(args, "correct_intensity", None),
                           drop_bad_frames=False if getattr(args, "keep_bad_frames", False) else None,
                           orientation=getattr(args, "orientation", "auto"), calib_kwargs=calib_fit_kwargs(args))
     bar = ProgressLine("prepare", enabled=not args.quiet and not raw.is_simulated)
@@ -244,6 +245,10 @@ def add_reconstruct_parser(sub) -> None:
                    help="jointly recover the pupil aberration (default for measured data)")
     p.add_argument("--no-recover-pupil", action="store_false", dest="recover_pupil",
                    help="keep the ideal pupil (the default for simulated data)")
+    p.add_argument("--correct-intensity", action="store_true", default=None,
+                   help="fit a residual brightness gain per LED in the solver (default for measured data)")
+    p.add_argument("--no-correct-intensity", action="store_false", dest="correct_intensity",
+                   help="trust the stated or calibrated LED brightness as it is")
     p.add_argument("--keep-bad-frames", action="store_true",
                    help="keep frames the model cannot fit (left out by default for measured data)")
     p.add_argument("--orientation", choices=("auto", "stated"), default="auto",

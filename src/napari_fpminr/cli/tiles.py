@@ -51,6 +51,8 @@ def add_tiling_options(p) -> None:
 def _train_options(args) -> dict:
     opts = {"device": args.device, "seed": args.seed, "recover_pupil": args.recover_pupil, "init": args.init,
             "representation": "mlp" if args.init == "random" else args.representation}
+    if getattr(args, "correct_intensity", None):
+        opts["intensity_correction"] = True
     for flag in ("epochs", "rank"):
         if getattr(args, flag, None) is not None:
             opts[flag] = getattr(args, flag)
@@ -89,6 +91,8 @@ def build_job(args, raw_path: Path, out: Path):
     if args.method == "fpm":
         options = {"iterations": args.iterations, "mode": args.mode, "recover_pupil": args.recover_pupil,
                    "device": args.device}
+        if getattr(args, "correct_intensity", None):
+            options["correct_intensity"] = True
         if args.guard:
             if args.guard < 0:
                 raise FPMInputError(f"--guard must be >= 0 raw px, got {args.guard}")
@@ -113,6 +117,11 @@ def _real_data_defaults(args, header) -> None:
     if args.recover_pupil is None:
         args.recover_pupil = measured
         print(f"tiles: pupil {'recovered (--no-recover-pupil opts out)' if measured else 'ideal disk'}", file=sys.stderr)
+    if getattr(args, "correct_intensity", None) is None:
+        args.correct_intensity = measured
+        if measured:
+            print("tiles: LED brightness refined per LED by the solver (--no-correct-intensity opts out)",
+                  file=sys.stderr)
 
 
 def _tile_calibration(args, source):

@@ -151,7 +151,8 @@ def iter_seeded(raw: RawData, z_min_um: float, z_max_um: float, cfg, device: tor
     # 1. seed (a stop keeps the seed's current estimate when every node has one)
     stack = None
     for ev in iter_conventional(raw, nodes, iterations=cfg.seed_iterations, pupil_update=cfg.recover_pupil,
-                                device=device, stop=stop, adaptive_step=cfg.seed_adaptive_step):
+                                device=device, stop=stop, adaptive_step=cfg.seed_adaptive_step,
+                                intensity_correction=cfg.intensity_correction):
         if ev.stack is not None:
             stack = ev.stack
             break

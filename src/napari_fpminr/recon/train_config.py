@@ -69,7 +69,9 @@ class TrainConfig:
     hr px per plane node), ``led_batch`` (LEDs per forward chunk; every step uses every LED),
     ``seed`` (initialisation and z sampling; deterministic on CPU), ``device``, ``mixed_precision``
     (bf16 autocast of the MLP on CUDA), ``recover_pupil`` (seeded: the seed's per-plane pupil
-    update, then the best-fitting plane's pupil for all z), ``preview_every``/``preview_z_um``/
+    update, then the best-fitting plane's pupil for all z), ``intensity_correction`` (seeded: the
+    seed's per-LED brightness gains, fitted into the polish's data; ``None`` follows the data,
+    :attr:`RawData.brightness_uncertain`), ``preview_every``/``preview_z_um``/
     ``preview_step`` (an amplitude preview slice every so many steps).
     """
 
@@ -105,6 +107,7 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True
     recover_pupil: bool = False
+    intensity_correction: bool | None = None
     zernike_modes: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11)
     pupil_lr: float = 2e-2
     preview_every: int = 0

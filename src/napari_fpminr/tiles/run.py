@@ -65,7 +65,7 @@ class TiledJob:
     ``leds``: the board geometry for per-tile NAs (``None``: every tile uses the file's NAs).
     ``calibration``: the illumination calibration the source was corrected with
     (:func:`~napari_fpminr.tiles.source.calibrated`); it enters the job hash.
-    ``options``: fpm ``iterations``/``mode``/``recover_pupil``/``device``/``guard``; inr ``train``
+    ``options``: fpm ``iterations``/``mode``/``recover_pupil``/``correct_intensity``/``device``/``guard``; inr ``train``
     (a :class:`TrainConfig` as a dict); both ``edge_leds``: ``"drop"`` (default) leaves out each
     tile's pupil-edge LEDs (:func:`~napari_fpminr.optics.pupil_edge.pupil_edge_leds`), ``"keep"``
     uses every LED; both ``step``: ``"adaptive"`` (default) or ``"constant"``, the quasi-Newton

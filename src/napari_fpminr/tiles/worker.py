@@ -253,7 +253,8 @@ def _run_fpm(task: TileTask, raw: RawData, scale: float, stop) -> dict | None:
     for last in iter_conventional(raw, task.planes, iterations=int(o.get("iterations", 25)),
                                   mode=o.get("mode", "batched"), pupil_update=bool(o.get("recover_pupil")),
                                   device=o.get("device", "auto"), stop=stop,
-                                  adaptive_step=_adaptive_step(o)):
+                                  adaptive_step=_adaptive_step(o),
+                                  intensity_correction=bool(o.get("correct_intensity", False))):
         pass
     if last is None or last.stopped or last.stack is None:
         return None
