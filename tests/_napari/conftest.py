@@ -35,3 +35,14 @@ def tiny_raw():
     rng = np.random.default_rng(0)
     intensities = (1.0 + 0.1 * rng.standard_normal((9, 24, 24))).clip(0).astype(np.float32)
     return RawData(intensities=intensities, optics=optics, z_um=3.0)
+
+
+@pytest.fixture(autouse=True)
+def workers_finish_with_their_test():
+    """No napari worker thread outlives its test: a widget's background work (the compute backend's
+    warm-up, a data check, an all-in-focus) left running would compete for the CPU with the next
+    tests and, at interpreter exit, emit into Qt objects already deleted (an abort)."""
+    yield
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(120_000)
