@@ -10,7 +10,9 @@ Built once here; ``fpminr reconstruct R G B --colour`` and the napari widget onl
 4. the lateral shift measured again between the registered reconstructions at the common best
    focus and added (a recovered pupil's tilt moves a channel's image), white balance from the bare
    background there (:func:`register.white_levels`), and the residual shifts recorded: over the
-   whole field and the worst of its four quadrants.
+   whole field and the worst of its four quadrants;
+5. ``inr``: each channel's low-rank field re-factored exactly and truncated to the rank its data
+   need (:meth:`ColourModel.compacted`, ``compact_db``), before the white balance.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from ..errors import FPMInputError
 from ..rawdata import RawData
+from ..recon.lowrank import COMPACTION_TOLERANCE_DB
 from .focus import FocusResult, ScanOptions, iter_focus_scan, scan_centre
 from .model import CHANNELS, REFERENCE, ChannelRegistration, ColourModel, ColourSlices
 from .register import fourier_shift, register_fields, white_levels
@@ -39,7 +42,8 @@ class ColourJob:
     """What to build. ``z_min_um``/``z_max_um``: the common range (green's z); ``planes_um``: the
     stack planes (``fpm``); ``train_config``: a :class:`TrainConfig` (``inr``); ``recover_pupil``:
     per channel; ``scan``: the focus scan settings; ``scan_centre_um``: where a channel without a
-    stated depth is scanned (default: the middle of the range)."""
+    stated depth is scanned (default: the middle of the range); ``compact_db``: the tolerance of the
+    compaction of the ``inr`` model (:meth:`ColourModel.compacted`; None keeps every channel's rank)."""
 
     method: str = "inr"
     z_min_um: float = -10.0
@@ -51,6 +55,7 @@ class ColourJob:
     scan: ScanOptions = field(default_factory=ScanOptions)
     scan_centre_um: float | None = None
     device: str = "auto"
+    compact_db: float | None = COMPACTION_TOLERANCE_DB
 
 
 @dataclass
@@ -165,6 +170,8 @@ def iter_colour(raws: Sequence[RawData], job: ColourJob, stop=None) -> Iterator[
             "sources": [str(r.source) if r.source else None for r in raws]}
     if job.method == "inr":
         result = ColourModel(tuple(results), tuple(regs), meta)
+        if job.compact_db is not None:
+            result = result.compacted(job.compact_db)
         _balance_model(result)
     else:
         result = _colour_stack(results, regs, np.asarray(job.planes_um, np.float64), meta)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..recon.lowrank import LowRankField
+from ..recon.lowrank import COMPACTION_TOLERANCE_DB, LowRankField
 from ..recon.model import Model
 from .colourmath import _LUT, _LUT_SIZE, srgb_uint8
 from .register import fourier_shift
@@ -139,6 +139,24 @@ class ColourModel:
             m.to(device)
         self._ramps.clear()
         return self
+
+    def compacted(self, tolerance_db: float = COMPACTION_TOLERANCE_DB) -> "ColourModel":
+        """The same colour model with each low-rank channel exactly re-factored and truncated to the rank
+        its data need (:meth:`LowRankField.compacted`: no decoded plane of any channel, at any depth,
+        changes by more than ``tolerance_db`` of its energy); the registration is shared, MLP channels are
+        kept as they are. ``meta["compaction"]`` records per channel the rank before and after, the bound
+        and the singular values (dB)."""
+        channels, reports = [], []
+        for m in self.channels:
+            if isinstance(m.net, LowRankField):
+                before = m.net.arch.rank
+                net = m.net.compacted(tolerance_db)
+                reports.append({"rank_before": before, **net.compaction_report})
+                m = Model(net, m.optics, m.lr_shape, m.meta)
+            else:
+                reports.append(None)
+            channels.append(m)
+        return ColourModel(tuple(channels), self.registration, dict(self.meta, compaction=reports))
 
     def summary(self) -> str:
         lines = [f"colour model: {self.hr_shape[0]} x {self.hr_shape[1]} px of {self.dx_hr_um:.4f} um, "
