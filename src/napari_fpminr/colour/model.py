@@ -42,10 +42,15 @@ class ChannelRegistration:
     z_offset_um: float  # channel z minus common z
     shift_px: tuple[float, float] = (0.0, 0.0)  # (dy, dx) common hr px of the channel relative to the reference
     white: float = 1.0  # bare-glass |o|² of the channel
+    # the linear part A (row-major (yy, yx, xy, xx)) of the channel's field-varying misregistration
+    # d(p) = shift_px + A·(p - centre), for the record: already applied to the channel's coefficients (inr)
+    # or fields (fpm) by the colour job (register.fit_affine); decoding applies only shift_px
+    linear: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["shift_px"] = [float(v) for v in self.shift_px]
+        d["linear"] = [float(v) for v in self.linear]
         return d
 
     @classmethod
@@ -53,9 +58,13 @@ class ChannelRegistration:
         shift = tuple(float(v) for v in d.get("shift_px", (0.0, 0.0)))
         if len(shift) != 2:
             raise ValueError("shift_px must be (dy, dx)")
+        linear = tuple(float(v) for v in d.get("linear", (0.0, 0.0, 0.0, 0.0)))
+        if len(linear) != 4:
+            raise ValueError("linear must be (yy, yx, xy, xx)")
         reg = cls(float(d["wavelength_um"]), float(d["focus_um"]), float(d["z_offset_um"]), shift,
-                  float(d.get("white", 1.0)))
-        if not all(math.isfinite(v) for v in (reg.wavelength_um, reg.focus_um, reg.z_offset_um, *shift, reg.white)) \
+                  float(d.get("white", 1.0)), linear)
+        if not all(math.isfinite(v) for v in (reg.wavelength_um, reg.focus_um, reg.z_offset_um, *shift, reg.white,
+                                              *linear)) \
                 or reg.white <= 0 or reg.wavelength_um <= 0:
             raise ValueError("registration values must be finite, white and wavelength positive")
         return reg
