@@ -240,7 +240,7 @@ def part_real(args, cache: Path) -> dict:
     from napari_fpminr.calib.prepare import PrepareOptions, prepare
     from napari_fpminr.colour.file import save_colour_model
     from napari_fpminr.colour.focus import ScanOptions
-    from napari_fpminr.colour.job import ColourJob, iter_colour, order_channels
+    from napari_fpminr.colour.job import ColourJob, common_grid, iter_colour, order_channels
     from napari_fpminr.io import read_raw
     from napari_fpminr.recon.train import TrainConfig
 
@@ -268,17 +268,21 @@ def part_real(args, cache: Path) -> dict:
     for ev in iter_colour(data, job2):
         pass
     st = ev.result
-    up = data[0].optics.upsample
+    up = common_grid(data)[0].optics.upsample  # the colour hr grid (the largest upsample: blue 5x here)
+    shift_only = st.meta.get("residual_quadrant_shift_only_raw_px", st.meta["residual_quadrant_raw_px"])
     out["channels"] = [{"channel": n, "stated_um": r.z_um, "best_focus_um": g.focus_um, "offset_um": g.z_offset_um,
-                        "shift_raw_px": [v / up for v in g.shift_px], "white": g.white,
-                        "residual_raw_px": res, "worst_quadrant_raw_px": quad}
-                       for n, r, g, res, quad in zip(("red", "green", "blue"), raws, st.registration,
-                                                     st.meta["residual_shift_raw_px"],
-                                                     st.meta["residual_quadrant_raw_px"], strict=True)]
+                        "shift_raw_px": [v / up for v in g.shift_px], "white": g.white, "linear": list(g.linear),
+                        "residual_raw_px": res, "worst_quadrant_raw_px": quad, "worst_quadrant_shift_only_raw_px": q0,
+                        "affine": aff}
+                       for n, r, g, res, quad, q0, aff in zip(("red", "green", "blue"), raws, st.registration,
+                                                              st.meta["residual_shift_raw_px"],
+                                                              st.meta["residual_quadrant_raw_px"], shift_only,
+                                                              st.meta.get("affine", [None] * 3), strict=True)]
     out["scan"] = {"z_um": [z.tolist() for z in focus.scan_z_um], "score": [s.tolist() for s in focus.scan_score]}
     np.savez_compressed(cache / "uconn_colour_focus.npz", transmittance=st.slices.transmittance,
                         rgb=st.slices.rgb, z_um=st.z_um)
     print("real fpm", json.dumps(out["channels"]), flush=True)
+    out["held_out"] = _held_out_quadrants(data, preps, st.registration)
     # a colour model of a central crop over the common focus +-5 um (the screenshot's)
     crop = args.real_model_crop
     h = data[0].lr_shape[0]
@@ -295,8 +299,53 @@ def part_real(args, cache: Path) -> dict:
     path = save_colour_model(model, cache / "uconn_colour.fpminr")
     out["model"] = {"path": str(path), "bytes": path.stat().st_size, "summary": model.summary(),
                     "residual_shift_raw_px": model.meta["residual_shift_raw_px"],
-                    "residual_quadrant_raw_px": model.meta["residual_quadrant_raw_px"]}
+                    "residual_quadrant_raw_px": model.meta["residual_quadrant_raw_px"],
+                    "residual_quadrant_shift_only_raw_px": model.meta.get("residual_quadrant_shift_only_raw_px"),
+                    "affine": model.meta.get("affine"), "compaction": model.meta.get("compaction"),
+                    "ratio_rgb": 161 * 3 * model.hr_shape[0] * model.hr_shape[1] * 4 / path.stat().st_size}
     print("real model", json.dumps(out["model"]), flush=True)
+    return out
+
+
+def _held_out_quadrants(data, preps, regs) -> dict:
+    """A check of the affine registration on quadrants it was not fitted on: each channel reconstructed again at
+    its best focus (conventional, 25 iterations, whole field), registered by its shift alone, its local shifts
+    measured on the 4 × 4 patch grid; for each quadrant, the affine fitted to the patches outside it is applied
+    and the quadrant's residual shift measured (raw px)."""
+    from napari_fpminr.colour.job import REFERENCE, _band, _refine_shifts, _registered, common_grid
+    from napari_fpminr.colour.model import ChannelRegistration
+    from napari_fpminr.colour.register import affine_resample, fit_affine, fourier_shift, local_shifts, \
+        register_fields
+    from napari_fpminr.recon.conventional import reconstruct_stack
+
+    stacks = [reconstruct_stack(r, [g.focus_um], iterations=25, device="cpu", pupil_update=p.recover_pupil)
+              for r, p, g in zip(common_grid(data), preps, regs, strict=True)]
+    up = stacks[0].optics.upsample
+    band = _band([s.optics for s in stacks], stacks[0].dx_hr_um)
+    own = [ChannelRegistration(g.wavelength_um, g.focus_um, g.z_offset_um) for g in regs]
+    _refine_shifts(_registered(stacks, own)[0], own, band)
+    base = _registered(stacks, own)[0]
+    H, W = base.shape[-2:]
+    out = {}
+    for c in (0, 2):
+        patches = local_shifts(base[REFERENCE], base[c], band)
+        raw_field = torch.polar(torch.as_tensor(stacks[c].amplitude[0]), torch.as_tensor(stacks[c].phase[0]))
+        rows = []
+        for r0 in (0, H // 2):
+            for c0 in (0, W // 2):
+                inside = (patches[:, 0] >= r0) & (patches[:, 0] < r0 + H // 2) & (patches[:, 1] >= c0) \
+                    & (patches[:, 1] < c0 + W // 2)
+                fit = fit_affine(patches[~inside], (H, W), 0.1 * up)
+                t = np.asarray(own[c].shift_px) + fit.shift
+                f = fourier_shift(raw_field, -t[0], -t[1])
+                f = affine_resample(f, np.eye(2) + fit.linear, -fit.linear @ fit.centre).numpy()
+                q = (slice(r0, r0 + H // 2), slice(c0, c0 + W // 2))
+                before = register_fields(base[REFERENCE][q], base[c][q], band)
+                after = register_fields(base[REFERENCE][q], f[q], band)
+                rows.append({"quadrant": [r0, c0], "shift_only_raw_px": float(np.hypot(*before)) / up,
+                             "held_out_affine_raw_px": float(np.hypot(*after)) / up})
+        out["RGB"[c]] = rows
+    print("real held-out", json.dumps(out), flush=True)
     return out
 
 
