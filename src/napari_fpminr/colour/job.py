@@ -10,8 +10,9 @@ Built once here; ``fpminr reconstruct R G B --colour`` and the napari widget onl
 4. the lateral shift measured again between the registered reconstructions at the common best
    focus and added (a recovered pupil's tilt moves a channel's image); then its field-varying part:
    shifts on a 4 × 4 grid of overlapping patches, an affine map ``t + A·(p - centre)`` fitted to them
-   by least squares and applied where it moves a corner by ≥ ``AFFINE_MIN_RAW_PX`` (the UConn red
-   channel: a 0.6 % / 0.2 % scale along y / x against green); white balance from the bare background
+   by least squares and applied where it moves a corner by ≥ ``AFFINE_MIN_RAW_PX`` and explains ≥
+   ``AFFINE_MIN_EXPLAINED`` of the patch shifts' variance (the UConn red channel: a 0.6 % / 0.2 %
+   scale along y / x against green); white balance from the bare background
    there (:func:`register.white_levels`), and the residual shifts recorded: over the whole field and the
    worst of its four quadrants;
 5. ``inr``: each channel's low-rank field re-factored exactly and truncated to the rank its data
@@ -33,7 +34,7 @@ from ..rawdata import RawData
 from ..recon.lowrank import COMPACTION_TOLERANCE_DB
 from .focus import FocusResult, ScanOptions, iter_focus_scan, scan_centre
 from .model import CHANNELS, REFERENCE, ChannelRegistration, ColourModel, ColourSlices
-from .register import AFFINE_MIN_RAW_PX, affine_resample, fit_affine, fourier_shift, local_shifts, register_fields, \
+from .register import affine_resample, fit_affine, fourier_shift, local_shifts, register_fields, \
     white_levels
 
 __all__ = ["ColourEvent", "ColourJob", "ColourStack", "iter_colour", "order_channels"]
@@ -251,11 +252,12 @@ def _affine_record(fit, shape, upsample: int, applied: bool) -> dict | None:
     return {"applied": applied, "linear": fit.linear.reshape(-1).tolist(), "shift_raw_px": (fit.shift / upsample).tolist(),
             "corner_raw_px": fit.corner_displacement(shape) / upsample,
             "patch_rms_before_raw_px": fit.rms_before / upsample, "patch_rms_after_raw_px": fit.rms_after / upsample,
+            "explained": fit.explained,
             "patches_used": int(fit.used.sum()), "patches": int(fit.used.size)}
 
 
 def _wanted(fit, shape, upsample: int) -> bool:
-    return fit is not None and fit.corner_displacement(shape) >= AFFINE_MIN_RAW_PX * upsample
+    return fit is not None and fit.significant(shape, upsample)
 
 
 def _bake_affine(model: ColourModel, c: int, fit) -> None:
