@@ -190,16 +190,17 @@ def part_storage(args, cache: Path, sim: dict | None) -> dict:
     if sim and "inr" in sim:
         rows.append((f"sim {sim['size_raw_px']} raw px (trained, compacted)", sim["inr"]["model_bytes"],
                      sim["inr"]["hr_shape"], [c["rank"] for c in sim["inr"]["compaction"]]))
-    for px in args.storage_trained:
+    trained = [(px, 4.0) for px in args.storage_trained] + [(args.sim_size, h) for h in args.storage_wide_um]
+    for px, half in trained:
         slide = simulate_stained(px, seed=0)
         raws, _ = order_channels(list(slide.raws))
-        job = ColourJob(method="inr", z_min_um=-4.0, z_max_um=4.0, device="cpu", train_config=TrainConfig(device="cpu"))
+        job = ColourJob(method="inr", z_min_um=-half, z_max_um=half, device="cpu", train_config=TrainConfig(device="cpu"))
         t0 = time.perf_counter()
         for ev in iter_colour(raws, job):
             pass
         m = ev.result
-        size = save_colour_model(m, cache / f"storage_trained_{px}.fpminr").stat().st_size
-        rows.append((f"sim {px} raw px (trained, compacted; {time.perf_counter() - t0:.0f} s)", size,
+        size = save_colour_model(m, cache / f"storage_trained_{px}_{half:g}.fpminr").stat().st_size
+        rows.append((f"sim {px} raw px +-{half:g} um (trained, compacted; {time.perf_counter() - t0:.0f} s)", size,
                      list(m.hr_shape), [c.arch.rank for c in m.channels]))
     for px in (64, 128):
         m = _synthetic_colour_model(px)
@@ -392,7 +393,9 @@ def main() -> int:
     ap.add_argument("--compact-sweep", type=float, nargs="*", default=[-60.0, -55.0, -50.0, -45.0, -40.0],
                     help="compaction tolerances (dB) measured on the simulated slide's inr colour model")
     ap.add_argument("--storage-trained", type=int, nargs="*", default=[128],
-                    help="raw sizes of simulated slides trained (inr colour job) for the storage part")
+                    help="raw sizes of simulated slides trained (inr colour job over +-4 um) for the storage part")
+    ap.add_argument("--storage-wide-um", type=float, nargs="*", default=[20.0],
+                    help="half z spans of further --sim-size slides trained for the storage part (the paper's +-20 um)")
     ap.add_argument("--real-search-um", type=float, default=30.0)
     ap.add_argument("--real-calibrate", action="store_true", help="fit the illumination calibration (slow)")
     ap.add_argument("--real-model-crop", type=int, default=64)
