@@ -133,7 +133,8 @@ def _compaction_sweep(raws, slide, truth_lab, cache: Path, tolerances) -> dict:
     rows = []
     for tol in [None, *tolerances]:
         m = full if tol is None else full.compacted(tol)
-        size = save_colour_model(m, cache / f"sim_colour_tol{'none' if tol is None else int(-tol)}.fpminr").stat().st_size
+        name = f"sim_colour_tol{'none' if tol is None else int(-tol)}.fpminr"
+        size = save_colour_model(m, cache / name).stat().st_size
         worst = []
         for a, b in zip(full.channels, m.channels, strict=True):
             z = torch.linspace(a.z_min_um, a.z_max_um, STACK_PLANES)
@@ -194,7 +195,8 @@ def part_storage(args, cache: Path, sim: dict | None) -> dict:
     for px, half in trained:
         slide = simulate_stained(px, seed=0)
         raws, _ = order_channels(list(slide.raws))
-        job = ColourJob(method="inr", z_min_um=-half, z_max_um=half, device="cpu", train_config=TrainConfig(device="cpu"))
+        job = ColourJob(method="inr", z_min_um=-half, z_max_um=half, device="cpu",
+                        train_config=TrainConfig(device="cpu"))
         t0 = time.perf_counter()
         for ev in iter_colour(raws, job):
             pass

@@ -1,4 +1,4 @@
-"""Field-varying lateral registration: affine resampling, local shifts, the affine fit, and its use by the colour job."""
+"""Field-varying lateral registration: affine resampling, local shifts, the affine fit, its use by the colour job."""
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ def _object_spectrum(seed: int = 0) -> np.ndarray:
 
 
 def _evaluate(spec: np.ndarray, scale, shift) -> np.ndarray:
-    """The field of ``spec`` at ``(scale_y·y + shift_y, scale_x·x + shift_x)`` by direct (separable) DFT evaluation."""
+    """The field of ``spec`` at ``(scale_y·y + shift_y, scale_x·x + shift_x)``: direct (separable) DFT evaluation."""
     ky, kx = np.fft.fftfreq(N), np.fft.fftfreq(N)
     n = np.arange(N)
     ey = np.exp(2j * np.pi * (scale[0] * n + shift[0])[:, None] * ky[None, :])

@@ -249,7 +249,8 @@ def _fit_affines(fields: np.ndarray, upsample: int, band: float) -> list:
 def _affine_record(fit, shape, upsample: int, applied: bool) -> dict | None:
     if fit is None:
         return None
-    return {"applied": applied, "linear": fit.linear.reshape(-1).tolist(), "shift_raw_px": (fit.shift / upsample).tolist(),
+    return {"applied": applied, "linear": fit.linear.reshape(-1).tolist(),
+            "shift_raw_px": (fit.shift / upsample).tolist(),
             "corner_raw_px": fit.corner_displacement(shape) / upsample,
             "patch_rms_before_raw_px": fit.rms_before / upsample, "patch_rms_after_raw_px": fit.rms_after / upsample,
             "explained": fit.explained,

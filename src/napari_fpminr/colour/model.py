@@ -161,7 +161,7 @@ class ColourModel:
                 before = m.net.arch.rank
                 net = m.net.compacted(tolerance_db)
                 reports.append({"rank_before": before, **net.compaction_report})
-                m = Model(net, m.optics, m.lr_shape, m.meta)
+                m = Model(net, m.optics, m.lr_shape, dict(m.meta))
             else:
                 reports.append(None)
             channels.append(m)
