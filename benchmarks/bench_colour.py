@@ -9,8 +9,11 @@ Parts (``--parts``, all by default):
   the band-limited truth next to the same channel reconstructed alone by the same method at its
   own true focus (fpm: that one plane; inr: a model over that focus ±4 µm, rendered there); the
   median and 95th percentile CIEDE2000 of the colour image against the band-limited truth.
-* ``storage``: the saved colour model of ``sim`` (and a 128-raw-px one) against the float32 RGB
-  stack (161 planes × 3 transmittances) and against amplitude + phase per channel (161 × 6).
+  ``sim`` also runs the inr job without compaction and compacts it at each ``--compact-sweep``
+  tolerance: ranks, file size, worst change of any decoded plane, PSNR and CIEDE2000.
+* ``storage``: the saved (compacted) colour model of ``sim`` and of slides of ``--storage-trained``
+  raw px, trained the same way, against the float32 RGB stack (161 planes × 3 transmittances) and
+  against amplitude + phase per channel (161 × 6); random-coefficient rank-8 models as an upper bound.
 * ``decode``: an RGB 1024² slice (three rank-8 low-rank channels, 512 raw px, 2× upsampling)
   against one channel's amplitude + phase slice of the same grid; median of ``--repeats``, ratio.
 * ``real``: the UConn blood smear red 630 / green 532 / blue 475 nm files from ../shared/data:
@@ -104,8 +107,50 @@ def part_sim(args, cache: Path) -> dict:
             path = save_colour_model(result, cache / "sim_colour.fpminr")
             res[method]["model_bytes"] = path.stat().st_size
             res[method]["hr_shape"] = list(result.hr_shape)
+            res[method]["compaction"] = result.meta.get("compaction")
         print(method, json.dumps(res[method], default=float), flush=True)
+    res["compaction_sweep"] = _compaction_sweep(raws, slide, truth_lab, cache, args.compact_sweep)
     return res
+
+
+def _compaction_sweep(raws, slide, truth_lab, cache: Path, tolerances) -> dict:
+    """The same inr colour job without compaction, then compacted at each tolerance: ranks, file size,
+    worst change of any decoded plane (161 depths per channel), PSNR and CIEDE2000 at the common focus."""
+    from napari_fpminr.colour.colourmath import ciede2000, lab
+    from napari_fpminr.colour.file import save_colour_model
+    from napari_fpminr.colour.job import ColourJob, iter_colour
+    from napari_fpminr.io.model_file import STACK_PLANES
+    from napari_fpminr.recon.metrics import psnr_scaled
+    from napari_fpminr.recon.train import TrainConfig
+
+    job = ColourJob(method="inr", z_min_um=-4.0, z_max_um=4.0, device="cpu", train_config=TrainConfig(device="cpu"),
+                    compact_db=None)
+    for ev in iter_colour(raws, job):
+        pass
+    full = ev.result
+    H, W = full.hr_shape
+    rgb_stack = STACK_PLANES * 3 * H * W * 4
+    rows = []
+    for tol in [None, *tolerances]:
+        m = full if tol is None else full.compacted(tol)
+        name = f"sim_colour_tol{'none' if tol is None else int(-tol)}.fpminr"
+        size = save_colour_model(m, cache / name).stat().st_size
+        worst = []
+        for a, b in zip(full.channels, m.channels, strict=True):
+            z = torch.linspace(a.z_min_um, a.z_max_um, STACK_PLANES)
+            sa, sb = a.net.spectra(z).to(torch.complex128), b.net.spectra(z).to(torch.complex128)
+            rel = ((sa - sb).abs().square().sum(1) / sa.abs().square().sum(1)).max().item()
+            worst.append(10 * np.log10(rel) if rel > 0 else None)
+        t = m.render([0.0]).transmittance[0]
+        de = ciede2000(lab(np.moveaxis(t, 0, -1)), truth_lab)
+        rows.append({"tolerance_db": tol, "ranks": [c.arch.rank for c in m.channels], "model_bytes": size,
+                     "ratio_rgb": rgb_stack / size, "worst_change_db": worst,
+                     "bound_db": None if tol is None else [r["bound_db"] for r in m.meta["compaction"]],
+                     "psnr_db": [psnr_scaled(np.sqrt(t[c]), np.abs(slide.truth[c])) for c in range(3)],
+                     "ciede2000_median": float(np.median(de))})
+        print("compaction", json.dumps(rows[-1], default=float), flush=True)
+    return {"rows": rows, "singular_values_db": [r["singular_values_db"] for r in
+                                                  full.compacted(-300.0).meta["compaction"]]}
 
 
 def _synthetic_colour_model(raw_px: int, rank: int = 8, seed: int = 0):
@@ -131,21 +176,43 @@ def _synthetic_colour_model(raw_px: int, rank: int = 8, seed: int = 0):
 
 
 def part_storage(args, cache: Path, sim: dict | None) -> dict:
+    """Saved colour models against the float32 RGB stack of their grid at 161 planes. Trained models
+    (the default inr colour job, compacted) are the figures; the random-coefficient rows are rank 8
+    uncompacted, an upper bound on the file of a model (compaction keeps at most rank 8 and fewer
+    where the data need fewer terms)."""
     from napari_fpminr.colour.file import save_colour_model
+    from napari_fpminr.colour.job import ColourJob, iter_colour, order_channels
+    from napari_fpminr.colour.stained import simulate_stained
     from napari_fpminr.io.model_file import STACK_PLANES
+    from napari_fpminr.recon.train import TrainConfig
 
     out = {}
     rows = []
     if sim and "inr" in sim:
-        rows.append(("sim (trained)", sim["inr"]["model_bytes"], sim["inr"]["hr_shape"]))
+        rows.append((f"sim {sim['size_raw_px']} raw px (trained, compacted)", sim["inr"]["model_bytes"],
+                     sim["inr"]["hr_shape"], [c["rank"] for c in sim["inr"]["compaction"]]))
+    trained = [(px, 4.0) for px in args.storage_trained] + [(args.sim_size, h) for h in args.storage_wide_um]
+    for px, half in trained:
+        slide = simulate_stained(px, seed=0)
+        raws, _ = order_channels(list(slide.raws))
+        job = ColourJob(method="inr", z_min_um=-half, z_max_um=half, device="cpu",
+                        train_config=TrainConfig(device="cpu"))
+        t0 = time.perf_counter()
+        for ev in iter_colour(raws, job):
+            pass
+        m = ev.result
+        size = save_colour_model(m, cache / f"storage_trained_{px}_{half:g}.fpminr").stat().st_size
+        rows.append((f"sim {px} raw px +-{half:g} um (trained, compacted; {time.perf_counter() - t0:.0f} s)", size,
+                     list(m.hr_shape), [c.arch.rank for c in m.channels]))
     for px in (64, 128):
         m = _synthetic_colour_model(px)
         size = save_colour_model(m, cache / f"storage_{px}.fpminr").stat().st_size
-        rows.append((f"{px} raw px, rank 8", size, list(m.hr_shape)))
-    for name, size, (H, W) in rows:
+        rows.append((f"{px} raw px, random coefficients, rank 8 uncompacted (upper bound)", size, list(m.hr_shape),
+                     [8, 8, 8]))
+    for name, size, (H, W), ranks in rows:
         rgb = STACK_PLANES * 3 * H * W * 4
         out[name] = {"model_bytes": size, "rgb_stack_bytes": rgb, "ratio_rgb": rgb / size,
-                     "ratio_amp_phase": 2 * rgb / size, "hr": [H, W]}
+                     "ratio_amp_phase": 2 * rgb / size, "hr": [H, W], "ranks": ranks}
         print("storage", name, json.dumps(out[name]), flush=True)
     return out
 
@@ -176,7 +243,7 @@ def part_real(args, cache: Path) -> dict:
     from napari_fpminr.calib.prepare import PrepareOptions, prepare
     from napari_fpminr.colour.file import save_colour_model
     from napari_fpminr.colour.focus import ScanOptions
-    from napari_fpminr.colour.job import ColourJob, iter_colour, order_channels
+    from napari_fpminr.colour.job import ColourJob, common_grid, iter_colour, order_channels
     from napari_fpminr.io import read_raw
     from napari_fpminr.recon.train import TrainConfig
 
@@ -204,17 +271,21 @@ def part_real(args, cache: Path) -> dict:
     for ev in iter_colour(data, job2):
         pass
     st = ev.result
-    up = data[0].optics.upsample
+    up = common_grid(data)[0].optics.upsample  # the colour hr grid (the largest upsample: blue 5x here)
+    shift_only = st.meta.get("residual_quadrant_shift_only_raw_px", st.meta["residual_quadrant_raw_px"])
     out["channels"] = [{"channel": n, "stated_um": r.z_um, "best_focus_um": g.focus_um, "offset_um": g.z_offset_um,
-                        "shift_raw_px": [v / up for v in g.shift_px], "white": g.white,
-                        "residual_raw_px": res, "worst_quadrant_raw_px": quad}
-                       for n, r, g, res, quad in zip(("red", "green", "blue"), raws, st.registration,
-                                                     st.meta["residual_shift_raw_px"],
-                                                     st.meta["residual_quadrant_raw_px"], strict=True)]
+                        "shift_raw_px": [v / up for v in g.shift_px], "white": g.white, "linear": list(g.linear),
+                        "residual_raw_px": res, "worst_quadrant_raw_px": quad, "worst_quadrant_shift_only_raw_px": q0,
+                        "affine": aff}
+                       for n, r, g, res, quad, q0, aff in zip(("red", "green", "blue"), raws, st.registration,
+                                                              st.meta["residual_shift_raw_px"],
+                                                              st.meta["residual_quadrant_raw_px"], shift_only,
+                                                              st.meta.get("affine", [None] * 3), strict=True)]
     out["scan"] = {"z_um": [z.tolist() for z in focus.scan_z_um], "score": [s.tolist() for s in focus.scan_score]}
     np.savez_compressed(cache / "uconn_colour_focus.npz", transmittance=st.slices.transmittance,
                         rgb=st.slices.rgb, z_um=st.z_um)
     print("real fpm", json.dumps(out["channels"]), flush=True)
+    out["held_out"] = _held_out_quadrants(data, preps, st.registration)
     # a colour model of a central crop over the common focus +-5 um (the screenshot's)
     crop = args.real_model_crop
     h = data[0].lr_shape[0]
@@ -231,8 +302,53 @@ def part_real(args, cache: Path) -> dict:
     path = save_colour_model(model, cache / "uconn_colour.fpminr")
     out["model"] = {"path": str(path), "bytes": path.stat().st_size, "summary": model.summary(),
                     "residual_shift_raw_px": model.meta["residual_shift_raw_px"],
-                    "residual_quadrant_raw_px": model.meta["residual_quadrant_raw_px"]}
+                    "residual_quadrant_raw_px": model.meta["residual_quadrant_raw_px"],
+                    "residual_quadrant_shift_only_raw_px": model.meta.get("residual_quadrant_shift_only_raw_px"),
+                    "affine": model.meta.get("affine"), "compaction": model.meta.get("compaction"),
+                    "ratio_rgb": 161 * 3 * model.hr_shape[0] * model.hr_shape[1] * 4 / path.stat().st_size}
     print("real model", json.dumps(out["model"]), flush=True)
+    return out
+
+
+def _held_out_quadrants(data, preps, regs) -> dict:
+    """A check of the affine registration on quadrants it was not fitted on: each channel reconstructed again at
+    its best focus (conventional, 25 iterations, whole field), registered by its shift alone, its local shifts
+    measured on the 4 × 4 patch grid; for each quadrant, the affine fitted to the patches outside it is applied
+    and the quadrant's residual shift measured (raw px)."""
+    from napari_fpminr.colour.job import REFERENCE, _band, _refine_shifts, _registered, common_grid
+    from napari_fpminr.colour.model import ChannelRegistration
+    from napari_fpminr.colour.register import affine_resample, fit_affine, fourier_shift, local_shifts, \
+        register_fields
+    from napari_fpminr.recon.conventional import reconstruct_stack
+
+    stacks = [reconstruct_stack(r, [g.focus_um], iterations=25, device="cpu", pupil_update=p.recover_pupil)
+              for r, p, g in zip(common_grid(data), preps, regs, strict=True)]
+    up = stacks[0].optics.upsample
+    band = _band([s.optics for s in stacks], stacks[0].dx_hr_um)
+    own = [ChannelRegistration(g.wavelength_um, g.focus_um, g.z_offset_um) for g in regs]
+    _refine_shifts(_registered(stacks, own)[0], own, band)
+    base = _registered(stacks, own)[0]
+    H, W = base.shape[-2:]
+    out = {}
+    for c in (0, 2):
+        patches = local_shifts(base[REFERENCE], base[c], band)
+        raw_field = torch.polar(torch.as_tensor(stacks[c].amplitude[0]), torch.as_tensor(stacks[c].phase[0]))
+        rows = []
+        for r0 in (0, H // 2):
+            for c0 in (0, W // 2):
+                inside = (patches[:, 0] >= r0) & (patches[:, 0] < r0 + H // 2) & (patches[:, 1] >= c0) \
+                    & (patches[:, 1] < c0 + W // 2)
+                fit = fit_affine(patches[~inside], (H, W), 0.1 * up)
+                t = np.asarray(own[c].shift_px) + fit.shift
+                f = fourier_shift(raw_field, -t[0], -t[1])
+                f = affine_resample(f, np.eye(2) + fit.linear, -fit.linear @ fit.centre).numpy()
+                q = (slice(r0, r0 + H // 2), slice(c0, c0 + W // 2))
+                before = register_fields(base[REFERENCE][q], base[c][q], band)
+                after = register_fields(base[REFERENCE][q], f[q], band)
+                rows.append({"quadrant": [r0, c0], "shift_only_raw_px": float(np.hypot(*before)) / up,
+                             "held_out_affine_raw_px": float(np.hypot(*after)) / up})
+        out["RGB"[c]] = rows
+    print("real held-out", json.dumps(out), flush=True)
     return out
 
 
@@ -276,6 +392,12 @@ def main() -> int:
     ap.add_argument("--parts", nargs="+", default=["sim", "storage", "decode", "real"])
     ap.add_argument("--sim-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compact-sweep", type=float, nargs="*", default=[-60.0, -55.0, -50.0, -45.0, -40.0],
+                    help="compaction tolerances (dB) measured on the simulated slide's inr colour model")
+    ap.add_argument("--storage-trained", type=int, nargs="*", default=[128],
+                    help="raw sizes of simulated slides trained (inr colour job over +-4 um) for the storage part")
+    ap.add_argument("--storage-wide-um", type=float, nargs="*", default=[20.0],
+                    help="half z spans of further --sim-size slides trained for the storage part (the paper's +-20 um)")
     ap.add_argument("--real-search-um", type=float, default=30.0)
     ap.add_argument("--real-calibrate", action="store_true", help="fit the illumination calibration (slow)")
     ap.add_argument("--real-model-crop", type=int, default=64)

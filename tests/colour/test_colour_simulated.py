@@ -34,6 +34,9 @@ def test_focus_offsets_and_lateral_shifts_are_recovered(slide, colour):
         assert abs(reg.z_offset_um - true_offset) <= 0.5, (c, reg.z_offset_um, true_offset)
         true_shift = np.subtract(slide.shift_raw_px[c], slide.shift_raw_px[1])
         assert np.all(np.abs(np.array(reg.shift_px) / up - true_shift) <= 0.1), (c, reg.shift_px, true_shift)
+    # a pure translation: the patch shifts' noise must not pass for an affine (it would resample the channel)
+    assert not any(r and r["applied"] for r in colour.meta["affine"]), colour.meta["affine"]
+    assert all(reg.linear == (0.0, 0.0, 0.0, 0.0) for reg in colour.registration)
 
 
 def test_channels_match_reconstructing_each_alone_at_its_true_focus(slide, colour):

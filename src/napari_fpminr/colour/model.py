@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..recon.lowrank import LowRankField
+from ..recon.lowrank import COMPACTION_TOLERANCE_DB, LowRankField
 from ..recon.model import Model
 from .colourmath import _LUT, _LUT_SIZE, srgb_uint8
 from .register import fourier_shift
@@ -42,10 +42,15 @@ class ChannelRegistration:
     z_offset_um: float  # channel z minus common z
     shift_px: tuple[float, float] = (0.0, 0.0)  # (dy, dx) common hr px of the channel relative to the reference
     white: float = 1.0  # bare-glass |o|² of the channel
+    # the linear part A (row-major (yy, yx, xy, xx)) of the channel's field-varying misregistration
+    # d(p) = shift_px + A·(p - centre), for the record: already applied to the channel's coefficients (inr)
+    # or fields (fpm) by the colour job (register.fit_affine); decoding applies only shift_px
+    linear: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["shift_px"] = [float(v) for v in self.shift_px]
+        d["linear"] = [float(v) for v in self.linear]
         return d
 
     @classmethod
@@ -53,9 +58,13 @@ class ChannelRegistration:
         shift = tuple(float(v) for v in d.get("shift_px", (0.0, 0.0)))
         if len(shift) != 2:
             raise ValueError("shift_px must be (dy, dx)")
+        linear = tuple(float(v) for v in d.get("linear", (0.0, 0.0, 0.0, 0.0)))
+        if len(linear) != 4:
+            raise ValueError("linear must be (yy, yx, xy, xx)")
         reg = cls(float(d["wavelength_um"]), float(d["focus_um"]), float(d["z_offset_um"]), shift,
-                  float(d.get("white", 1.0)))
-        if not all(math.isfinite(v) for v in (reg.wavelength_um, reg.focus_um, reg.z_offset_um, *shift, reg.white)) \
+                  float(d.get("white", 1.0)), linear)
+        if not all(math.isfinite(v) for v in (reg.wavelength_um, reg.focus_um, reg.z_offset_um, *shift, reg.white,
+                                              *linear)) \
                 or reg.white <= 0 or reg.wavelength_um <= 0:
             raise ValueError("registration values must be finite, white and wavelength positive")
         return reg
@@ -139,6 +148,24 @@ class ColourModel:
             m.to(device)
         self._ramps.clear()
         return self
+
+    def compacted(self, tolerance_db: float = COMPACTION_TOLERANCE_DB) -> "ColourModel":
+        """The same colour model with each low-rank channel exactly re-factored and truncated to the rank
+        its data need (:meth:`LowRankField.compacted`: no decoded plane of any channel, at any depth,
+        changes by more than ``tolerance_db`` of its energy); the registration is shared, MLP channels are
+        kept as they are. ``meta["compaction"]`` records per channel the rank before and after, the bound
+        and the singular values (dB)."""
+        channels, reports = [], []
+        for m in self.channels:
+            if isinstance(m.net, LowRankField):
+                before = m.net.arch.rank
+                net = m.net.compacted(tolerance_db)
+                reports.append({"rank_before": before, **net.compaction_report})
+                m = Model(net, m.optics, m.lr_shape, dict(m.meta))
+            else:
+                reports.append(None)
+            channels.append(m)
+        return ColourModel(tuple(channels), self.registration, dict(self.meta, compaction=reports))
 
     def summary(self) -> str:
         lines = [f"colour model: {self.hr_shape[0]} x {self.hr_shape[1]} px of {self.dx_hr_um:.4f} um, "
