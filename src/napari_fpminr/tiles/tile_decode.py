@@ -76,12 +76,14 @@ class PreparedTile:
             self.model = model  # decoded through the model, at full resolution
         self.folded: dict = {}  # (d_y, d_x, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
         self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
+        self.nodes: dict = {}  # level step s -> (node depths (N,), amplitude images (N, h, w)) or None
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.nbytes + self.my.nbytes * 2
         shared = self.coef.__array_interface__["data"][0] if self.model is None else None
         return n + sum((c.numel() * 8 if c.data_ptr() != shared else 0) + (f.numel() * 8 if f is not None else 0)
-                       for c, f in self.folded.values()) + 65536
+                       for c, f in self.folded.values()) + 65536 \
+            + sum(v[1].nbytes for v in self.nodes.values() if v is not None)
 
     def u(self, z_um: float) -> np.ndarray:
         """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
