@@ -111,7 +111,9 @@ def main() -> None:
     from napari_fpminr._napari._prefetch import Prefetcher
     from napari_fpminr.tiles.pyramid import MosaicPyramid
 
-    levels, meta = _layers(model)
+    t_open = time.perf_counter()
+    levels, meta = _layers(model)  # reads every tile model and builds the coarsest level's preview
+    res["open_s"] = time.perf_counter() - t_open
     lv = meta["metadata"]["fpminr_levels"]
     pyr = lv.pyramid
     z_um = meta["metadata"]["fpminr_z_um"]
@@ -160,6 +162,13 @@ def main() -> None:
     # zoomed out to fit: the level napari shows for the whole field on a 1920x1080 canvas
     fit = next(i for i, a in enumerate(levels) if a.shape[1] <= VIEW[0] and a.shape[2] <= VIEW[1])
     step = lv.steps[fit]
+    # the first zoom-out ever (plane 0, not among the timed ones): builds every tile's node images
+    # at that level (tiles/pyramid.py) -- a one-time cost, like the component fields of level 0
+    res["fit_first_view_s"] = _timed(lambda: np.asarray(levels[fit][0]))
+    nodes = [pyr._prepared(t).nodes.get(step) for t in pyr.mosaic.layout.tiles()]
+    nodes = [n for n in nodes if n is not None]
+    res["fit_node_images"] = {"tiles": len(nodes), "nodes_per_tile": sorted({int(n[0].size) for n in nodes}),
+                              "mb": sum(n[1].nbytes for n in nodes) / 1e6}
     fits = []
     for iz in planes:
         clear()
@@ -167,6 +176,25 @@ def main() -> None:
     res.update(fit_level=fit, fit_step=step, fit_shape=list(levels[fit].shape[1:]),
                fit_view_s=statistics.median(fits), fit_view_runs_s=fits)
     res["fit_over_full"] = res["fit_view_s"] / res["full_view_s"]
+    # the same zoom-out decoded from the component fields at every plane (node_images=False: what
+    # this level did before the node images), same run
+    fld = MosaicPyramid(pyr.mosaic, node_images=False)
+    fld._models = pyr._models  # the same prepared tile models (loaded already)
+    had = {key: set(item[0].folded) for key, item in pyr._models.items.items()}
+    res["fit_from_fields_first_s"] = _timed(  # its component fields at that level, once
+        lambda: fld.region(float(z_um[0]), step, (0, 0) + tuple(levels[fit].shape[1:])))
+    fld_runs = [_timed(lambda: fld.region(float(z_um[iz]), step, (0, 0) + tuple(levels[fit].shape[1:])))
+                for iz in planes]
+    res["fit_from_fields_s"] = statistics.median(fld_runs)
+    res["fit_from_fields_runs_s"] = fld_runs
+    res["fit_from_fields_over_full"] = res["fit_from_fields_s"] / res["full_view_s"]
+    res["fit_nodes_vs_fields_psnr_db"] = min(
+        psnr(np.asarray(levels[fit][iz]), fld.region(float(z_um[iz]), step, (0, 0) + tuple(levels[fit].shape[1:])))
+        for iz in planes)
+    for key, item in pyr._models.items.items():  # drop the component fields it added to the shared models
+        for g in set(item[0].folded) - had.get(key, set()):
+            del item[0].folded[g]
+    del fld
     res["zarr_fit_view_s"] = statistics.median(
         [_timed(lambda: np.asarray(zlevels[fit][iz])) for iz in zplanes])
     # quality of the zoomed-out image: against the full-resolution amplitude area-averaged

@@ -56,11 +56,11 @@ MODEL_BUDGET_BYTES = 2 << 30
 IMAGE_BUDGET_BYTES = 512 << 20
 WORKSPACE_MAX = 16 << 20  # complex elements of a reused decode buffer (128 MB)
 FIELDS_MAX_BYTES = 64 << 20  # per tile and level: component fields up to this, else sparse coefficients
-#: node images (levels whose decode grid is coarser than hr): an interval of the z line is halved
-#: until the amplitude interpolated at its midpoint is within NODE_TOL / 2 (relative RMS) of the
-#: decoded one; at most NODE_MAX_SPLITS halvings
+#: node images (levels whose decode grid is coarser than hr): the z line's intervals are cut so that
+#: the amplitude interpolated at a midpoint is within NODE_TOL / 2 (relative RMS) of the decoded one,
+#: hence within NODE_TOL at any depth; at most NODE_MAX_PARTS parts per interval
 NODE_TOL = 2e-3
-NODE_MAX_SPLITS = 4
+NODE_MAX_PARTS = 16
 
 
 def _weighted_pooled(field: torch.Tensor, part: str, wr: torch.Tensor, wc: torch.Tensor, ky: int, kx: int,
@@ -302,9 +302,9 @@ class MosaicPyramid:
         """The tile's amplitude images at level ``s`` at its node depths, ``(z (N,), images (N, h, w))``.
 
         Built once per tile and level (``None`` where the component fields would exceed
-        ``FIELDS_MAX_BYTES``): the z line's nodes decoded like any plane, then every interval whose
+        ``FIELDS_MAX_BYTES``): the z line's nodes decoded like any plane, and every interval whose
         midpoint, decoded, differs from the mean of its ends by more than ``node_tol / 2`` (RMS,
-        relative to the tile's images) is halved, up to ``NODE_MAX_SPLITS`` times.
+        relative to the tile's images) cut into equal parts (see the module's docstring).
         """
         if s in prep.nodes:
             return prep.nodes[s]
@@ -323,30 +323,25 @@ class MosaicPyramid:
                                     ky, kx, pad_y, pad_x)
 
         z0, z1, n_z = prep.z_range
-        zs = list(np.linspace(z0, z1, n_z))
-        nf = torch.matmul(torch.from_numpy(prep.line), fields)  # (n_z, n) node fields
-        node_f = list(nf)
-        node_a = list(images(nf))
-        ref = float(torch.stack(node_a).square().mean().sqrt()) + 1e-30
-        todo = list(range(n_z - 1))  # intervals [i, i + 1] still to check
-        for _ in range(NODE_MAX_SPLITS):
-            if not todo:
-                break
-            mid_f = torch.stack([(node_f[i] + node_f[i + 1]) * 0.5 for i in todo])  # exact: the line is linear
-            mid_a = images(mid_f)
-            ends = torch.stack([(node_a[i] + node_a[i + 1]) * 0.5 for i in todo])
-            err = ((ends - mid_a).square().flatten(1).mean(1).sqrt() / ref).tolist()
-            halve = {i: j for j, i in enumerate(todo) if err[j] > 0.5 * self.node_tol}
-            if not halve:
-                break
-            zs2, f2, a2, todo = [], [], [], []
-            for i in range(len(zs)):
-                zs2.append(zs[i]), f2.append(node_f[i]), a2.append(node_a[i])
-                if i in halve:
-                    todo += [len(zs2) - 1, len(zs2)]
-                    zs2.append(0.5 * (zs[i] + zs[i + 1])), f2.append(mid_f[halve[i]]), a2.append(mid_a[halve[i]])
-            zs, node_f, node_a = zs2, f2, a2
-        item = (np.asarray(zs, np.float64), torch.stack(node_a).numpy())
+        zs = np.linspace(z0, z1, n_z)
+        nf = torch.matmul(torch.from_numpy(prep.line), fields)  # (n_z, n): the fields at the nodes
+        na = images(nf)
+        mid = images((nf[:-1] + nf[1:]).mul_(0.5))  # exact fields at the midpoints: the line is linear in z
+        err = (na[:-1] + na[1:]).mul_(0.5).sub_(mid).square_().flatten(1).mean(1).sqrt_()
+        err = (err / (float(na.square().mean().sqrt()) + 1e-30)).tolist()
+        # the interpolation error is second order in the interval's length: an interval whose midpoint
+        # error is e is cut into m = ceil(sqrt(2 e / node_tol)) equal parts (m = 2: its midpoint)
+        parts = [min(max(1, math.ceil(math.sqrt(2.0 * e / self.node_tol) - 1e-9)), NODE_MAX_PARTS) for e in err]
+        out_z, out_a = [zs[:1]], [na[:1]]
+        for i, m in enumerate(parts):
+            if m == 2:
+                out_z.append(np.array([0.5 * (zs[i] + zs[i + 1])])), out_a.append(mid[i:i + 1])
+            elif m > 2:
+                f = torch.arange(1, m, dtype=torch.float32)[:, None] / m
+                out_z.append(zs[i] + (zs[i + 1] - zs[i]) * f[:, 0].double().numpy())
+                out_a.append(images(nf[i][None] * (1 - f) + nf[i + 1][None] * f))
+            out_z.append(zs[i + 1:i + 2]), out_a.append(na[i + 1:i + 2])
+        item = (np.concatenate(out_z), torch.cat(out_a).numpy())
         prep.nodes[s] = item
         with self._lock:
             self._models.put(prep.key, prep, prep.nbytes())
