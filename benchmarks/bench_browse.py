@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--planes", type=int, default=5, help="z planes of the layers and of the OME-Zarr")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rank", type=int, default=8, help="terms of the tile models (the CLI's default: 8)")
+    ap.add_argument("--rank-tol", type=float, default=None,
+                    help="the pyramid's rank truncation (default: tiles.pyramid.RANK_TOL; 0: the full rank)")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -116,6 +118,9 @@ def main() -> None:
     res["open_s"] = time.perf_counter() - t_open
     lv = meta["metadata"]["fpminr_levels"]
     pyr = lv.pyramid
+    if args.rank_tol is not None:  # before anything but the coarsest level's preview is decoded
+        pyr.rank_tol = args.rank_tol
+    res["rank_tol"] = pyr.rank_tol
     z_um = meta["metadata"]["fpminr_z_um"]
     n_z = len(z_um)
     H, W = levels[0].shape[1:]
@@ -178,7 +183,7 @@ def main() -> None:
     res["fit_over_full"] = res["fit_view_s"] / res["full_view_s"]
     # the same zoom-out decoded from the component fields at every plane (node_images=False: what
     # this level did before the node images), same run
-    fld = MosaicPyramid(pyr.mosaic, node_images=False)
+    fld = MosaicPyramid(pyr.mosaic, node_images=False, rank_tol=pyr.rank_tol)
     fld._models = pyr._models  # the same prepared tile models (loaded already)
     had = {key: set(item[0].folded) for key, item in pyr._models.items.items()}
     res["fit_from_fields_first_s"] = _timed(  # its component fields at that level, once
@@ -200,13 +205,17 @@ def main() -> None:
     # quality of the zoomed-out image: against the full-resolution amplitude area-averaged
     iz = planes[0]
     overview = np.asarray(levels[fit][iz])
-    reference = MosaicPyramid(pyr.mosaic)  # its own caches: the whole field at level 0 is not a user's view
+    reference = MosaicPyramid(pyr.mosaic, rank_tol=0.0)  # its own caches: the whole field at level 0 is not a user's view
     full_res = reference.region(float(z_um[iz]), 1, (0, 0, H, W))
     del reference
     ref = pool(full_res, step)
     res["fit_psnr_vs_area_average_db"] = psnr(overview, ref)
     res["point_subsampled_psnr_db"] = psnr(full_res[::step, ::step], ref)
-    k1 = MosaicPyramid(pyr.mosaic, antialias=1)  # the alternative: low-pass the complex field to the level's band
+    # the full-resolution view (component fields truncated to rank_tol) against the full rank
+    res["full_view_vs_full_rank_psnr_db"] = psnr(np.asarray(levels[0][iz, view[0], view[1]]), full_res[view])
+    res["component_terms_level0"] = sorted({int(f.shape[0]) for key, item in pyr._models.items.items()
+                                            for g, (f, flat, _) in item[0].folded.items() if g[0] == 1 and flat is None})
+    k1 = MosaicPyramid(pyr.mosaic, antialias=1, node_images=False)  # the alternative: low-pass the complex field to the level's band
     k1.region(float(z_um[planes[-1]]), step, (0, 0) + ref.shape)  # its tile preparation, once
     res["complex_lowpass_only_fit_s"] = _timed(lambda: k1.region(float(z_um[iz]), step, (0, 0) + ref.shape))
     res["complex_lowpass_only_psnr_db"] = psnr(k1.region(float(z_um[iz]), step, (0, 0) + ref.shape), ref)
