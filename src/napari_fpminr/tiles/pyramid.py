@@ -142,8 +142,9 @@ def _interpolate(nodes, z_um: float) -> np.ndarray:
         return images[j].copy()
     if f >= 1.0:
         return images[j + 1].copy()
-    out = images[j] * np.float32(1.0 - f)
-    out += images[j + 1] * np.float32(f)
+    out = images[j + 1] - images[j]
+    out *= np.float32(f)
+    out += images[j]
     return out
 
 
