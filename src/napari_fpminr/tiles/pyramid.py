@@ -112,24 +112,27 @@ def _weighted_pooled(field: torch.Tensor, part: str, wr: torch.Tensor, wc: torch
     return img
 
 
-def _truncated(line: np.ndarray, fields: torch.Tensor, tol: float) -> tuple[np.ndarray, torch.Tensor]:
-    """The z line ``A`` (n_z, R) and component fields ``S`` (R, n) re-factored to the fewest terms ``R'``.
+def _truncated(line: np.ndarray, coef: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The z line ``A`` (n_z, R) and the terms ``C`` (R, n) re-factored to the fewest terms ``R'``.
 
-    Every plane is ``w(z)ᵀ·A·S`` with ``w`` the interpolation weights (``|w| <= 1``). With ``A = Q·R_A``
-    (QR) and ``R_A·S = U·Σ·Vᴴ`` (SVD), ``A' = Q·U'`` and ``S' = U'ᴴ·R_A·S`` keep the ``R'`` singular
-    values above ``tol·ρ``, ``ρ = ||R_A·S||_F / √n_z`` the RMS norm of the fields at the nodes: every
-    plane's field then differs by at most ``σ_{R'+1} <= tol·ρ`` (2-norm over the ``n`` points), i.e.
-    by ``tol`` relative to a plane of average energy, and so does its amplitude (``||a| - |b|| <= |a - b|``).
+    ``C``: component fields on a grid, or their spectral coefficients (the grid's DFT is unitary up
+    to a factor, so both give the same ``R'`` and the same relative bound). Every plane is
+    ``w(z)ᵀ·A·C`` with ``w`` the interpolation weights (``|w| <= 1``). With ``A = Q·R_A`` (QR) and
+    ``R_A·C = U·Σ·Vᴴ`` (SVD), ``A' = Q·U'`` and ``C' = U'ᴴ·R_A·C`` keep the ``R'`` singular values
+    above ``tol·ρ``, ``ρ = ||R_A·C||_F / √n_z`` the RMS norm of the fields at the nodes: every
+    plane's field then differs by at most ``σ_{R'+1} <= tol·ρ`` (2-norm over the grid), i.e. by
+    ``tol`` relative to a plane of average energy, and so does its amplitude (``||a| - |b|| <= |a - b|``).
+    ``Σ`` comes from the Gram matrix in float64 (its small eigenvalues are ~1e-9 of the largest).
     """
-    A = torch.from_numpy(line).to(torch.complex128)
-    Q, RA = torch.linalg.qr(A)
-    G = RA @ fields.to(torch.complex128)
-    lam, V = torch.linalg.eigh(G @ G.conj().T)  # G·Gᴴ = U·Σ²·Uᴴ, ascending
-    sigma = lam.clamp_min(0).sqrt().flip(0)
-    rho = float(lam.clamp_min(0).sum().sqrt()) / math.sqrt(line.shape[0])
-    keep = max(1, int((sigma > tol * rho).sum()))
-    U = V.flip(1)[:, :keep]
-    return (Q @ U).to(torch.complex64).numpy(), (U.conj().T @ G).to(torch.complex64)
+    Q, RA = np.linalg.qr(line.astype(np.complex128))
+    c2 = coef.astype(np.complex128)
+    lam, V = np.linalg.eigh(RA @ (c2 @ c2.conj().T) @ RA.conj().T)  # U·Σ²·Uᴴ, ascending
+    lam = np.clip(lam[::-1], 0.0, None)
+    rho = math.sqrt(float(lam.sum()) / line.shape[0])
+    keep = max(1, int((np.sqrt(lam) > tol * rho).sum()))
+    U = V[:, ::-1][:, :keep]
+    proj = (U.conj().T @ RA).astype(np.complex64)  # (R', R)
+    return (Q @ U).astype(np.complex64), proj @ coef
 
 
 def _interpolate(nodes, z_um: float) -> np.ndarray:
@@ -212,9 +215,9 @@ class MosaicPyramid:
         return w
 
     def _folded(self, prep: PreparedTile, gy, gx, store: bool = True):
-        """``(fields (R', n), None, line (n_z, R'))`` or ``(coefficients (R, K_d), flat bins, line)`` of the
+        """``(fields (R', n), None, line (n_z, R'))`` or ``(coefficients (R', K_d), flat bins, line)`` of the
         decode grid ``gy x gx`` (cached in the tile unless ``store`` is false); ``R' < R`` where
-        ``rank_tol`` truncates the fields (:func:`_truncated`)."""
+        ``rank_tol`` truncates the terms (:func:`_truncated`)."""
         dy, _, _, py, ny, _, _ = gy
         dx, _, _, px, nx, _, _ = gx
         key = (dy, dx, py, px)
@@ -229,6 +232,9 @@ class MosaicPyramid:
             else:
                 ramp = np.exp(2j * math.pi * (my * (py / prep.th) + mx * (px / prep.tw))).astype(np.complex64)
                 coef = prep.coef[:, keep] * ramp[None]
+            line = prep.line
+            if self.rank_tol > 0:  # before the transforms: fewer of them (the grid's DFT is unitary up to a factor)
+                line, coef = _truncated(line, coef, self.rank_tol)
             if coef.shape[0] * ny * nx * 8 <= FIELDS_MAX_BYTES:
                 # keep the R component fields on the decode grid: the transform is linear, so a plane
                 # is then one matmul of the z line with them, and no FFT (a 1920x1080 view: 58 ms
@@ -236,13 +242,10 @@ class MosaicPyramid:
                 dense = torch.zeros(coef.shape[0], ny * nx, dtype=torch.complex64)
                 dense[:, torch.from_numpy(flat)] = torch.from_numpy(np.ascontiguousarray(coef))
                 fields = torch.fft.ifft2(dense.reshape(-1, ny, nx), norm="forward").reshape(-1, ny * nx)
-                line = prep.line
-                if self.rank_tol > 0:
-                    line, fields = _truncated(line, fields, self.rank_tol)
                 item = (fields.contiguous(), None, line)
             else:
                 item = (torch.from_numpy(coef if coef is prep.coef else np.ascontiguousarray(coef)),
-                        torch.from_numpy(flat), prep.line)
+                        torch.from_numpy(flat), line)
             if store:
                 prep.folded[key] = item
                 with self._lock:
@@ -323,8 +326,8 @@ class MosaicPyramid:
         if sparse:  # spectra scattered from the coefficients, one batched inverse FFT
             spec = self._workspace("spec", len(sparse) * ny * nx).reshape(len(sparse), ny * nx)
             for i, b in enumerate(sparse):
-                (c, f, _), p = folded[b], members[b][0]
-                spec[i].zero_().scatter_(0, f, torch.matmul(torch.from_numpy(p.u(z_um))[None, :c.shape[0]], c)[0])
+                (c, f, line), p = folded[b], members[b][0]
+                spec[i].zero_().scatter_(0, f, torch.matmul(torch.from_numpy(p.u(z_um, line))[None], c)[0])
             planes = torch.fft.ifft2(spec.reshape(-1, ny, nx), norm="forward").reshape(-1, ny * nx)
             if len(sparse) == B:
                 field = planes
