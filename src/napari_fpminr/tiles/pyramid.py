@@ -124,15 +124,18 @@ def _truncated(line: np.ndarray, coef: np.ndarray, tol: float) -> tuple[np.ndarr
     ``tol`` relative to a plane of average energy, and so does its amplitude (``||a| - |b|| <= |a - b|``).
     ``Σ`` comes from the Gram matrix in float64 (its small eigenvalues are ~1e-9 of the largest).
     """
-    Q, RA = np.linalg.qr(line.astype(np.complex128))
-    c2 = coef.astype(np.complex128)
-    lam, V = np.linalg.eigh(RA @ (c2 @ c2.conj().T) @ RA.conj().T)  # U·Σ²·Uᴴ, ascending
-    lam = np.clip(lam[::-1], 0.0, None)
+    # torch, not numpy: its BLAS threads follow the decode's torch.set_num_threads (numpy's OpenBLAS
+    # threads made this 7x slower on the shared 2-core machine)
+    Q, RA = torch.linalg.qr(torch.from_numpy(line).to(torch.complex128))
+    c = torch.from_numpy(np.ascontiguousarray(coef))
+    c2 = c.to(torch.complex128)
+    lam, V = torch.linalg.eigh(RA @ (c2 @ c2.mH) @ RA.mH)  # U·Σ²·Uᴴ, ascending
+    lam = lam.clamp_min(0).flip(0)
     rho = math.sqrt(float(lam.sum()) / line.shape[0])
-    keep = max(1, int((np.sqrt(lam) > tol * rho).sum()))
-    U = V[:, ::-1][:, :keep]
-    proj = (U.conj().T @ RA).astype(np.complex64)  # (R', R)
-    return (Q @ U).astype(np.complex64), proj @ coef
+    keep = max(1, int((lam.sqrt() > tol * rho).sum()))
+    U = V.flip(1)[:, :keep]
+    proj = (U.mH @ RA).to(torch.complex64)  # (R', R)
+    return (Q @ U).to(torch.complex64).numpy(), (proj @ c).numpy()
 
 
 def _interpolate(nodes, z_um: float) -> np.ndarray:
