@@ -1,8 +1,11 @@
 """Browsing a whole slide (issue 21): full-resolution view, zoomed out to fit, z step with prefetch.
 
-Everything is read through the layer data the napari reader hands to napari (the dask pyramids
-of ``read_paths``), never a private path: the mosaic model's layers (:mod:`napari_fpminr._napari._mosaic`)
+Everything is read through the layer data the napari reader hands to napari (``read_one``: the
+``LevelArray`` pyramid), never a private path: the mosaic model's layers (:mod:`napari_fpminr._napari._mosaic`)
 and, as the baseline, the fpm OME-Zarr of the same slide on local disk (:mod:`._zarr_stack`).
+Also, same run: the zoomed-out level decoded from the component fields at every plane (the design
+before the node images, ``MosaicPyramid(node_images=False)``) and its PSNR against the node
+images; ``--rank-tol 0`` measures with all the terms of the tile models.
 
 Slide: a 2048² raw (4096² hr) frame in 361 tiles of 128 raw px (overlap 16), slide optics (NA 0.15,
 4×, 3.45 µm pixels, 2× upsampling), one layer of phase-rich cells (phase up to ``--phase-max`` rad,

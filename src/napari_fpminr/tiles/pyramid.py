@@ -3,7 +3,7 @@
 Level ``L`` (step ``s = 2**L`` hr px) holds, at level pixel ``(j, i)``, the **area average** of
 the blended full-resolution image over the hr block ``[j·s, (j+1)·s) × [i·s, (i+1)·s)``: for the
 amplitude ``mean(Σ_t w_t·scale_t·|o_t|)``, what a precomputed pyramid (2×2 averaging, as the
-OME-Zarr writer does) shows. Level 0 is exactly :meth:`MosaicModel.render`. The phase of a
+OME-Zarr writer does) shows. Level 0 is :meth:`MosaicModel.render` (to ``rank_tol``). The phase of a
 coarser level is the blended phase of the complex field low-passed to the level's band.
 
 How. A low-rank tile's field ``o_t`` is band-limited: its spectral coefficients lie inside the
@@ -44,10 +44,14 @@ plane is then within ``node_tol`` (``NODE_TOL`` = 2e-3) of the field decode. ``N
 so that, even added coherently to the level's own quadrature error (41.9 dB on the benchmark's
 slide, 8e-3 of the peak), the level stays at 40 dB. On the benchmark's slide (17 nodes 0.25 µm
 apart) every interval is halved once: 33 node images per tile, 195 MB for the 361 tiles at level 2,
-where the level's component fields took 361 MB (they are not kept). All tiles a request needs that are not cached
-are decoded in ONE batch per group of equal grid geometry (one amplitude, weighting and pooling
-pass over the group). The prepared tile models (:mod:`.tile_decode`: coefficients, component
-fields per level) are kept in an LRU within ``model_budget_bytes``;
+where the level's component fields took 361 MB (they are not kept), and a new zoomed-out plane
+costs 0.3-0.5x a full-resolution 1920x1080 view instead of about 2x (docs/benchmarks.md). The
+phase is not interpolated (it wraps): its coarse levels are decoded per plane.
+
+All tiles a request needs that are not cached are decoded in ONE batch per group of equal grid
+geometry (one amplitude, weighting and pooling pass over the group). The prepared tile models
+(:mod:`.tile_decode`: coefficients, component fields per level, node images) are kept in an LRU
+within ``model_budget_bytes``;
 decoded tile images (per tile, depth, level and part) in an LRU within ``image_budget_bytes``.
 Tiles of the feature-plane + MLP kind are decoded at full resolution and block-averaged (exact,
 slower). All methods are thread-safe; :meth:`MosaicPyramid.region` takes a ``cancelled`` callable
