@@ -208,7 +208,8 @@ def main() -> None:
     # quality of the zoomed-out image: against the full-resolution amplitude area-averaged
     iz = planes[0]
     overview = np.asarray(levels[fit][iz])
-    reference = MosaicPyramid(pyr.mosaic, rank_tol=0.0)  # its own caches: the whole field at level 0 is not a user's view
+    # its own caches (the whole field at level 0 is not a user's view), all the terms of the models
+    reference = MosaicPyramid(pyr.mosaic, rank_tol=0.0)
     full_res = reference.region(float(z_um[iz]), 1, (0, 0, H, W))
     del reference
     ref = pool(full_res, step)
@@ -216,9 +217,11 @@ def main() -> None:
     res["point_subsampled_psnr_db"] = psnr(full_res[::step, ::step], ref)
     # the full-resolution view (component fields truncated to rank_tol) against the full rank
     res["full_view_vs_full_rank_psnr_db"] = psnr(np.asarray(levels[0][iz, view[0], view[1]]), full_res[view])
-    res["component_terms_level0"] = sorted({int(f.shape[0]) for key, item in pyr._models.items.items()
-                                            for g, (f, flat, _) in item[0].folded.items() if g[0] == 1 and flat is None})
-    k1 = MosaicPyramid(pyr.mosaic, antialias=1, node_images=False)  # the alternative: low-pass the complex field to the level's band
+    res["component_terms_level0"] = sorted({int(f.shape[0]) for item in pyr._models.items.values()
+                                            for g, (f, flat, _) in item[0].folded.items()
+                                            if g[0] == 1 and flat is None})
+    # the alternative: low-pass the complex field to the level's band (decoded per plane)
+    k1 = MosaicPyramid(pyr.mosaic, antialias=1, node_images=False)
     k1.region(float(z_um[planes[-1]]), step, (0, 0) + ref.shape)  # its tile preparation, once
     res["complex_lowpass_only_fit_s"] = _timed(lambda: k1.region(float(z_um[iz]), step, (0, 0) + ref.shape))
     res["complex_lowpass_only_psnr_db"] = psnr(k1.region(float(z_um[iz]), step, (0, 0) + ref.shape), ref)

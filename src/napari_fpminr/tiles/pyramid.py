@@ -93,7 +93,8 @@ NODE_MAX_PARTS = 16
 
 def _weighted_pooled(field: torch.Tensor, part: str, wr: torch.Tensor, wc: torch.Tensor, ky: int, kx: int,
                      pad_y: int, pad_x: int) -> torch.Tensor:
-    """``|field|`` (or its phase) of ``(B, ny, nx)`` decode grids, weighted ``wr ⊗ wc``, averaged over ``ky x kx`` blocks."""
+    """``|field|`` (or its phase) of ``(B, ny, nx)`` decode grids, weighted ``wr ⊗ wc``, averaged over
+    ``ky x kx`` blocks."""
     B, ny, nx = field.shape
     if part == "amplitude":
         re = torch.view_as_real(field)
