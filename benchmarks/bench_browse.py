@@ -1,8 +1,11 @@
 """Browsing a whole slide (issue 21): full-resolution view, zoomed out to fit, z step with prefetch.
 
-Everything is read through the layer data the napari reader hands to napari (the dask pyramids
-of ``read_paths``), never a private path: the mosaic model's layers (:mod:`napari_fpminr._napari._mosaic`)
+Everything is read through the layer data the napari reader hands to napari (``read_one``: the
+``LevelArray`` pyramid), never a private path: the mosaic model's layers (:mod:`napari_fpminr._napari._mosaic`)
 and, as the baseline, the fpm OME-Zarr of the same slide on local disk (:mod:`._zarr_stack`).
+Also, same run: the zoomed-out level decoded from the component fields at every plane (the design
+before the node images, ``MosaicPyramid(node_images=False)``) and its PSNR against the node
+images; ``--rank-tol 0`` measures with all the terms of the tile models.
 
 Slide: a 2048² raw (4096² hr) frame in 361 tiles of 128 raw px (overlap 16), slide optics (NA 0.15,
 4×, 3.45 µm pixels, 2× upsampling), one layer of phase-rich cells (phase up to ``--phase-max`` rad,
@@ -102,6 +105,8 @@ def main() -> None:
     ap.add_argument("--planes", type=int, default=5, help="z planes of the layers and of the OME-Zarr")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rank", type=int, default=8, help="terms of the tile models (the CLI's default: 8)")
+    ap.add_argument("--rank-tol", type=float, default=None,
+                    help="the pyramid's rank truncation (default: tiles.pyramid.RANK_TOL; 0: the full rank)")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -111,9 +116,14 @@ def main() -> None:
     from napari_fpminr._napari._prefetch import Prefetcher
     from napari_fpminr.tiles.pyramid import MosaicPyramid
 
-    levels, meta = _layers(model)
+    t_open = time.perf_counter()
+    levels, meta = _layers(model)  # reads every tile model and builds the coarsest level's preview
+    res["open_s"] = time.perf_counter() - t_open
     lv = meta["metadata"]["fpminr_levels"]
     pyr = lv.pyramid
+    if args.rank_tol is not None:  # before anything but the coarsest level's preview is decoded
+        pyr.rank_tol = args.rank_tol
+    res["rank_tol"] = pyr.rank_tol
     z_um = meta["metadata"]["fpminr_z_um"]
     n_z = len(z_um)
     H, W = levels[0].shape[1:]
@@ -160,6 +170,13 @@ def main() -> None:
     # zoomed out to fit: the level napari shows for the whole field on a 1920x1080 canvas
     fit = next(i for i, a in enumerate(levels) if a.shape[1] <= VIEW[0] and a.shape[2] <= VIEW[1])
     step = lv.steps[fit]
+    # the first zoom-out ever (plane 0, not among the timed ones): builds every tile's node images
+    # at that level (tiles/pyramid.py) -- a one-time cost, like the component fields of level 0
+    res["fit_first_view_s"] = _timed(lambda: np.asarray(levels[fit][0]))
+    nodes = [pyr._prepared(t).nodes.get(step) for t in pyr.mosaic.layout.tiles()]
+    nodes = [n for n in nodes if n is not None]
+    res["fit_node_images"] = {"tiles": len(nodes), "nodes_per_tile": sorted({int(n[0].size) for n in nodes}),
+                              "mb": sum(n[1].nbytes for n in nodes) / 1e6}
     fits = []
     for iz in planes:
         clear()
@@ -167,18 +184,44 @@ def main() -> None:
     res.update(fit_level=fit, fit_step=step, fit_shape=list(levels[fit].shape[1:]),
                fit_view_s=statistics.median(fits), fit_view_runs_s=fits)
     res["fit_over_full"] = res["fit_view_s"] / res["full_view_s"]
+    # the same zoom-out decoded from the component fields at every plane (node_images=False: what
+    # this level did before the node images), same run
+    fld = MosaicPyramid(pyr.mosaic, node_images=False, rank_tol=pyr.rank_tol)
+    fld._models = pyr._models  # the same prepared tile models (loaded already)
+    had = {key: set(item[0].folded) for key, item in pyr._models.items.items()}
+    res["fit_from_fields_first_s"] = _timed(  # its component fields at that level, once
+        lambda: fld.region(float(z_um[0]), step, (0, 0) + tuple(levels[fit].shape[1:])))
+    fld_runs = [_timed(lambda: fld.region(float(z_um[iz]), step, (0, 0) + tuple(levels[fit].shape[1:])))
+                for iz in planes]
+    res["fit_from_fields_s"] = statistics.median(fld_runs)
+    res["fit_from_fields_runs_s"] = fld_runs
+    res["fit_from_fields_over_full"] = res["fit_from_fields_s"] / res["full_view_s"]
+    res["fit_nodes_vs_fields_psnr_db"] = min(
+        psnr(np.asarray(levels[fit][iz]), fld.region(float(z_um[iz]), step, (0, 0) + tuple(levels[fit].shape[1:])))
+        for iz in planes)
+    for key, item in pyr._models.items.items():  # drop the component fields it added to the shared models
+        for g in set(item[0].folded) - had.get(key, set()):
+            del item[0].folded[g]
+    del fld
     res["zarr_fit_view_s"] = statistics.median(
         [_timed(lambda: np.asarray(zlevels[fit][iz])) for iz in zplanes])
     # quality of the zoomed-out image: against the full-resolution amplitude area-averaged
     iz = planes[0]
     overview = np.asarray(levels[fit][iz])
-    reference = MosaicPyramid(pyr.mosaic)  # its own caches: the whole field at level 0 is not a user's view
+    # its own caches (the whole field at level 0 is not a user's view), all the terms of the models
+    reference = MosaicPyramid(pyr.mosaic, rank_tol=0.0)
     full_res = reference.region(float(z_um[iz]), 1, (0, 0, H, W))
     del reference
     ref = pool(full_res, step)
     res["fit_psnr_vs_area_average_db"] = psnr(overview, ref)
     res["point_subsampled_psnr_db"] = psnr(full_res[::step, ::step], ref)
-    k1 = MosaicPyramid(pyr.mosaic, antialias=1)  # the alternative: low-pass the complex field to the level's band
+    # the full-resolution view (component fields truncated to rank_tol) against the full rank
+    res["full_view_vs_full_rank_psnr_db"] = psnr(np.asarray(levels[0][iz, view[0], view[1]]), full_res[view])
+    res["component_terms_level0"] = sorted({int(f.shape[0]) for item in pyr._models.items.values()
+                                            for g, (f, flat, _) in item[0].folded.items()
+                                            if g[0] == 1 and flat is None})
+    # the alternative: low-pass the complex field to the level's band (decoded per plane)
+    k1 = MosaicPyramid(pyr.mosaic, antialias=1, node_images=False)
     k1.region(float(z_um[planes[-1]]), step, (0, 0) + ref.shape)  # its tile preparation, once
     res["complex_lowpass_only_fit_s"] = _timed(lambda: k1.region(float(z_um[iz]), step, (0, 0) + ref.shape))
     res["complex_lowpass_only_psnr_db"] = psnr(k1.region(float(z_um[iz]), step, (0, 0) + ref.shape), ref)

@@ -114,3 +114,102 @@ def test_tiles_decoded_through_their_model_give_the_exact_area_average(mosaic_pa
     (full,) = mosaic.render([0.4], parts=("amplitude",))
     level = pyr.region(0.4, 4, (0, 0) + pyr.level_shape(4))
     np.testing.assert_allclose(level, _pool(full[0], 4), rtol=1e-4, atol=1e-5)
+
+
+# ---- zoomed-out levels from node images; rank truncation (issue 21, "zoomed out to fit") ----------------
+
+def _rel_rms(x: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((x.astype(np.float64) - ref) ** 2) / np.mean(ref.astype(np.float64) ** 2)))
+
+
+def _small_mosaic(out: Path, n_z: int, z_range=(-2.0, 2.0), rank: int = 4, n: int = 224) -> Path:
+    """2 x 2 tiles of 64 raw px (overlap 16) of dense phase-rich cells, the sample 1.5 um from z = 0."""
+    from napari_fpminr.optics.samples import band_limit, cell_layer
+    from napari_fpminr.simulate import paper_optics
+    from napari_fpminr.tiles.synthetic import synthetic_mosaic
+
+    optics = paper_optics()
+    cells = cell_layer((n, n), optics.dx_hr_um, np.random.default_rng(5), phase_max_rad=3.0, cells_per_100um2=3.0)
+    field = band_limit(cells, optics.dx_hr_um, optics.na_synthetic / optics.wavelength_um).astype(np.complex64)
+    return synthetic_mosaic(out, field, optics, 64, 16, z_range_um=z_range, n_planes=max(9, rank + 1), n_z=n_z,
+                            rank=rank, focus_um=lambda r, c: 1.5)
+
+
+def test_zoomed_out_levels_interpolate_node_images_within_the_node_tolerance(mosaic_path):
+    from napari_fpminr.tiles.pyramid import NODE_TOL
+
+    mosaic = load_mosaic(mosaic_path)
+    pyr, fields = MosaicPyramid(mosaic), MosaicPyramid(mosaic, node_images=False)
+    tiles = mosaic.layout.tiles()
+    z_nodes = np.linspace(-2.0, 2.0, 17)
+    for step in (4, 8):
+        shape = (0, 0) + pyr.level_shape(step)
+        at_node = pyr.region(float(z_nodes[5]), step, shape)  # builds every tile's node images at this level
+        np.testing.assert_allclose(at_node, fields.region(float(z_nodes[5]), step, shape), rtol=1e-4, atol=1e-5)
+        built = [pyr._prepared(t).nodes[step] for t in tiles]
+        assert all(b is not None and b[0][0] == -2.0 and b[0][-1] == 2.0 for b in built)
+        for z in (-2.3, -1.93, -0.62, 0.1, 0.875 + 0.0625, 1.99, 2.5):  # between nodes, and clamped outside
+            err = _rel_rms(pyr.region(z, step, shape), fields.region(z, step, shape))
+            assert err <= NODE_TOL, (step, z, err)
+        assert all(pyr._prepared(t).nodes[step] is b for t, b in zip(tiles, built))  # built once
+    # the amplitude's component fields at these levels are not kept (the node images replace them)
+    assert all(key[0] == 1 for t in tiles for key in pyr._prepared(t).folded)
+    # levels 0 and 1 are not interpolated: exact
+    assert all(set(pyr._prepared(t).nodes) == {4, 8} for t in tiles)
+
+
+def test_a_coarse_z_line_is_cut_until_the_interpolation_is_within_tolerance(tmp_path):
+    from napari_fpminr.tiles.pyramid import NODE_TOL
+
+    mosaic = load_mosaic(_small_mosaic(tmp_path / "coarse.fpminr", n_z=3))  # nodes 2 um apart
+    fields = MosaicPyramid(mosaic, node_images=False)
+    cut, uncut = MosaicPyramid(mosaic), MosaicPyramid(mosaic, node_tol=10.0)
+    shape = (0, 0) + cut.level_shape(4)
+    depths = np.linspace(-2.0, 2.0, 23)
+    worst = {}
+    for name, pyr in (("cut", cut), ("uncut", uncut)):
+        worst[name] = max(_rel_rms(pyr.region(float(z), 4, shape), fields.region(float(z), 4, shape)) for z in depths)
+    nodes = [cut._prepared(t).nodes[4][0] for t in mosaic.layout.tiles()]
+    assert all(z.size > 3 and np.all(np.diff(z) > 0) for z in nodes), [z.size for z in nodes]
+    assert all(uncut._prepared(t).nodes[4][0].size == 3 for t in mosaic.layout.tiles())
+    assert worst["cut"] <= NODE_TOL < worst["uncut"], worst
+
+
+def test_truncated_component_fields_stay_within_their_bound():
+    from napari_fpminr.tiles.pyramid import _truncated
+
+    rng = np.random.default_rng(0)
+    n_z, R, n = 9, 6, 500
+    sig = 10.0 ** -np.arange(R)  # singular values 1, 0.1, ..., 1e-5
+    U = np.linalg.qr(rng.normal(size=(R, R)) + 1j * rng.normal(size=(R, R)))[0]
+    V = np.linalg.qr(rng.normal(size=(n, R)) + 1j * rng.normal(size=(n, R)))[0]
+    line = (rng.normal(size=(n_z, R)) + 1j * rng.normal(size=(n_z, R))).astype(np.complex64)
+    fields = np.linalg.solve(np.linalg.qr(line)[1], U @ np.diag(sig) @ V.conj().T * np.sqrt(n))
+    fields = fields.astype(np.complex64)
+    rho = np.linalg.norm(np.linalg.qr(line)[1] @ fields) / np.sqrt(n_z)  # RMS norm of the node fields
+    for tol, rank in ((3e-3 * np.sqrt(n_z), 3), (3e-4 * np.sqrt(n_z), 4)):
+        line2, fields2 = _truncated(line, fields, tol)
+        assert line2.shape == (n_z, rank) and fields2.shape == (rank, n)
+        for t in rng.uniform(0, n_z - 1, 20):  # any depth: linear interpolation weights, as the z line
+            i = min(int(t), n_z - 2)
+            w = np.zeros(n_z)
+            w[i], w[i + 1] = 1 - (t - i), t - i
+            err = np.linalg.norm(w @ line @ fields - w @ line2 @ fields2)
+            assert err <= tol * rho * 1.01, (tol, err / rho)
+
+
+def test_rank_truncation_of_a_mosaic_keeps_the_levels_within_tolerance(tmp_path):
+    mosaic = load_mosaic(_small_mosaic(tmp_path / "rank8.fpminr", n_z=17, rank=8))
+    exact = MosaicPyramid(mosaic, rank_tol=0.0)
+    z = 0.35
+    ref = {s: exact.region(z, s, (0, 0) + exact.level_shape(s)) for s in (1, 4)}
+    for tol in (1e-4, 3e-3):
+        pyr = MosaicPyramid(mosaic, rank_tol=tol)
+        full = pyr.region(z, 1, (0, 0) + pyr.level_shape(1))
+        ranks = [f.shape[0] for t in mosaic.layout.tiles() for f, _, _ in pyr._prepared(t).folded.values()]
+        assert max(ranks) < 8, ranks  # defocus over 4 um needs fewer than 8 terms at these tolerances
+        # the bound is tol x (about) the RMS amplitude per tile: the blend of tiles keeps it
+        assert _rel_rms(full, ref[1]) <= tol, (tol, _rel_rms(full, ref[1]))
+        assert _rel_rms(pyr.region(z, 4, (0, 0) + pyr.level_shape(4)), ref[4]) <= tol + 1e-4
+    np.testing.assert_allclose(MosaicPyramid(mosaic).region(z, 1, (0, 0, 100, 120)), ref[1][:100, :120],
+                               rtol=1e-4, atol=1e-5)  # the default tolerance: level 0 as exact as before

@@ -74,22 +74,26 @@ class PreparedTile:
             self.z_range = (float(net.arch.z_min_um), float(net.arch.z_max_um), int(net.arch.n_z))
         else:
             self.model = model  # decoded through the model, at full resolution
-        self.folded: dict = {}  # (d_y, d_x, phase_y, phase_x) -> (coefficients (R, K_d), flat bins (K_d,))
+        self.folded: dict = {}  # (d_y, d_x, phase_y, phase_x) -> (fields or coefficients, flat bins or None, z line)
         self.weights: dict = {}  # (s, k) -> (w_row per block, w_col per block)
+        self.nodes: dict = {}  # level step s -> (node depths (N,), amplitude images (N, h, w)) or None
 
     def nbytes(self) -> int:
         n = 0 if self.model is not None else self.coef.nbytes + self.my.nbytes * 2
         shared = self.coef.__array_interface__["data"][0] if self.model is None else None
         return n + sum((c.numel() * 8 if c.data_ptr() != shared else 0) + (f.numel() * 8 if f is not None else 0)
-                       for c, f in self.folded.values()) + 65536
+                       for c, f, _ in self.folded.values()) + 65536 \
+            + sum(v[1].nbytes for v in self.nodes.values() if v is not None)
 
-    def u(self, z_um: float) -> np.ndarray:
-        """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped)."""
+    def u(self, z_um: float, line: np.ndarray | None = None) -> np.ndarray:
+        """Complex z weights ``(R,)`` at ``z_um`` (the model's own linear interpolation, clamped) of the
+        tile's z line or of ``line`` (the same nodes, other terms)."""
+        line = self.line if line is None else line
         z_min, z_max, n_z = self.z_range
         t = min(max((z_um - z_min) / (z_max - z_min) * (n_z - 1), 0.0), n_z - 1.0)
         i0 = min(int(math.floor(t)), n_z - 2)
         f = t - i0
-        return (self.line[i0] * (1 - f) + self.line[i0 + 1] * f).astype(np.complex64)
+        return (line[i0] * (1 - f) + line[i0 + 1] * f).astype(np.complex64)
 
 
 def axis_geometry(t0: int, size: int, s: int, k: int):
