@@ -343,15 +343,25 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 yield stopped_event()
                 return
             if refit is not None:
-                data, field = field_of(refit)
-                if field is None:
+                # the solver's gains were fitted under the chosen model's NAs (per-LED ones near the
+                # pupil edge, where a gain depends strongly on the NA): the brightness fitted again
+                # under the refitted NAs is the other candidate
+                name = "board refitted on the intensity-corrected object"
+                geo_data, geo_field = field_of(refit.replace(brightness=None, background=0.0))
+                if geo_field is None:
                     yield stopped_event()
                     return
-                name = "board refitted on the intensity-corrected object"
-                misfits[name] = _misfit_measured(*field, z, norm, data, refit.brightness, refit.background / level)
-                yield event("candidate", f"{name}: misfit {misfits[name]:.4f}")
-                if misfits[name] < misfit_after:
-                    cal, misfit_after, best = refit, misfits[name], name
+                b, bg = _brightness_from_field(norm, geo_data, *geo_field, z)
+                for label, c in ((name + " (solver's gains)", refit),
+                                 (name + " + brightness", refit.replace(brightness=b, background=bg * level))):
+                    data, field = field_of(c)
+                    if field is None:
+                        yield stopped_event()
+                        return
+                    misfits[label] = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
+                    yield event("candidate", f"{label}: misfit {misfits[label]:.4f}")
+                    if misfits[label] < misfit_after:
+                        cal, misfit_after, best = c, misfits[label], label
         report.update(misfit_after=misfit_after, candidates=misfits, chosen=best,
                       elapsed_s=time.perf_counter() - t0)
         if not misfit_after < (1.0 - min_gain) * misfit_before:
