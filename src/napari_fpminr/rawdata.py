@@ -19,8 +19,9 @@ from .errors import FPMInputError
 from .optics.led_array import LEDArray
 from .optics.system import Optics
 
-#: ``meta`` flag set by the real-data preparation (:mod:`calib.prepare`): the LEDs' brightness is an
-#: estimate, so the solvers fit a residual gain per LED (:mod:`recon.qnewton`, intensity correction)
+#: ``meta`` flag set by the real-data preparation when asked (``--correct-intensity``,
+#: :mod:`calib.prepare`): the LEDs' brightness is an estimate the solvers refine with a residual
+#: gain per LED (:mod:`recon.qnewton`, intensity correction)
 CORRECT_INTENSITY_KEY = "correct_intensity"
 
 

@@ -69,15 +69,18 @@ def test_correction_costs_nothing_on_exact_data_and_is_off_unless_asked(case):
     assert stack.led_gain is None and stack.meta["intensity_correction"] is False
 
 
-def test_the_real_data_preparation_turns_it_on_for_measurements_only(case):
+def test_the_real_data_preparation_turns_it_on_only_when_asked(case):
+    """Off by default even for measurements (it broke the registration of the real colour channels,
+    calib/prepare.py); ``--correct-intensity`` asks for it, and the decision is printed."""
     sim, _, wrong = case
     measured = replace(wrong, meta={"format": "test"})
     opts = PrepareOptions(calibrate=False, drop_bad_frames=False, orientation="stated")
-    prep = prepare(measured, opts, device="cpu")
-    assert prep.raw.brightness_uncertain
-    assert any(line.startswith("LED brightness: refined per LED") for line in prep.decisions)
-    off = prepare(measured, replace(opts, correct_intensity=False), device="cpu")
-    assert not off.raw.brightness_uncertain
-    assert not prepare(sim.raw, opts, device="cpu").raw.brightness_uncertain
-    stack = reconstruct_stack(prep.raw.normalized(), [0.0], iterations=3)
+    default = prepare(measured, opts, device="cpu")
+    assert not default.raw.brightness_uncertain
+    assert any(line.startswith("LED brightness: as stated") for line in default.decisions)
+    asked = prepare(measured, replace(opts, correct_intensity=True), device="cpu")
+    assert asked.raw.brightness_uncertain
+    assert any(line.startswith("LED brightness: refined per LED") for line in asked.decisions)
+    stack = reconstruct_stack(asked.raw.normalized(), [0.0], iterations=3)
     assert stack.meta["intensity_correction"] is True and stack.led_gain.shape == (1, sim.raw.n_leds)
+    assert reconstruct_stack(default.raw.normalized(), [0.0], iterations=3).led_gain is None

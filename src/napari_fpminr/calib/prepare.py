@@ -16,6 +16,11 @@ default a measurement is
 4. saturated pixels (``RawData.valid``) stay out of the data term in every solver, and a dark
    level stated by the file is already subtracted by its reader.
 
+The solvers' per-LED intensity correction (``correct_intensity``, :mod:`recon.qnewton`) is not
+a default: it recovers a simulated board's brightness error (capture-range corner 39.98 -> 42.62
+dB), but on the real UConn smears it moved each colour channel's reconstruction enough to break
+their registration (red 0.16 -> 0.76 raw px worst quadrant, docs/benchmarks.md).
+
 Simulated files keep the stated geometry and the ideal pupil unless asked. Every choice is one
 line of :attr:`Preparation.decisions`, which the CLI prints and the widget shows. The CLI, the
 widget and the tiles all call :func:`iter_prepare`: the policy lives here only.
@@ -44,7 +49,7 @@ class PrepareOptions:
     calibrate: bool | None = None
     calibration: Calibration | None = None
     recover_pupil: bool | None = None
-    correct_intensity: bool | None = None
+    correct_intensity: bool | None = None  # None/False: off (module docstring); True: the solvers fit per-LED gains
     drop_bad_frames: bool | None = None
     subtract_background: bool | None = None
     orientation: str = "auto"
@@ -140,13 +145,13 @@ def iter_prepare(raw: RawData, options: PrepareOptions | None = None, *, device=
     decisions.append("pupil: " + ("recovered (" + ("a real objective is never the ideal disk; --no-recover-pupil "
                                                     "opts out" if measured and opt.recover_pupil is None else "asked")
                                   + ")" if pupil else "ideal disk" + (" (--no-recover-pupil)" if measured else "")))
-    correct = measured if opt.correct_intensity is None else bool(opt.correct_intensity)
+    correct = bool(opt.correct_intensity)  # off unless asked (module docstring)
     if correct:
         data = replace(data, meta=dict(data.meta, **{CORRECT_INTENSITY_KEY: True}))
-    decisions.append("LED brightness: " + ("refined per LED by the solver (a calibrated brightness is an estimate; "
-                                           "--no-correct-intensity opts out)" if correct and opt.correct_intensity is None
-                                           else "refined per LED by the solver (asked)" if correct
-                                           else "as " + ("calibrated" if cal is not None else "stated")))
+    if measured or correct:
+        decisions.append("LED brightness: " + ("refined per LED by the solver (asked)" if correct
+                                               else "as " + ("calibrated" if cal is not None else "stated")
+                                               + " (--correct-intensity refines it per LED in the solver)"))
     if data.valid is not None:
         decisions.append(f"saturation: {100 * data.saturated_fraction():.1f} % of bright-field pixels clipped, "
                          "left out of the data term")

@@ -246,9 +246,9 @@ def add_reconstruct_parser(sub) -> None:
     p.add_argument("--no-recover-pupil", action="store_false", dest="recover_pupil",
                    help="keep the ideal pupil (the default for simulated data)")
     p.add_argument("--correct-intensity", action="store_true", default=None,
-                   help="fit a residual brightness gain per LED in the solver (default for measured data)")
+                   help="fit a residual brightness gain per LED in the solver (off by default)")
     p.add_argument("--no-correct-intensity", action="store_false", dest="correct_intensity",
-                   help="trust the stated or calibrated LED brightness as it is")
+                   help="trust the stated or calibrated LED brightness as it is (the default)")
     p.add_argument("--keep-bad-frames", action="store_true",
                    help="keep frames the model cannot fit (left out by default for measured data)")
     p.add_argument("--orientation", choices=("auto", "stated"), default="auto",

@@ -117,11 +117,8 @@ def _real_data_defaults(args, header) -> None:
     if args.recover_pupil is None:
         args.recover_pupil = measured
         print(f"tiles: pupil {'recovered (--no-recover-pupil opts out)' if measured else 'ideal disk'}", file=sys.stderr)
-    if getattr(args, "correct_intensity", None) is None:
-        args.correct_intensity = measured
-        if measured:
-            print("tiles: LED brightness refined per LED by the solver (--no-correct-intensity opts out)",
-                  file=sys.stderr)
+    if getattr(args, "correct_intensity", None):
+        print("tiles: LED brightness refined per LED by the solver (asked)", file=sys.stderr)
 
 
 def _tile_calibration(args, source):

@@ -33,8 +33,8 @@ single-piece reconstructions keep ``g = 1`` by default (``adaptive=False``; the 
 on exact single-piece simulations both reach the same PSNR, and the adaptive step's stack maps the
 tilted smear's depth less well (median error 1.28 µm against under 1 µm).
 
-Intensity correction (``intensity_correction=True``; on for prepared measurements, see
-:attr:`RawData.brightness_uncertain`). A real LED's brightness is known only to the calibration's
+Intensity correction (``intensity_correction=True``; ``--correct-intensity``, off by default, see
+:attr:`RawData.brightness_uncertain`; the calibration's board refit uses it to clean its object). A real LED's brightness is known only to the calibration's
 estimate (a few % rms: the quick reconstruction it is fitted against biases it), and a wrong
 brightness is a wrong target ``sqrt(I_i)`` that the sequential updates write into the spectrum
 every pass. From pass :data:`INTENSITY_START_PASS` on, each LED's step first fits its amplitude gain
