@@ -349,19 +349,35 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 # refit's gains under the choice's NAs, so the misfit with either brightness favours
                 # the choice (docs/benchmarks.md, capture range)
                 name = "board refitted on the intensity-corrected object"
-                data, field = field_of(refit)
                 chosen_data, chosen_field = field_of(cal)
-                if field is None or chosen_field is None:
+                if chosen_field is None:
                     yield stopped_event()
                     return
-                free_refit = _gain_free_misfit(*field, z, norm, data)
                 free_chosen = _gain_free_misfit(*chosen_field, z, norm, chosen_data)
-                misfits[name] = _misfit_measured(*field, z, norm, data, refit.brightness, refit.background / level)
-                report["gain_free_misfit"] = {"chosen": free_chosen, "refit": free_refit}
-                yield event("candidate", f"{name}: misfit {misfits[name]:.4f}; with per-LED gains fitted "
-                                         f"{free_refit:.4f} against {free_chosen:.4f} for {best}")
-                if free_refit < free_chosen and misfits[name] < (1.0 - min_gain) * misfit_before:
-                    cal, misfit_after, best = refit, misfits[name], name
+                refits = {name: refit}
+                if edge_object:
+                    # the same freedom the per-LED candidates have: pupil-edge LEDs refined on top
+                    na_clean = _positions_without_edge_leds(field_of(refit)[0], z, int(iterations), dev, stop,
+                                                            use_tilt)
+                    if should_stop(stop):
+                        yield stopped_event()
+                        return
+                    if na_clean is not None:
+                        refits[name + " + pupil-edge LEDs refined"] = refit.replace(na_illum=na_clean)
+                free = {"chosen": free_chosen}
+                for label, c in refits.items():
+                    data, field = field_of(c)
+                    if field is None:
+                        yield stopped_event()
+                        return
+                    free[label] = _gain_free_misfit(*field, z, norm, data)
+                    misfits[label] = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
+                    yield event("candidate", f"{label}: misfit {misfits[label]:.4f}; with per-LED gains fitted "
+                                             f"{free[label]:.4f} against {free_chosen:.4f} for {best}")
+                report["gain_free_misfit"] = free
+                label = min(refits, key=free.get)
+                if free[label] < free_chosen and misfits[label] < (1.0 - min_gain) * misfit_before:
+                    cal, misfit_after, best = refits[label], misfits[label], label
         report.update(misfit_after=misfit_after, candidates=misfits, chosen=best,
                       elapsed_s=time.perf_counter() - t0)
         if not misfit_after < (1.0 - min_gain) * misfit_before:
