@@ -67,6 +67,7 @@ from ..recon.stop import should_stop
 from ..optics import orientation as board_orientation
 from .board_search import BoardSearch, choose_twin, search_board
 from .brightfield import fit_brightfield_disks
+from .bin_polish import polish_on_bins
 from .fit import fit_brightness, fit_geometry, object_tilt, quick_field, refine_positions, subbin_amplitudes
 from .model import Calibration
 
@@ -378,6 +379,31 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 label = min(refits, key=free.get)
                 if free[label] < free_chosen and misfits[label] < (1.0 - min_gain) * misfit_before:
                     cal, misfit_after, best = refits[label], misfits[label], label
+            # every LED's NA polished against the hard-edged pupil, judged the same way
+            chosen_data, chosen_field = field_of(cal)
+            got = None if chosen_field is None else polish_on_bins(*chosen_field, z, chosen_data,
+                                                                  chosen_data.optics.na_illum,
+                                                                  stop=lambda: should_stop(stop))
+            if got is None:
+                yield stopped_event()
+                return
+            na_polished, moved = got
+            if moved.any():
+                label = best + " + NAs polished on the pupil's bins"
+                polished = cal.replace(na_illum=na_polished)
+                data, field = field_of(polished)
+                if field is None:
+                    yield stopped_event()
+                    return
+                free_polished = _gain_free_misfit(*field, z, norm, data)
+                free_now = _gain_free_misfit(*chosen_field, z, norm, chosen_data)
+                misfits[label] = _misfit_measured(*field, z, norm, data, polished.brightness, polished.background / level)
+                report["bin_polish"] = {"moved": int(moved.sum()), "gain_free_misfit": free_polished,
+                                        "gain_free_misfit_before": free_now}
+                yield event("candidate", f"{label} ({int(moved.sum())} LEDs moved): misfit {misfits[label]:.4f}; "
+                                         f"with per-LED gains fitted {free_polished:.4f} against {free_now:.4f}")
+                if free_polished < free_now and misfits[label] < (1.0 - min_gain) * misfit_before:
+                    cal, misfit_after, best = polished, misfits[label], label
         report.update(misfit_after=misfit_after, candidates=misfits, chosen=best,
                       elapsed_s=time.perf_counter() - t0)
         if not misfit_after < (1.0 - min_gain) * misfit_before:
