@@ -63,7 +63,11 @@ def test_applied_calibration_corrects_data(fitted):
     cal = events[-1].calibration
     fixed = cal.apply(raw)
     assert np.allclose(fixed.optics.na_illum, cal.na(raw))
-    assert np.allclose(fixed.leds.na_at(), fixed.optics.na_illum)
+    if cal.na_illum is None:
+        assert np.allclose(fixed.leds.na_at(), fixed.optics.na_illum)
+    else:  # per-LED NAs (pupil-edge LEDs, bin polish) stay within a fraction of a bin of the board model
+        assert fixed.meta["calibration"]["per_led_na"]
+        assert np.abs(fixed.leds.na_at() - fixed.optics.na_illum).max() < 0.5 * 0.0315
     i = 5
     assert np.allclose(fixed.intensities[i], np.clip(raw.intensities[i] - cal.background, 0, None) / cal.brightness[i],
                        rtol=1e-5, atol=1e-6)
@@ -126,8 +130,10 @@ def test_similarity_model_without_board_geometry():
     err = np.abs(cal.na(raw) - true.na_at()).max()
     assert err < 0.5 * np.abs(raw.optics.na_illum - true.na_at()).max()
     # with the pupil-edge candidate the choice stays the one of least misfit, never above the model's
+    # candidates (the last step, the bin polish, starts from each run's own choice)
     both = calibrate(raw, rounds=2, brightness=False, device="cpu")
-    assert both.kind == "similarity" and both.report["misfit_after"] <= cal.report["misfit_after"] + 1e-12
+    unpolished = min(v for k, v in cal.report["candidates"].items() if "polished" not in k)
+    assert both.kind == "similarity" and both.report["misfit_after"] <= unpolished + 1e-12
     assert both.report["misfit_after"] == min(both.report["candidates"].values())
 
 

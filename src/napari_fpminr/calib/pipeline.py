@@ -42,6 +42,10 @@ misfit with every LED's gain fitted in closed form is lower (``_refit_on_correct
 ``_gain_free_misfit``: the rounds' objects carry the brightness estimate's error, this one much
 less, and a brightness-free misfit compares the two geometries without either's brightness).
 
+NAs polished on the pupil's bins (last): every LED's NA moved by at most half a frequency bin to
+the pattern of object-spectrum bins inside its hard-edged pupil that explains its image best
+(:mod:`.bin_polish`), judged like the refit (the plain misfit when the brightness is not fitted).
+
 "Never worse": the nominal and the calibrated models are each judged by the relative amplitude
 misfit of a reconstruction of the same plane, in the units of the *measured* data (the calibrated
 prediction is ``b_i·I_pred + background``). If calibration does not lower it by at least
@@ -379,30 +383,18 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 label = min(refits, key=free.get)
                 if free[label] < free_chosen and misfits[label] < (1.0 - min_gain) * misfit_before:
                     cal, misfit_after, best = refits[label], misfits[label], label
-            # every LED's NA polished against the hard-edged pupil, judged the same way
-            chosen_data, chosen_field = field_of(cal)
-            got = None if chosen_field is None else polish_on_bins(*chosen_field, z, chosen_data,
-                                                                  chosen_data.optics.na_illum,
-                                                                  stop=lambda: should_stop(stop))
+            # every LED's NA polished against the hard-edged pupil's bins (brightness-free judge when
+            # the brightness is fitted, as for the refit; the plain misfit when it is known)
+            got = _bin_polish_candidate(cal, best, field_of, norm, level, z, brightness, stop)
             if got is None:
                 yield stopped_event()
                 return
-            na_polished, moved = got
-            if moved.any():
-                label = best + " + NAs polished on the pupil's bins"
-                polished = cal.replace(na_illum=na_polished)
-                data, field = field_of(polished)
-                if field is None:
-                    yield stopped_event()
-                    return
-                free_polished = _gain_free_misfit(*field, z, norm, data)
-                free_now = _gain_free_misfit(*chosen_field, z, norm, chosen_data)
-                misfits[label] = _misfit_measured(*field, z, norm, data, polished.brightness, polished.background / level)
-                report["bin_polish"] = {"moved": int(moved.sum()), "gain_free_misfit": free_polished,
-                                        "gain_free_misfit_before": free_now}
-                yield event("candidate", f"{label} ({int(moved.sum())} LEDs moved): misfit {misfits[label]:.4f}; "
-                                         f"with per-LED gains fitted {free_polished:.4f} against {free_now:.4f}")
-                if free_polished < free_now and misfits[label] < (1.0 - min_gain) * misfit_before:
+            if got:
+                label, polished, misfits[label], report["bin_polish"] = got
+                info = report["bin_polish"]
+                yield event("candidate", f"{label} ({info['moved']} LEDs moved): misfit {misfits[label]:.4f}; "
+                                         f"judged {info['score']:.4f} against {info['score_before']:.4f}")
+                if info["score"] < info["score_before"] and misfits[label] < (1.0 - min_gain) * misfit_before:
                     cal, misfit_after, best = polished, misfits[label], label
         report.update(misfit_after=misfit_after, candidates=misfits, chosen=best,
                       elapsed_s=time.perf_counter() - t0)
@@ -478,6 +470,36 @@ def _gain_free_misfit(field, pupil, z, data_norm: RawData, cal_raw: RawData) -> 
     meas = torch.as_tensor(np.sqrt(data_norm.intensities), dtype=torch.float64, device=pred.device)
     gain = (pred * meas).sum(dim=(1, 2)) / pred.square().sum(dim=(1, 2)).clamp_min(1e-30)
     return float(torch.linalg.vector_norm(gain[:, None, None] * pred - meas) / torch.linalg.vector_norm(meas))
+
+
+def _bin_polish_candidate(cal: Calibration, best: str, field_of, norm: RawData, level: float, z: float,
+                          brightness_free: bool, stop):
+    """``(label, calibration, misfit, info)`` for ``cal`` with every LED's NA polished on the
+    pupil's bins (:mod:`.bin_polish`); ``()`` when no LED moves, ``None`` when stopped. ``info``
+    holds the judge's scores of both (``score``, ``score_before``): the misfit with each LED's gain
+    fitted in closed form when ``brightness_free``, else the misfit with the calibration's brightness."""
+    chosen_data, chosen_field = field_of(cal)
+    if chosen_field is None:
+        return None
+    got = polish_on_bins(*chosen_field, z, chosen_data, chosen_data.optics.na_illum, stop=lambda: should_stop(stop))
+    if got is None:
+        return None
+    na_polished, moved = got
+    if not moved.any():
+        return ()
+    polished = cal.replace(na_illum=na_polished)
+    data, field = field_of(polished)
+    if field is None:
+        return None
+    misfit = _misfit_measured(*field, z, norm, data, polished.brightness, polished.background / level)
+    if brightness_free:
+        score, before = _gain_free_misfit(*field, z, norm, data), _gain_free_misfit(*chosen_field, z, norm, chosen_data)
+    else:
+        before = _misfit_measured(*chosen_field, z, norm, chosen_data, cal.brightness, cal.background / level)
+        score = misfit
+    info = {"moved": int(moved.sum()), "score": score, "score_before": before,
+            "judge": "misfit with per-LED gains fitted" if brightness_free else "misfit"}
+    return best + " + NAs polished on the pupil's bins", polished, misfit, info
 
 
 def _refit_on_corrected_object(norm: RawData, cal: Calibration, level: float, z: float, iterations: int, device,
