@@ -11,9 +11,11 @@ Parts (``--parts``, all by default):
   median and 95th percentile CIEDE2000 of the colour image against the band-limited truth.
   ``sim`` also runs the inr job without compaction and compacts it at each ``--compact-sweep``
   tolerance: ranks, file size, worst change of any decoded plane, PSNR and CIEDE2000.
-* ``storage``: the saved (compacted) colour model of ``sim`` and of slides of ``--storage-trained``
-  raw px, trained the same way, against the float32 RGB stack (161 planes × 3 transmittances) and
-  against amplitude + phase per channel (161 × 6); random-coefficient rank-8 models as an upper bound.
+* ``storage``: saved colour models of simulated slides of ``--sim-size`` and ``--storage-trained`` raw px
+  trained over ±4 µm and of ``--sim-size`` over ±``--storage-wide-um``, against the float32 RGB stack
+  (161 planes × 3 transmittances): compacted as the job does (weakest terms in the 16-bit log-polar
+  code) and with every term float16, each channel's per-term codes, the measured change and the PSNR
+  and CIEDE2000 at the common focus; random-coefficient rank-8 models as an upper bound.
 * ``decode``: an RGB 1024² slice (three rank-8 low-rank channels, 512 raw px, 2× upsampling)
   against one channel's amplitude + phase slice of the same grid; median of ``--repeats``, ratio.
 * ``real``: the UConn blood smear red 630 / green 532 / blue 475 nm files from ../shared/data:
@@ -175,44 +177,122 @@ def _synthetic_colour_model(raw_px: int, rank: int = 8, seed: int = 0):
     return ColourModel(tuple(channels), tuple(regs))
 
 
-def part_storage(args, cache: Path, sim: dict | None) -> dict:
-    """Saved colour models against the float32 RGB stack of their grid at 161 planes. Trained models
-    (the default inr colour job, compacted) are the figures; the random-coefficient rows are rank 8
-    uncompacted, an upper bound on the file of a model (compaction keeps at most rank 8 and fewer
-    where the data need fewer terms)."""
+def _compacted_float16(model, tolerance_db: float):
+    """``model`` compacted as before the per-term codes: the same exact re-factorisation and rank, every
+    term float16 (the reference for what the 16-bit log-polar terms save and cost)."""
+    import dataclasses
+
+    from napari_fpminr.colour.model import ColourModel
+    from napari_fpminr.recon.lowrank import LowRankField
+    from napari_fpminr.recon.model import Model
+
+    channels = []
+    for m in model.channels:
+        plan = m.net.compaction(tolerance_db)
+        r = min(plan.rank, m.arch.rank)
+        line, coef = plan.terms(r)
+        net = LowRankField(dataclasses.replace(m.arch, rank=r, coarse_terms=0))
+        with torch.no_grad():
+            net.coefficients.copy_(torch.view_as_real(coef.to(torch.complex64)).permute(2, 0, 1))
+            net.z_line.copy_(torch.view_as_real(line.to(torch.complex64)).permute(2, 0, 1))
+        channels.append(Model(net.round_to_storage_(), m.optics, m.lr_shape, dict(m.meta)))
+    return ColourModel(tuple(channels), model.registration, dict(model.meta))
+
+
+def _worst_plane_change_db(full, m) -> list:
+    """Per channel, the largest change of any of 161 decoded planes relative to that plane's energy (dB)."""
+    from napari_fpminr.io.model_file import STACK_PLANES
+
+    worst = []
+    for a, b in zip(full.channels, m.channels, strict=True):
+        z = torch.linspace(a.z_min_um, a.z_max_um, STACK_PLANES)
+        sa, sb = a.net.spectra(z).to(torch.complex128), b.net.spectra(z).to(torch.complex128)
+        rel = ((sa - sb).abs().square().sum(1) / sa.abs().square().sum(1)).max().item()
+        worst.append(round(10 * np.log10(rel), 2) if rel > 0 else None)
+    return worst
+
+
+def _trained_storage_row(px: int, half: float, cache: Path) -> dict:
+    """The inr colour job on a simulated slide of ``px`` raw px over ±``half`` µm, uncompacted (affine baked,
+    white measured), then compacted at the default tolerance (what the job saves: per-term codes) and, for
+    reference, with every term float16: per-channel ranks and codes, bound, measured change, file sizes
+    and ratios against the 161-plane float32 RGB stack, PSNR against the truth and CIEDE2000 at the common
+    focus."""
+    from napari_fpminr.colour.colourmath import ciede2000, lab
     from napari_fpminr.colour.file import save_colour_model
     from napari_fpminr.colour.job import ColourJob, iter_colour, order_channels
     from napari_fpminr.colour.stained import simulate_stained
     from napari_fpminr.io.model_file import STACK_PLANES
+    from napari_fpminr.recon.lowrank import COMPACTION_TOLERANCE_DB
+    from napari_fpminr.recon.metrics import psnr_scaled
     from napari_fpminr.recon.train import TrainConfig
 
+    slide = simulate_stained(px, seed=0)
+    raws, _ = order_channels(list(slide.raws))
+    truth_lab = lab(np.moveaxis(slide.transmittance, 0, -1))
+    job = ColourJob(method="inr", z_min_um=-half, z_max_um=half, device="cpu", train_config=TrainConfig(device="cpu"),
+                    compact_db=None)
+    t0 = time.perf_counter()
+    for ev in iter_colour(raws, job):
+        pass
+    full, elapsed = ev.result, time.perf_counter() - t0
+    H, W = full.hr_shape
+    rgb = STACK_PLANES * 3 * H * W * 4
+    row = {"raw_px": px, "half_um": half, "train_s": round(elapsed, 1), "hr": [H, W], "rgb_stack_bytes": rgb,
+           "n_z": [m.arch.n_z for m in full.channels]}
+    for name, m in (("uncompacted", full), ("float16", _compacted_float16(full, COMPACTION_TOLERANCE_DB)),
+                    ("codes", full.compacted(COMPACTION_TOLERANCE_DB))):
+        size = save_colour_model(m, cache / f"storage_trained_{px}_{half:g}_{name}.fpminr").stat().st_size
+        t = m.render([0.0]).transmittance[0]
+        de = ciede2000(lab(np.moveaxis(t, 0, -1)), truth_lab)
+        row[name] = {"model_bytes": size, "ratio_rgb": rgb / size, "ranks": [c.arch.rank for c in m.channels],
+                     "psnr_db": [psnr_scaled(np.sqrt(t[c]), np.abs(slide.truth[c])) for c in range(3)],
+                     "ciede2000_median": float(np.median(de)), "ciede2000_p95": float(np.percentile(de, 95))}
+        if name != "uncompacted":
+            row[name]["worst_plane_change_db"] = _worst_plane_change_db(full, m)
+        if name == "codes":
+            rep = m.meta["compaction"]
+            row[name].update(encodings=[r["encodings"] for r in rep], singular_values_db=[r["singular_values_db"] for r in rep],
+                             stored_change_db=[r["stored_change_db"] for r in rep],
+                             code_change_db=[r["code_change_db"] for r in rep],
+                             term_change_db=[r["term_change_db"] for r in rep])
+    row["psnr_change_codes_vs_float16_db"] = [a - b for a, b in zip(row["codes"]["psnr_db"], row["float16"]["psnr_db"])]
+    return row
+
+
+def part_storage(args, cache: Path, sim: dict | None) -> dict:
+    """Saved colour models against the float32 RGB stack of their grid at 161 planes. Trained models
+    (the inr colour job, compacted as the job does: per-term codes; and every term float16 for reference)
+    are the figures; the random-coefficient rows are rank 8 uncompacted, an upper bound on the file of a
+    model of rank 8 with every term float16."""
+    from napari_fpminr.colour.file import save_colour_model
+    from napari_fpminr.io.model_file import STACK_PLANES
+
     out = {}
-    rows = []
-    if sim and "inr" in sim:
-        rows.append((f"sim {sim['size_raw_px']} raw px (trained, compacted)", sim["inr"]["model_bytes"],
-                     sim["inr"]["hr_shape"], [c["rank"] for c in sim["inr"]["compaction"]]))
-    trained = [(px, 4.0) for px in args.storage_trained] + [(args.sim_size, h) for h in args.storage_wide_um]
+    trained = [(px, 4.0) for px in dict.fromkeys([args.sim_size, *args.storage_trained])]
+    trained += [(args.sim_size, h) for h in args.storage_wide_um]
     for px, half in trained:
-        slide = simulate_stained(px, seed=0)
-        raws, _ = order_channels(list(slide.raws))
-        job = ColourJob(method="inr", z_min_um=-half, z_max_um=half, device="cpu",
-                        train_config=TrainConfig(device="cpu"))
-        t0 = time.perf_counter()
-        for ev in iter_colour(raws, job):
-            pass
-        m = ev.result
-        size = save_colour_model(m, cache / f"storage_trained_{px}_{half:g}.fpminr").stat().st_size
-        rows.append((f"sim {px} raw px +-{half:g} um (trained, compacted; {time.perf_counter() - t0:.0f} s)", size,
-                     list(m.hr_shape), [c.arch.rank for c in m.channels]))
+        name = f"sim {px} raw px +-{half:g} um (trained)"
+        out[name] = row = _trained_storage_row(px, half, cache)
+        print("storage", name, json.dumps(row, default=float), flush=True)
+        print(f"  ratio vs RGB stack: codes {row['codes']['ratio_rgb']:.0f}x ({row['codes']['model_bytes'] / 1e3:.0f} kB), "
+              f"float16 {row['float16']['ratio_rgb']:.0f}x, uncompacted {row['uncompacted']['ratio_rgb']:.0f}x; "
+              f"ranks {row['codes']['ranks']}", flush=True)
+        for c, ch in enumerate("RGB"):
+            enc = row["codes"]["encodings"][c]
+            print(f"  {ch}: codes {''.join('F' if e == 'float16' else 'L' for e in enc)} (F float16, L log-polar 16 bit), "
+                  f"singular values {row['codes']['singular_values_db'][c]} dB, term rounding {row['codes']['term_change_db'][c]} dB, "
+                  f"stored change {row['codes']['stored_change_db'][c]} dB, codes alone {row['codes']['code_change_db'][c]} dB (weakest plane), worst plane "
+                  f"{row['codes']['worst_plane_change_db'][c]} dB (own energy); PSNR {row['codes']['psnr_db'][c]:.3f} "
+                  f"(float16 {row['float16']['psnr_db'][c]:.3f}) dB", flush=True)
     for px in (64, 128):
         m = _synthetic_colour_model(px)
         size = save_colour_model(m, cache / f"storage_{px}.fpminr").stat().st_size
-        rows.append((f"{px} raw px, random coefficients, rank 8 uncompacted (upper bound)", size, list(m.hr_shape),
-                     [8, 8, 8]))
-    for name, size, (H, W), ranks in rows:
+        H, W = m.hr_shape
         rgb = STACK_PLANES * 3 * H * W * 4
+        name = f"{px} raw px, random coefficients, rank 8 uncompacted (upper bound)"
         out[name] = {"model_bytes": size, "rgb_stack_bytes": rgb, "ratio_rgb": rgb / size,
-                     "ratio_amp_phase": 2 * rgb / size, "hr": [H, W], "ranks": ranks}
+                     "ratio_amp_phase": 2 * rgb / size, "hr": [H, W], "ranks": [8, 8, 8]}
         print("storage", name, json.dumps(out[name]), flush=True)
     return out
 

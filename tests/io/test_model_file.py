@@ -51,7 +51,7 @@ def test_round_trip_renders_identically_and_keeps_everything(tmp_path):
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
-    assert json.loads(header["__metadata__"]["fpminr"])["format_version"] == 2
+    assert json.loads(header["__metadata__"]["fpminr"])["format_version"] == 3
     assert "amplitude.plane" in header and "optics.pupil" in header
 
 
@@ -134,7 +134,7 @@ def test_bad_files_raise_input_errors_naming_the_file(tmp_path):
         assert "\n" not in str(err.value)
 
 
-# ---- format version 2: the low-rank field, version 1 files, hostile headers ------------------
+# ---- format versions 2-3: the low-rank field, version 1 files, hostile headers ------------------
 def make_lowrank_model(seed=0):
     from napari_fpminr.recon.lowrank import LowRankArchitecture, LowRankField
 
@@ -157,7 +157,7 @@ def test_low_rank_model_round_trips_exactly_and_is_small(tmp_path):
     z = [-6.0, -1.3, 0.7, 4.0]
     for a, b in zip(model.render(z), loaded.render(z)):
         np.testing.assert_array_equal(a, b)
-    assert "low-rank field, rank 3" in model_info(path) and "format version 2" in model_info(path)
+    assert "low-rank field, rank 3" in model_info(path) and "format version 3" in model_info(path)
 
 
 def test_low_rank_slices_are_band_limited_to_the_synthetic_aperture():

@@ -165,6 +165,11 @@ def test_seeded_pipeline_streams_its_phases_with_honest_progress():
     model = events[-1].model
     assert events[-1].done and not events[-1].stopped and model.representation == "lowrank"
     assert model.meta["training"]["init"] == "seeded" and model.meta["source_hash"] == raw.content_hash()
+    # the finished field is compacted (exact re-factorisation, weakest terms in 16 bits) within -60 dB
+    compaction = model.meta["training"]["compaction"]
+    assert compaction["rank_before"] == 8 and model.arch.rank == compaction["rank"] <= 8
+    assert compaction["encodings"][0] == "float16" and len(compaction["encodings"]) == model.arch.rank
+    assert compaction["stored_change_db"] <= -60.0 or model.arch.coarse_terms == 0
 
 
 @pytest.mark.parametrize("stop_at", ["seed", "init", "polish"])
@@ -192,7 +197,8 @@ def test_seeded_init_reproduces_the_conventional_seed_and_polish_lowers_the_misf
     raw, _ = layer_raw(size=16, z0_um=2.0)
     nodes = seed_node_depths(raw.optics, -4, 4)
     seed = reconstruct_stack(raw, nodes, iterations=3, device="cpu")
-    init = train(raw, -4, 4, TrainConfig(device="cpu", seed_iterations=3, polish_steps=0, rank=nodes.size))
+    init = train(raw, -4, 4, TrainConfig(device="cpu", seed_iterations=3, polish_steps=0, rank=nodes.size,
+                                         compact_db=None))  # the init itself, not its compaction
     np.testing.assert_allclose(init.field(nodes), seed.complex_field(), atol=2e-3)
     polished = train(raw, -4, 4, TrainConfig(device="cpu", seed_iterations=3, polish_steps=60, polish_lr=3e-3,
                                              rank=nodes.size, invariance_tolerance=1.0))

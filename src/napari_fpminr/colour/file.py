@@ -1,14 +1,17 @@
 """Colour model files (``.fpminr``): three channel models and their registration in one safetensors file.
 
-Layout, format version 1 (never pickle; the same safetensors + JSON as single models,
+Layout, format version 2 (never pickle; the same safetensors + JSON as single models,
 :mod:`napari_fpminr.io.model_file`): each channel's tensors under ``red/``, ``green/``, ``blue/``
 (the keys a single-channel file has), and one metadata entry ``"fpminr"`` holding JSON:
 
-    {"format": "fpminr-colour-model", "format_version": 1,
+    {"format": "fpminr-colour-model", "format_version": 2,
      "channels": [<single-model header: representation, optics, lr_shape, architecture, z range, meta>] x 3,
      "registration": [{"wavelength_um", "focus_um", "z_offset_um", "shift_px": [dy, dx], "white"}] x 3,
      "meta": {...}}
 
+Version 2 is version 1 with the channels' low-rank tensors as in single model files of format
+version 3 (the weakest terms of a compacted channel may use the 16-bit log-polar code, named by
+``coarse_terms`` in the channel's architecture); version 1 files (every term float16) still load.
 Every defect raises :class:`FPMInputError` naming the file; writes are atomic.
 """
 
@@ -28,7 +31,8 @@ from .model import CHANNELS, ChannelRegistration, ColourModel
 __all__ = ["COLOUR_FORMAT", "COLOUR_FORMAT_VERSION", "colour_model_info", "is_colour_model", "load_colour_model",
            "save_colour_model"]
 
-COLOUR_FORMAT_VERSION = 1
+COLOUR_FORMAT_VERSION = 2
+READABLE_COLOUR_VERSIONS = (1, 2)
 
 
 def save_colour_model(model: ColourModel, path: str | Path) -> Path:
@@ -70,13 +74,18 @@ def read_colour_header(path: str | Path) -> dict:
     header = _raw_header(path)
     if header is None or header.get("format") != COLOUR_FORMAT:
         raise FPMInputError("not a colour model file", path)
-    if header.get("format_version") != COLOUR_FORMAT_VERSION:
-        raise FPMInputError(f"unsupported colour model format version {header.get('format_version')!r} "
-                            f"(this program reads version {COLOUR_FORMAT_VERSION})", path)
+    version = header.get("format_version")
+    if version not in READABLE_COLOUR_VERSIONS:
+        raise FPMInputError(f"unsupported colour model format version {version!r} (this program reads versions "
+                            f"{', '.join(map(str, READABLE_COLOUR_VERSIONS))})", path)
     channels, regs = header.get("channels"), header.get("registration")
     if not (isinstance(channels, list) and isinstance(regs, list) and len(channels) == 3 and len(regs) == 3
             and all(isinstance(c, dict) for c in channels + regs)):
         raise FPMInputError("colour model metadata must hold three channels and three registrations", path)
+    if version == 1 and any(isinstance(c.get("architecture"), dict) and c["architecture"].get("coarse_terms")
+                            for c in channels):
+        raise FPMInputError("colour format version 1 stores every low-rank term as float16, but a channel's "
+                            "metadata names log-polar terms (coarse_terms)", path)
     return header
 
 
@@ -114,10 +123,11 @@ def colour_stack_bytes(model: ColourModel, n_planes: int = STACK_PLANES) -> int:
 def colour_model_info(path: str | Path) -> str:
     """Text for ``fpminr info COLOUR_MODEL``: channels, registration, size and compression."""
     path = Path(path)
+    version = read_colour_header(path).get("format_version")
     model = load_colour_model(path)
     size = path.stat().st_size
     stack = colour_stack_bytes(model)
-    lines = [f"colour FPM-INR model {path.name} (colour format version {COLOUR_FORMAT_VERSION})", model.summary(),
+    lines = [f"colour FPM-INR model {path.name} (colour format version {version})", model.summary(),
              f"file size      {size / 1e6:.3f} MB; a {STACK_PLANES}-plane float32 RGB stack of the same grid is "
              f"{stack / 1e6:.1f} MB: compression {stack / size:.1f}x"]
     residual = model.meta.get("residual_shift_raw_px")

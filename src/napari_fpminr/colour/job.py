@@ -15,8 +15,11 @@ Built once here; ``fpminr reconstruct R G B --colour`` and the napari widget onl
    scale along y / x against green); white balance from the bare background
    there (:func:`register.white_levels`), and the residual shifts recorded: over the whole field and the
    worst of its four quadrants;
-5. ``inr``: each channel's low-rank field re-factored exactly and truncated to the rank its data
-   need (:meth:`ColourModel.compacted`, ``compact_db``), before the white balance.
+5. ``inr``: each channel's low-rank field re-factored exactly, truncated to the rank its data need
+   and its weakest terms stored in the 16-bit log-polar code (:meth:`ColourModel.compacted`,
+   ``compact_db``; the channels are trained uncompacted so that this happens once), after the
+   affine part is baked into the coefficients (so that no later step re-rounds the coarse terms) and
+   before the white balance and the residual shifts are measured.
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def iter_colour(raws: Sequence[RawData], job: ColourJob, stop=None) -> Iterator[
             from ..recon.train import TrainConfig, iter_train
 
             cfg = dataclasses.replace(job.train_config or TrainConfig(device=job.device),
-                                      recover_pupil=bool(job.recover_pupil[c]))
+                                      recover_pupil=bool(job.recover_pupil[c]), compact_db=None)
             for ev in iter_train(raw, job.z_min_um + offsets[c], job.z_max_um + offsets[c], cfg, stop=stop):
                 yield ColourEvent("reconstruct", c, base + share * ev.fraction, f"{label}: {ev.phase}",
                                   loss=float(ev.loss), step=int(ev.step))
@@ -177,9 +180,7 @@ def iter_colour(raws: Sequence[RawData], job: ColourJob, stop=None) -> Iterator[
             "sources": [str(r.source) if r.source else None for r in raws]}
     if job.method == "inr":
         result = ColourModel(tuple(results), tuple(regs), meta)
-        if job.compact_db is not None:
-            result = result.compacted(job.compact_db)
-        _balance_model(result, job.affine)
+        _balance_model(result, job.affine, job.compact_db)
     else:
         result = _colour_stack(results, regs, np.asarray(job.planes_um, np.float64), meta, job.affine)
     yield ColourEvent("done", None, 1.0, "colour " + ("model" if job.method == "inr" else "stack") + " ready",
@@ -282,9 +283,10 @@ def _bake_affine(model: ColourModel, c: int, fit) -> None:
     reg.linear = tuple(float(v) for v in A.reshape(-1))
 
 
-def _balance_model(model: ColourModel, affine: bool = True) -> None:
-    """Final shift on the reconstructions, its affine part (low-rank channels), white from the bare background
-    at the common best focus, and the residual shifts recorded (whole field and worst quadrant)."""
+def _balance_model(model: ColourModel, affine: bool = True, compact_db: float | None = None) -> None:
+    """Final shift on the reconstructions, its affine part (low-rank channels), the compaction at ``compact_db``
+    (:meth:`ColourModel.compacted`, in place; None: none), white from the bare background at the common best
+    focus, and the residual shifts recorded (whole field and worst quadrant), on the final model."""
     z = _focus_plane(model.z_range_um, model.registration[REFERENCE].focus_um)
     band = _band([m.optics for m in model.channels], model.dx_hr_um)
     for r in model.registration:
@@ -310,6 +312,12 @@ def _balance_model(model: ColourModel, affine: bool = True) -> None:
             model._ramps.clear()
             s = model.render([z], parts=("amplitude", "phase"))
             fields = s.amplitude[0] * np.exp(1j * s.phase[0])
+    if compact_db is not None:
+        small = model.compacted(compact_db)
+        model.channels, model.meta["compaction"] = small.channels, small.meta["compaction"]
+        model._ramps.clear()
+        s = model.render([z], parts=("amplitude", "phase"))
+        fields = s.amplitude[0] * np.exp(1j * s.phase[0])
     for r, w in zip(model.registration, white_levels(np.abs(fields) ** 2), strict=True):
         r.white = float(w)
     model.meta["common_focus_um"] = z

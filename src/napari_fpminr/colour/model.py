@@ -150,11 +150,13 @@ class ColourModel:
         return self
 
     def compacted(self, tolerance_db: float = COMPACTION_TOLERANCE_DB) -> "ColourModel":
-        """The same colour model with each low-rank channel exactly re-factored and truncated to the rank
-        its data need (:meth:`LowRankField.compacted`: no decoded plane of any channel, at any depth,
-        changes by more than ``tolerance_db`` of its energy); the registration is shared, MLP channels are
-        kept as they are. ``meta["compaction"]`` records per channel the rank before and after, the bound
-        and the singular values (dB)."""
+        """The same colour model with each low-rank channel exactly re-factored, truncated to the rank
+        its data need and its weakest terms stored in the 16-bit log-polar code
+        (:meth:`LowRankField.compacted`: no decoded plane of any channel, at any depth, changes by more
+        than ``tolerance_db`` of the weakest plane's energy, float16 rounding of the strong terms
+        aside); the registration is shared, MLP channels are kept as they are. ``meta["compaction"]``
+        records per channel the rank before and after, the truncation bound, the singular values, each
+        term's storage code and the stored field's measured worst change (dB)."""
         channels, reports = [], []
         for m in self.channels:
             if isinstance(m.net, LowRankField):

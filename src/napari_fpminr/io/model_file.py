@@ -1,21 +1,23 @@
 """``.fpminr`` model files: safetensors tensors + JSON metadata (never pickle).
 
-Layout (safetensors), format version 2: the representation's tensors, one metadata entry
+Layout (safetensors), format version 3: the representation's tensors, one metadata entry
 ``"fpminr"`` holding JSON, and the pupil as ``optics.pupil`` float32 ``(2, h, w)`` (real,
 imaginary; only when the optics carry one):
 
-    {"format": "fpminr-model", "format_version": 2, "representation": "lowrank" | "mlp",
+    {"format": "fpminr-model", "format_version": 3, "representation": "lowrank" | "mlp",
      "optics": Optics.to_dict(), "lr_shape": [h, w], "architecture": <arch>.to_dict(),
      "z_min_um": ..., "z_max_um": ..., "meta": {training summary, source_hash, ...}}
 
-* ``lowrank`` (:class:`~napari_fpminr.recon.lowrank.LowRankField`): ``lowrank.coefficients``
-  float16 ``(2, R, K)`` relative to each term's peak, ``lowrank.coefficient_scale`` float32
-  ``(R,)``, ``lowrank.z_line`` float32 ``(2, n_z, R)``.
+* ``lowrank`` (:class:`~napari_fpminr.recon.lowrank.LowRankField`): with ``R_c`` the
+  architecture's ``coarse_terms`` (the weakest terms of a compacted field), ``lowrank.coefficients``
+  float16 ``(2, R - R_c, K)`` relative to each term's peak, ``lowrank.coefficients_logpolar`` uint8
+  ``(2, R_c, K)`` (magnitude and phase codes of the last ``R_c`` terms; only when ``R_c > 0``),
+  ``lowrank.coefficient_scale`` float32 ``(R,)``, ``lowrank.z_line`` float32 ``(2, n_z, R)``.
 * ``mlp`` (:class:`~napari_fpminr.recon.inr.FPMINR`): every parameter under ``amplitude.<name>`` /
   ``phase.<name>``, float32 except the feature planes ``*.plane`` (float16).
 
-Version 1 files (the MLP before the seeded pipeline: same tensors, no ``representation``) still
-load. Loading parses the safetensors header and JSON only: no code is ever executed. Before
+Version 1 files (the MLP before the seeded pipeline: same tensors, no ``representation``) and
+version 2 files (every low-rank term float16: no ``coarse_terms`` in the architecture) still load. Loading parses the safetensors header and JSON only: no code is ever executed. Before
 anything is allocated, the architecture in the JSON is checked against the shapes and dtypes
 of the stored tensors (read from the safetensors header), so a hostile header cannot make the
 loader allocate more than the tensors it carries. Writes go to a temporary sibling file renamed
@@ -43,11 +45,11 @@ from ..recon.model import Model
 from .atomic import atomic_write
 
 FORMAT = "fpminr-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 COLOUR_FORMAT = "fpminr-colour-model"  # napari_fpminr.colour.file: three channel models in one file
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 LOWRANK_PREFIX = "lowrank."
-_DTYPE_NAMES = {torch.float16: "F16", torch.float32: "F32"}
+_DTYPE_NAMES = {torch.float16: "F16", torch.float32: "F32", torch.uint8: "U8"}
 PUPIL_KEY = "optics.pupil"
 STACK_PLANES = 161  # the paper's ±20 µm at 0.25 µm, the reference for the compression ratio
 
@@ -131,6 +133,10 @@ def read_header(path: str | Path) -> dict:
                             f"{', '.join(map(str, READABLE_VERSIONS))}); re-train or update napari-fpminr", path)
     if version == 1:
         header = dict(header, representation="mlp")
+    arch = header.get("architecture")
+    if version == 2 and isinstance(arch, dict) and arch.get("coarse_terms"):
+        raise FPMInputError("format version 2 stores every low-rank term as float16, but the metadata names "
+                            "log-polar terms (coarse_terms)", path)
     if header.get("representation") not in ("lowrank", "mlp"):
         raise FPMInputError(f"unknown representation {header.get('representation')!r} in model metadata", path)
     return header

@@ -21,6 +21,14 @@ initialised in closed form from a conventional seed stack (:func:`from_stack`), 
 any z decodes as one hr inverse FFT of ``Σ_c u_c(z)·Ŝ_c``. The uncentred forward-normalised
 spectrum that the forward model needs is ``Σ_c u_c(z)·Ŝ_c / sqrt(H·W)`` on those bins, so
 training never computes an hr FFT at all.
+
+Storage (:meth:`LowRankField.storage_tensors`): each term's coefficients relative to the term's
+peak ``s_c = max_k |Ŝ_c[k]|``, either as float16 real and imaginary parts (32 bits per complex
+coefficient) or, for the weakest ``coarse_terms`` terms of a compacted field, in the 16-bit
+log-polar code :data:`LOGPOLAR_ENCODING` (8-bit log-magnitude over :data:`LOGPOLAR_RANGE_DB` below
+the peak, 8-bit phase). :meth:`LowRankField.compacted` gives a term the coarse code only while the
+exact worst change of any decoded plane stays within the compaction's tolerance (transform coding:
+bits where the energy is).
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["APERTURE_MARGIN_BINS", "COEFFICIENT_STORAGE_DTYPE", "COMPACTION_TOLERANCE_DB", "Compaction",
-           "LowRankArchitecture", "LowRankField", "aperture_index"]
+__all__ = ["APERTURE_MARGIN_BINS", "CODE_SHARE_DB", "COEFFICIENT_STORAGE_DTYPE", "COMPACTION_TOLERANCE_DB", "Compaction",
+           "LOGPOLAR_ENCODING", "LOGPOLAR_RANGE_DB", "LowRankArchitecture", "LowRankField", "aperture_index",
+           "decode_logpolar", "encode_logpolar"]
 
 APERTURE_MARGIN_BINS = 1.5  # LED windows are snapped to the nearest hr bin: up to 0.5 bin per axis
 COEFFICIENT_STORAGE_DTYPE = torch.float16  # coefficients are stored per component relative to its peak
@@ -44,6 +53,19 @@ COEFFICIENT_STORAGE_DTYPE = torch.float16  # coefficients are stored per compone
 # own error (INR 47-56 dB PSNR); -50 dB was measured to cost 0.3 dB PSNR on the simulated slide's blue
 # channel (docs/benchmarks.md, colour section).
 COMPACTION_TOLERANCE_DB = -60.0
+# the coarse per-term code: 8-bit log-magnitude (codes 1..255 evenly spaced in dB over LOGPOLAR_RANGE_DB
+# below the term's peak, code 0 = zero) and 8-bit phase (256 steps of 2π/256). Relative error of one
+# coefficient inside the range: log step 60/254 dB -> 2.7 % (RMS 0.79 %), phase step 24.5 mrad (RMS
+# 0.71 %): about -40 dB of the term's energy, whatever the term's spectrum looks like (a uniform 8-bit
+# code of real/imag parts would lose the term's many weak bins to the peak's step).
+# The 16-bit codes' own share of a compaction's tolerance: they may change no decoded plane by more than
+# tolerance_db + CODE_SHARE_DB (-70 dB at the default). Measured on the simulated slide over +-20 um: codes
+# changing a plane by -65 dB of its energy cost its blue channel 0.1 dB PSNR (50.97 dB: the change is then
+# only 15 dB below the reconstruction's own error); a change 20 dB below it costs < 0.05 dB.
+CODE_SHARE_DB = -10.0
+LOGPOLAR_ENCODING = "logpolar8"
+LOGPOLAR_RANGE_DB = 60.0
+TERM_ENCODINGS = ("float16", LOGPOLAR_ENCODING)
 MAX_HR_PIXELS = 1 << 30  # 32768² hr: beyond any single field this program reconstructs
 
 
@@ -85,6 +107,9 @@ class LowRankArchitecture:
         rank: number of separable terms ``R``.
         dx_hr_um: hr pixel (µm).
         aperture_cycles_per_um: radius of the kept disk of frequencies (cycles/µm).
+        coarse_terms: how many of the last terms are stored in the 16-bit log-polar code
+            (:data:`LOGPOLAR_ENCODING`) instead of float16 real/imag; the first term never is
+            (``0 <= coarse_terms < rank``). Set by :meth:`LowRankField.compacted`.
     """
 
     hr_shape: tuple[int, int]
@@ -94,6 +119,7 @@ class LowRankArchitecture:
     rank: int
     dx_hr_um: float
     aperture_cycles_per_um: float
+    coarse_terms: int = 0
 
     kind = "lowrank"
 
@@ -111,6 +137,14 @@ class LowRankArchitecture:
             raise ValueError("dx_hr_um and aperture_cycles_per_um must be positive and finite")
         object.__setattr__(self, "n_z", int(self.n_z))
         object.__setattr__(self, "rank", int(self.rank))
+        if not 0 <= int(self.coarse_terms) < self.rank:
+            raise ValueError(f"coarse_terms must be 0..rank-1 ({self.rank - 1}), got {self.coarse_terms}")
+        object.__setattr__(self, "coarse_terms", int(self.coarse_terms))
+
+    @property
+    def term_encodings(self) -> tuple[str, ...]:
+        """Each term's storage code, strongest first: "float16" or :data:`LOGPOLAR_ENCODING`."""
+        return ("float16",) * (self.rank - self.coarse_terms) + (LOGPOLAR_ENCODING,) * self.coarse_terms
 
     @classmethod
     def for_optics(cls, optics, lr_shape: tuple[int, int], z_min_um: float, z_max_um: float, n_z: int,
@@ -138,7 +172,8 @@ class LowRankArchitecture:
     def from_dict(cls, d: dict) -> "LowRankArchitecture":
         return cls(hr_shape=tuple(int(v) for v in d["hr_shape"]), z_min_um=float(d["z_min_um"]),
                    z_max_um=float(d["z_max_um"]), n_z=int(d["n_z"]), rank=int(d["rank"]),
-                   dx_hr_um=float(d["dx_hr_um"]), aperture_cycles_per_um=float(d["aperture_cycles_per_um"]))
+                   dx_hr_um=float(d["dx_hr_um"]), aperture_cycles_per_um=float(d["aperture_cycles_per_um"]),
+                   coarse_terms=int(d.get("coarse_terms", 0)))  # absent before format version 3: all float16
 
 
 class LowRankField(nn.Module):
@@ -254,25 +289,46 @@ class LowRankField(nn.Module):
 
     # ---- storage -------------------------------------------------------------------------------
     def storage_tensors(self) -> dict[str, torch.Tensor]:
-        """What a model file holds: coefficients as float16 relative to each component's peak
-        (``coefficient_scale``, float32), the z line as float32."""
+        """What a model file holds: each term's peak ``coefficient_scale`` (float32, R); the first
+        ``rank - coarse_terms`` terms' coefficients as float16 real/imag relative to their peak
+        (``coefficients``, 2 × R_f × K); the last ``coarse_terms`` terms in the log-polar code
+        (``coefficients_logpolar``, uint8 2 × R_c × K: magnitude code, phase code; only when R_c > 0);
+        the z line as float32."""
         coef = self.coefficients.detach().float().cpu()
-        scale = coef.abs().amax(dim=(0, 2)).clamp_min(1e-30)  # (R,)
-        return {"coefficients": (coef / scale[None, :, None]).to(COEFFICIENT_STORAGE_DTYPE).contiguous(),
-                "coefficient_scale": scale.contiguous(),
-                "z_line": self.z_line.detach().float().cpu().contiguous()}
+        n_fine = self.arch.rank - self.arch.coarse_terms
+        scale = coef.abs().amax(dim=(0, 2))  # (R,) float16 terms: the peak of either part
+        # log-polar terms: the peak modulus, on a 2^-16 grid so that the rounded term (whose peak is that
+        # value to float32 precision) gets the same scale again (round_to_storage_ idempotent: file = memory)
+        scale[n_fine:] = _snap(torch.complex(coef[0, n_fine:], coef[1, n_fine:]).abs().amax(1).clamp_min(1e-30))
+        scale = scale.clamp_min(1e-30)
+        out = {"coefficients": (coef[:, :n_fine] / scale[None, :n_fine, None]).to(COEFFICIENT_STORAGE_DTYPE).contiguous(),
+               "coefficient_scale": scale.contiguous(),
+               "z_line": self.z_line.detach().float().cpu().contiguous()}
+        if self.arch.coarse_terms:
+            coarse = torch.complex(coef[0, n_fine:], coef[1, n_fine:])
+            out["coefficients_logpolar"] = encode_logpolar(coarse, scale[n_fine:])
+        return out
 
     @staticmethod
     def layout_for(a: LowRankArchitecture, n_coefficients: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Shape and dtype of every stored tensor (checked before anything is allocated)."""
-        return {"coefficients": ((2, a.rank, int(n_coefficients)), COEFFICIENT_STORAGE_DTYPE),
-                "coefficient_scale": ((a.rank,), torch.float32),
-                "z_line": ((2, a.n_z, a.rank), torch.float32)}
+        k = int(n_coefficients)
+        out = {"coefficients": ((2, a.rank - a.coarse_terms, k), COEFFICIENT_STORAGE_DTYPE),
+               "coefficient_scale": ((a.rank,), torch.float32),
+               "z_line": ((2, a.n_z, a.rank), torch.float32)}
+        if a.coarse_terms:
+            out["coefficients_logpolar"] = ((2, a.coarse_terms, k), torch.uint8)
+        return out
 
     @torch.no_grad()
     def load_storage_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         scale = tensors["coefficient_scale"].float()
-        self.coefficients.copy_(tensors["coefficients"].float() * scale[None, :, None])
+        n_fine = self.arch.rank - self.arch.coarse_terms
+        fine = tensors["coefficients"].float() * scale[None, :n_fine, None]
+        if self.arch.coarse_terms:
+            coarse = torch.view_as_real(decode_logpolar(tensors["coefficients_logpolar"], scale[n_fine:]))
+            fine = torch.cat([fine, coarse.permute(2, 0, 1).to(fine.device)], dim=1)
+        self.coefficients.copy_(fine)
         self.z_line.copy_(tensors["z_line"].float())
 
     @torch.no_grad()
@@ -280,6 +336,14 @@ class LowRankField(nn.Module):
         """Round the parameters to what a saved file holds, so file and memory decode alike."""
         self.load_storage_tensors({k: v.to(self.coefficients.device) for k, v in self.storage_tensors().items()})
         return self
+
+    @torch.no_grad()
+    def node_matrix(self) -> torch.Tensor:
+        """``N = L·C`` (n_z × K, complex128): the spectrum of every node plane; any depth decodes as
+        ``φ(z)ᵀ·N`` with ``φ`` the (clamped) linear interpolation weights."""
+        line = torch.complex(self.z_line[0], self.z_line[1]).detach().cpu().to(torch.complex128)
+        coef = torch.complex(self.coefficients[0], self.coefficients[1]).detach().cpu().to(torch.complex128)
+        return line @ coef
 
     # ---- compaction ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -316,22 +380,96 @@ class LowRankField(nn.Module):
 
     @torch.no_grad()
     def compacted(self, tolerance_db: float = COMPACTION_TOLERANCE_DB) -> "LowRankField":
-        """A new field of the rank :meth:`compaction` keeps, the same architecture otherwise, its
-        parameters rounded to storage (float16 coefficients); decodes within ``tolerance_db`` of this
-        one at every depth (plus the float16 rounding, ~-70 dB). Never raises the rank."""
+        """A new field of the rank :meth:`compaction` keeps, its weakest terms in the 16-bit log-polar code
+        where that fits the tolerance, the same architecture otherwise, rounded to storage.
+
+        Rate allocation (transform coding): with ``B = 10^(tolerance_db/20) · min_z ‖o_z‖`` the
+        compaction's budget, the number of log-polar terms is the largest ``c`` (the ``c`` weakest
+        terms, never the first) for which, *measured*, (a) the stored field differs from this one by at
+        most ``B`` at every depth (truncation, float16 and log-polar rounding, float32 z line together)
+        and (b) the codes alone (the field with ``c`` log-polar terms against the same field all float16)
+        change no plane by more than ``B · 10^(CODE_SHARE_DB/20)``. A change at depth ``z`` is
+        ``φ(z)ᵀ·ΔN`` with ``ΔN`` the difference of the node matrices; ``‖(1-t)·ΔN_i + t·ΔN_{i+1}‖`` is
+        convex in ``t``, so its maximum over every depth is the largest row norm of ``ΔN``, computed
+        exactly. ``c = 0`` (every term float16, the former storage) is always allowed: its change is
+        the truncation tail plus float16 rounding (~-70 dB). ``compaction_report``
+        (:meth:`Compaction.report`) adds each term's code, the stored field's worst change
+        (``stored_change_db``), that of the codes alone (``code_change_db``) and each term's rounding
+        alone (``term_change_db``), all relative to the weakest plane. Never raises the rank."""
         plan = self.compaction(tolerance_db)
         r = min(plan.rank, self.arch.rank)
-        n_z = self.arch.n_z
-        line = plan.line_basis[:, :r] * math.sqrt(n_z)  # the from_stack scaling: u_0(z) ≈ 1
-        coef = plan.singular_values[:r, None] * plan.vh[:r] / math.sqrt(n_z)
-        mean = line.mean(0)  # each term's phase: its z line real and positive on average
-        ph = torch.where(mean.abs() > 0, mean / mean.abs().clamp_min(1e-300), torch.ones_like(mean))
-        line, coef = line / ph[None, :], coef * ph[:, None]
-        out = LowRankField(dataclasses.replace(self.arch, rank=r)).to(self.coefficients.device)
-        out.coefficients.copy_(torch.view_as_real(coef.to(torch.complex64)).permute(2, 0, 1))
-        out.z_line.copy_(torch.view_as_real(line.to(torch.complex64)).permute(2, 0, 1))
-        out.compaction_report = plan.report()
-        return out.round_to_storage_()
+        line, coef = plan.terms(r)
+        reference = self.node_matrix()
+        budget = 10 ** (float(tolerance_db) / 20) * plan.min_plane_norm
+        code_budget = budget * 10 ** (CODE_SHARE_DB / 20)
+        chosen, all_float16 = None, None
+        for coarse in range(r):
+            out = LowRankField(dataclasses.replace(self.arch, rank=r, coarse_terms=coarse)).to(self.coefficients.device)
+            out.coefficients.copy_(torch.view_as_real(coef.to(torch.complex64)).permute(2, 0, 1))
+            out.z_line.copy_(torch.view_as_real(line.to(torch.complex64)).permute(2, 0, 1))
+            out.round_to_storage_()
+            nodes = out.node_matrix()
+            all_float16 = nodes if all_float16 is None else all_float16
+            change, code_change = _worst_row(reference - nodes), _worst_row(nodes - all_float16)
+            if chosen is not None and (change > budget or code_change > code_budget):
+                break
+            chosen = (out, change, code_change)
+        out, change, code_change = chosen
+        ref = max(plan.min_plane_norm, 1e-300)
+        stored = torch.complex(out.coefficients[0], out.coefficients[1]).detach().cpu().to(torch.complex128)
+        stored_line = torch.complex(out.z_line[0], out.z_line[1]).detach().cpu().to(torch.complex128)
+        term_change = stored_line.abs().amax(0) * (stored - coef).abs().square().sum(1).sqrt()  # (r,)
+        out.compaction_report = {**plan.report(), "encodings": list(out.arch.term_encodings),
+                                 "stored_change_db": _db(change, ref), "code_change_db": _db(code_change, ref),
+                                 "term_change_db": [_db(float(v), ref) for v in term_change]}
+        return out
+
+
+def _worst_row(delta: torch.Tensor) -> float:
+    """Largest row norm of a node-matrix difference: the largest change of any decoded plane, at any depth."""
+    return float(delta.abs().square().sum(1).max().sqrt())
+
+
+def _db(value: float, ref: float) -> float | None:
+    """``20·log10(value/ref)`` rounded to 0.01 dB; None for an exact zero."""
+    return round(float(20 * np.log10(value / ref)), 2) if value > 0 else None
+
+
+def _snap(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (positive float32) to the nearest value with a 17-bit mantissa (relative step ≤ 2^-16)."""
+    mantissa, exponent = torch.frexp(x)
+    return torch.ldexp(torch.round(mantissa * 2.0 ** 17) / 2.0 ** 17, exponent.to(x.dtype))
+
+
+def encode_logpolar(coef: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The 16-bit log-polar code of complex ``coef`` (R_c, K) relative to each row's peak modulus
+    ``scale`` (R_c,): uint8 (2, R_c, K), [0] the magnitude code, [1] the phase code.
+
+    Magnitude ``m``: codes 1..255 are ``scale · 10^(-(255 - m)·Δ/20)``, ``Δ = LOGPOLAR_RANGE_DB/254``
+    (nearest in dB), code 0 is zero (below half the range's floor). Phase ``p``: ``2π·p/256`` (nearest).
+    """
+    step_db = LOGPOLAR_RANGE_DB / 254
+    c = coef.to(torch.complex128)
+    rel = c.abs() / scale.to(torch.float64)[:, None].clamp_min(1e-300)
+    db = 20 * torch.log10(rel.clamp_min(1e-300))
+    mag = torch.round(255 + db / step_db).clamp(1, 255)
+    mag = torch.where(rel < 0.5 * 10 ** (-LOGPOLAR_RANGE_DB / 20), torch.zeros_like(mag), mag)
+    phase = torch.remainder(torch.round(c.angle() * (128 / math.pi)), 256)
+    phase = torch.where(mag > 0, phase, torch.zeros_like(phase))  # a zero has no phase
+    return torch.stack([mag, phase]).to(torch.uint8).contiguous()
+
+
+def decode_logpolar(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Complex64 (R_c, K) of the codes :func:`encode_logpolar` writes (tables in float64, then float32:
+    memory and file decode bit-identically)."""
+    levels = torch.arange(256, dtype=torch.float64)
+    magnitude = 10 ** (-(255 - levels) * (LOGPOLAR_RANGE_DB / 254) / 20)
+    magnitude[0] = 0.0
+    angle = levels * (math.pi / 128)
+    unit = torch.stack([angle.cos(), angle.sin()], 1).to(torch.float32)  # (256, 2)
+    m, p = codes[0].long().cpu(), codes[1].long().cpu()
+    vals = magnitude.to(torch.float32)[m][..., None] * unit[p] * scale.float().cpu()[:, None, None]
+    return torch.view_as_complex(vals.contiguous())
 
 
 @dataclass(frozen=True)
@@ -346,6 +484,17 @@ class Compaction:
     min_plane_norm: float  # smallest field norm over every decodable depth
     tail: float  # σ_{rank+1}: the bound on any plane's change (field norm)
     tolerance_db: float
+
+    def terms(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``r`` terms as a z line (n_z, r) and coefficients (r, K), complex128, scaled as
+        :meth:`LowRankField.from_stack` does (``u_0(z) ≈ 1``), each term's z line real and positive on
+        average (its phase moved into the coefficients)."""
+        n_z = self.line_basis.shape[0]
+        line = self.line_basis[:, :r] * math.sqrt(n_z)
+        coef = self.singular_values[:r, None] * self.vh[:r] / math.sqrt(n_z)
+        mean = line.mean(0)
+        ph = torch.where(mean.abs() > 0, mean / mean.abs().clamp_min(1e-300), torch.ones_like(mean))
+        return line / ph[None, :], coef * ph[:, None]
 
     def report(self) -> dict:
         """JSON-safe summary: kept rank, numerical rank, the bound in dB, the singular values in dB."""

@@ -146,6 +146,8 @@ class Model:
         if self.representation == "lowrank":
             kind = (f"low-rank field, rank {a.rank}: {self.net.index.numel():,} spectral coefficients per term "
                     f"(synthetic aperture {a.aperture_cycles_per_um:.3f} cycles/um)")
+            if a.coarse_terms:
+                kind += f"; the weakest {a.coarse_terms} stored in the 16-bit log-polar code"
         else:
             hc, wc = a.plane_shape
             kind = f"amplitude + phase MLPs: feature plane {hc}x{wc}x{a.q}, MLP {a.q}-{a.q}-{a.q}-1"

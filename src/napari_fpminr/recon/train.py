@@ -117,13 +117,13 @@ def _iter_seeded_events(raw: RawData, z_min_um: float, z_max_um: float, cfg: Tra
         yield last
     if holder.get("net") is None:  # stopped during the seed: nothing to keep yet
         raise TrainingStopped("stopped before the seed finished: no model yet", raw.source)
-    net = holder["net"]
-    net.round_to_storage_()
+    net, compaction = _finished_net(holder["net"], cfg.compact_db)
     optics = raw.optics if holder.get("pupil") is None else raw.optics.replace(pupil=holder["pupil"])
     guard = holder.get("guard") or {}
     summary = _summary(cfg, device, t0, step, not completed, losses[-1] if losses else None,
                        seed_nodes=int(holder["seed_nodes"]), invariance_seed=guard.get("seed"),
-                       invariance_checks=guard.get("checked"), polish_stopped_by_guard_at=guard.get("stopped_at"))
+                       invariance_checks=guard.get("checked"), polish_stopped_by_guard_at=guard.get("stopped_at"),
+                       compaction=compaction)
     model = Model(net, optics, raw.lr_shape, _model_meta(raw, summary))
     elapsed = time.perf_counter() - t0
     phase = last.phase if last is not None else "seed"
@@ -131,6 +131,18 @@ def _iter_seeded_events(raw: RawData, z_min_um: float, z_max_um: float, cfg: Tra
                      last.z_um if last else preview_z, elapsed, 0.0, last.preview if last else None,
                      last.preview_z_um if last else None, done=True, stopped=not completed, model=model,
                      phase=phase, progress=1.0 if completed else (last.progress if last else 0.0))
+
+
+def _finished_net(net, compact_db: float | None):
+    """The net a model keeps, rounded to what its file holds: a low-rank field compacted at ``compact_db``
+    (:meth:`LowRankField.compacted`: exact re-factorisation, truncation and per-term storage codes, no
+    decoded plane changing by more than ``compact_db`` of the weakest plane's energy) with its report,
+    else the net itself (report None)."""
+    if isinstance(net, LowRankField) and compact_db is not None:
+        rank_before = net.arch.rank
+        small = net.compacted(compact_db)
+        return small, {"rank_before": rank_before, **small.compaction_report}
+    return net.round_to_storage_(), None
 
 
 def _seeded_n_steps(cfg: TrainConfig, holder: dict) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FPMInputError
+from .lowrank import COMPACTION_TOLERANCE_DB
 from .model import Model
 
 INITS = ("seeded", "random")
@@ -23,6 +24,10 @@ class TrainConfig:
         representation: "lowrank" (default: band-limited low-rank field, exact and tiny) or "mlp"
             (the paper's feature plane + MLP, distilled from the polished low-rank field).
         rank: separable terms of the low-rank field (8 reproduces a 41-plane stack).
+        compact_db: the finished low-rank field is re-factored exactly, truncated to the rank its
+            data need and its weakest terms stored in the 16-bit log-polar code, with no decoded
+            plane at any depth changing by more than this (dB of the weakest plane's energy;
+            :meth:`LowRankField.compacted`); None keeps the trained rank, every term float16.
         seed_iterations: quasi-Newton passes of the seed (10: converged at the layer depths).
         seed_adaptive_step: the seed's solver halves its step when a pass stalls (what tiles use;
             :mod:`napari_fpminr.recon.qnewton`).
@@ -78,6 +83,7 @@ class TrainConfig:
     init: str = "seeded"
     representation: str = "lowrank"
     rank: int = 8
+    compact_db: float | None = COMPACTION_TOLERANCE_DB
     seed_iterations: int = 10
     seed_adaptive_step: bool = False
     seed_spacing: float = 1.0
@@ -132,6 +138,8 @@ class TrainConfig:
         if self.distill_steps < 1 or not self.distill_lr > 0 or self.distill_z_per_step < 1 or self.distill_stride < 1 \
                 or self.distill_q < 1 or self.distill_plane_downsample < 1:
             raise FPMInputError("distillation: steps, lr, z_per_step, stride, q and plane_downsample must be positive")
+        if self.compact_db is not None and not -400.0 <= float(self.compact_db) < 0.0:
+            raise FPMInputError(f"compact_db must be a negative number of dB (or None), got {self.compact_db}")
         if not self.precondition >= 0:
             raise FPMInputError(f"precondition must be >= 0, got {self.precondition}")
         if self.led_batch is not None and self.led_batch < 1:
