@@ -358,7 +358,8 @@ def _held_out_quadrants(data, preps, regs) -> dict:
                         t = np.asarray(own[c].shift_px) + fit.shift
                         f = fourier_shift(raw_field, -t[0], -t[1])
                         f = affine_resample(f, np.eye(2) + fit.linear, -fit.linear @ fit.centre).numpy()
-                        row[key] = float(np.hypot(*register_fields(base[REFERENCE][q], f[q], band, observable=obs))) / up
+                        after = register_fields(base[REFERENCE][q], f[q], band, observable=obs)
+                        row[key] = float(np.hypot(*after)) / up
                     rows.append(row)
             res["RGB"[c]] = {"shift_raw_px": [v / up for v in own[c].shift_px], "quadrants": rows,
                              "affine": {"linear": all_fit.linear.reshape(-1).tolist(),
