@@ -191,7 +191,8 @@ def _wrapped_phase(field: np.ndarray) -> np.ndarray:
 #: measure against). The gradient weighs each frequency by itself, most the outer part of the band, where the
 #: smallest synthetic aperture is covered by the fewest LED windows and the channels' reconstructions differ most:
 #: on the simulated slide's 64 hr px patches the red patch shifts scatter 0.05 raw px about their mean correlated up
-#: to the band's edge (and pass for a 0.17 raw px affine), 0.03 up to 0.6-0.9 of it; on the UConn smear both agree
+#: to the band's edge (and pass for a 0.17 raw px affine), 0.03-0.04 up to 0.6-0.9 of it; on the UConn smear
+#: both agree
 OBSERVABLES = {"phase_gradient": (phase_gradient, 0.75), "phase": (_wrapped_phase, 1.0)}
 
 
@@ -212,7 +213,7 @@ def register_fields(reference: np.ndarray, moving: np.ndarray, band_cycles_per_p
       uncalibrated one). Correlating phases, red against green moved by 0.65 raw px between the calibrated and
       the uncalibrated green, by 0.4-1.3 raw px on half-field patches, mis-locked 1.2 raw px on a central 64 px
       crop and fitted a spurious, anisotropic field-varying map (red "magnified" 0.6 % along y). The phase
-      gradients move by 0.06 raw px there, lock on the crop within 0.07 raw px of the central LED's raw
+      gradients move by 0.06 raw px there, lock on the crop within 0.08 raw px of the central LED's raw
       frames (which no reconstruction or calibration touches), and find the field-varying part those frames
       show: isotropic scales, red smaller (0.04 %; frames 0.09 %) and blue larger (0.12 %; frames 0.08 %)
       than green (lateral colour).
