@@ -189,8 +189,8 @@ def _wrapped_phase(field: np.ndarray) -> np.ndarray:
 #: what :func:`register_fields` correlates, and up to which share of the band: ``"phase_gradient"``
 #: (:func:`phase_gradient`, the default) or ``"phase"`` (the wrapped phase, the first version's observable, kept to
 #: measure against). The gradient weighs each frequency by itself, most the outer part of the band, where the
-#: smallest synthetic aperture is covered by the fewest LED windows and the channels' reconstructions differ most:
-#: on the simulated slide's 64 hr px patches the red patch shifts scatter 0.05 raw px about their mean correlated up
+#: smallest synthetic aperture is covered by the fewest LED windows (presumably why the channels' reconstructions
+#: agree least there): on the simulated slide's 64 hr px patches the red patch shifts scatter 0.05 raw px about their mean correlated up
 #: to the band's edge (and pass for a 0.17 raw px affine), 0.03-0.04 up to 0.6-0.9 of it; on the UConn smear
 #: both agree
 OBSERVABLES = {"phase_gradient": (phase_gradient, 0.75), "phase": (_wrapped_phase, 1.0)}
