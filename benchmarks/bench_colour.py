@@ -385,6 +385,11 @@ def part_real(args, cache: Path) -> dict:
                     "residual_quadrant_raw_px": model.meta["residual_quadrant_raw_px"],
                     "residual_quadrant_shift_only_raw_px": model.meta.get("residual_quadrant_shift_only_raw_px"),
                     "affine": model.meta.get("affine"), "compaction": model.meta.get("compaction"),
+                    "shift_raw_px": [[v / model.upsample for v in r.shift_px] for r in model.registration],
+                    # the crop's centre is the field's: its shift should be the whole field's t there
+                    "shift_minus_whole_field_raw_px": [
+                        float(np.hypot(*np.subtract(r.shift_px, w.shift_px))) / model.upsample
+                        for r, w in zip(model.registration, st.registration, strict=True)],
                     "ratio_rgb": 161 * 3 * model.hr_shape[0] * model.hr_shape[1] * 4 / path.stat().st_size}
     print("real model", json.dumps(out["model"]), flush=True)
     return out
@@ -394,8 +399,9 @@ def _held_out_quadrants(data, preps, regs) -> dict:
     """A check of the affine registration on quadrants it was not fitted on: each channel reconstructed again at
     its best focus (conventional, 25 iterations, whole field), registered by its shift alone, its local shifts
     measured on the 4 × 4 patch grid; for each quadrant, the affine fitted to the patches outside it is applied
-    and the quadrant's residual shift measured (raw px)."""
-    from napari_fpminr.colour.job import REFERENCE, _band, _refine_shifts, _registered, common_grid
+    and the quadrant's residual shift measured (raw px). Done with the registration's observable
+    (``phase_gradient``) and, for comparison, with the first version's (``phase``), each measuring itself."""
+    from napari_fpminr.colour.job import REFERENCE, _band, _registered, common_grid
     from napari_fpminr.colour.model import ChannelRegistration
     from napari_fpminr.colour.register import affine_resample, fit_affine, fourier_shift, local_shifts, \
         register_fields
@@ -405,29 +411,43 @@ def _held_out_quadrants(data, preps, regs) -> dict:
               for r, p, g in zip(common_grid(data), preps, regs, strict=True)]
     up = stacks[0].optics.upsample
     band = _band([s.optics for s in stacks], stacks[0].dx_hr_um)
-    own = [ChannelRegistration(g.wavelength_um, g.focus_um, g.z_offset_um) for g in regs]
-    _refine_shifts(_registered(stacks, own)[0], own, band)
-    base = _registered(stacks, own)[0]
-    H, W = base.shape[-2:]
     out = {}
-    for c in (0, 2):
-        patches = local_shifts(base[REFERENCE], base[c], band)
-        raw_field = torch.polar(torch.as_tensor(stacks[c].amplitude[0]), torch.as_tensor(stacks[c].phase[0]))
-        rows = []
-        for r0 in (0, H // 2):
-            for c0 in (0, W // 2):
-                inside = (patches[:, 0] >= r0) & (patches[:, 0] < r0 + H // 2) & (patches[:, 1] >= c0) \
-                    & (patches[:, 1] < c0 + W // 2)
-                fit = fit_affine(patches[~inside], (H, W), 0.1 * up)
-                t = np.asarray(own[c].shift_px) + fit.shift
-                f = fourier_shift(raw_field, -t[0], -t[1])
-                f = affine_resample(f, np.eye(2) + fit.linear, -fit.linear @ fit.centre).numpy()
-                q = (slice(r0, r0 + H // 2), slice(c0, c0 + W // 2))
-                before = register_fields(base[REFERENCE][q], base[c][q], band)
-                after = register_fields(base[REFERENCE][q], f[q], band)
-                rows.append({"quadrant": [r0, c0], "shift_only_raw_px": float(np.hypot(*before)) / up,
-                             "held_out_affine_raw_px": float(np.hypot(*after)) / up})
-        out["RGB"[c]] = rows
+    for obs in ("phase_gradient", "phase"):
+        own = [ChannelRegistration(g.wavelength_um, g.focus_um, g.z_offset_um) for g in regs]
+        unregistered = _registered(stacks, own)[0]
+        for c in (0, 2):
+            own[c].shift_px = register_fields(unregistered[REFERENCE], unregistered[c], band, observable=obs)
+        base = _registered(stacks, own)[0]
+        H, W = base.shape[-2:]
+        res = {}
+        for c in (0, 2):
+            patches = local_shifts(base[REFERENCE], base[c], band, observable=obs)
+            raw_field = torch.polar(torch.as_tensor(stacks[c].amplitude[0]), torch.as_tensor(stacks[c].phase[0]))
+            all_fit = fit_affine(patches, (H, W), 0.1 * up)
+            rows = []
+            for r0 in (0, H // 2):
+                for c0 in (0, W // 2):
+                    inside = (patches[:, 0] >= r0) & (patches[:, 0] < r0 + H // 2) & (patches[:, 1] >= c0) \
+                        & (patches[:, 1] < c0 + W // 2)
+                    q = (slice(r0, r0 + H // 2), slice(c0, c0 + W // 2))
+                    row = {"quadrant": [r0, c0],
+                           "shift_only_raw_px": float(np.hypot(*register_fields(base[REFERENCE][q], base[c][q], band,
+                                                                                 observable=obs))) / up}
+                    for key, fit in (("held_out_affine_raw_px", fit_affine(patches[~inside], (H, W), 0.1 * up)),
+                                     ("affine_raw_px", all_fit)):
+                        t = np.asarray(own[c].shift_px) + fit.shift
+                        f = fourier_shift(raw_field, -t[0], -t[1])
+                        f = affine_resample(f, np.eye(2) + fit.linear, -fit.linear @ fit.centre).numpy()
+                        after = register_fields(base[REFERENCE][q], f[q], band, observable=obs)
+                        row[key] = float(np.hypot(*after)) / up
+                    rows.append(row)
+            res["RGB"[c]] = {"shift_raw_px": [v / up for v in own[c].shift_px], "quadrants": rows,
+                             "affine": {"linear": all_fit.linear.reshape(-1).tolist(),
+                                        "corner_raw_px": all_fit.corner_displacement((H, W)) / up,
+                                        "patch_rms_before_raw_px": all_fit.rms_before / up,
+                                        "patch_rms_after_raw_px": all_fit.rms_after / up,
+                                        "explained": all_fit.explained, "patches_used": int(all_fit.used.sum())}}
+        out[obs] = res
     print("real held-out", json.dumps(out), flush=True)
     return out
 

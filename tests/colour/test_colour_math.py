@@ -57,6 +57,38 @@ def test_register_fields_uses_the_phase_common_to_differently_absorbing_channels
     assert abs(dy) < 0.1 and abs(dx - 0.8) < 0.1
 
 
+def _smear_channel(thickness, dots, dot_phase, slow_seed, n=160):
+    """A channel of the UConn-like smear: shared fine thickness, absorbing dots whose reconstructed phase has
+    this channel's sign, and a slow phase background of its own (what its illumination calibration leaves)."""
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    noise = np.random.default_rng(slow_seed).standard_normal((n, n))
+    slow = np.fft.ifft2(np.fft.fft2(noise) * ((k > 0.01) & (k < 0.03))).real
+    o = (1 - 0.6 * dots) * np.exp(1j * (thickness + dot_phase * dots + 0.5 * slow / slow.std()))
+    return band_limit(o, 1.0, 0.15)
+
+
+@pytest.mark.parametrize("seeds", [(10, 11), (12, 13), (14, 15)])
+def test_register_fields_locks_where_the_phases_disagree_in_sign_and_background(seeds):
+    # what broke the phase correlation on the UConn smear: absorbing dots phase-bright in one channel and
+    # phase-dark in the other, and a slow phase background that differs per channel
+    n = 160
+    thickness = _band_limited((n, n), 0.12, seed=1)
+    thickness = 0.3 * thickness / thickness.std()
+    yy, xx = np.mgrid[:n, :n]
+    dots = np.zeros((n, n))
+    for y, x in np.random.default_rng(4).uniform(8, n - 8, size=(25, 2)):
+        dots += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 3.0 ** 2))
+    dots = np.clip(dots, 0, 1)
+    ref = _smear_channel(thickness, dots, -0.8, seeds[0])
+    moved = _smear_channel(0.85 * thickness, dots, +0.8, seeds[1])  # a longer wavelength: 0.85 × the phase
+    mov = fourier_shift(torch.as_tensor(moved.astype(np.complex64)), 0.0, 0.6).numpy()
+    dy, dx = register_fields(ref, mov, 0.15)
+    assert abs(dy) < 0.1 and abs(dx - 0.6) < 0.1, (dy, dx)
+    # the test exercises the failure: the phases themselves mis-lock here
+    dy, dx = register_fields(ref, mov, 0.15, observable="phase")
+    assert np.hypot(dy, dx - 0.6) > 0.2, (dy, dx)
+
+
 def test_white_level_is_the_background_not_the_mean():
     rng = np.random.default_rng(0)
     img = 1.1 + 0.01 * rng.standard_normal((128, 128))

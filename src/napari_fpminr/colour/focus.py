@@ -6,8 +6,8 @@ plane is at an end of the scan, the scan first goes on beyond that end, up to ``
 times); the best focus is the
 sharpest plane of the fine scan (:func:`register.best_focus`). The channel's field at its best
 focus is then correlated with the reference (green) channel's at its own best focus
-(:func:`register.register_fields`, on phases): that is the lateral shift. Focus offsets are
-``best focus(c) - best focus(green)``.
+(:func:`register.register_fields`, on the amplitude-weighted phase gradients): that is the lateral
+shift. Focus offsets are ``best focus(c) - best focus(green)``.
 """
 
 from __future__ import annotations
