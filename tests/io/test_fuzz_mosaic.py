@@ -155,3 +155,17 @@ def test_napari_reader_turns_every_refused_mosaic_into_one_notification(mosaic, 
         notes.clear()
         assert _reader.read_paths(str(bad)) == [(None,)]
         assert len(notes) == 1 and "\n" not in notes[0] and bad.name in notes[0], (p, value, notes)
+
+
+def test_mosaic_format_versions(mosaic, tmp_path, capsys):
+    """Version 1 mosaics (before the log-polar tile code) still read; an unknown version is one line."""
+    path, head, clean = mosaic
+    data = path.read_bytes()
+    for version, readable in ((1, True), (99, False)):
+        edited = tmp_path / f"v{version}.fpminr"
+        edited.write_bytes(_with_head(data, _set(head, ("format_version",), version)))
+        rc, err = _render(edited, tmp_path / "out.npz", capsys)
+        _check(rc, err, tmp_path / "out.npz", clean, f"version {version}")
+        assert (rc == 0) == readable, (version, err)
+        if not readable:
+            assert "format version 99" in err

@@ -1,10 +1,11 @@
 """Mosaic model files: one ``.fpminr`` holding the per-tile models of a whole slide.
 
-Layout (safetensors, never pickle), mosaic format version 1: every tile's model tensors under
+Layout (safetensors, never pickle), mosaic format version 2 (version 1, whose tiles' low-rank
+models are all float16, still reads): every tile's model tensors under
 the prefix ``tile.RRR.CCC.`` (exactly the keys of that tile's own ``.fpminr`` file), and one
 metadata entry ``"fpminr-mosaic"`` holding JSON:
 
-    {"format": "fpminr-mosaic", "format_version": 1,
+    {"format": "fpminr-mosaic", "format_version": 2,
      "layout": TileLayout.to_dict(),           # frame, tile size, overlap, upsample, raw pixel
      "z_min_um": .., "z_max_um": .., "dx_hr_um": .., "optics": the frame's Optics.to_dict(),
      "tiles": [{"row", "col", "window": [top, left, h, w] (raw px), "amplitude_scale",
@@ -49,7 +50,9 @@ from .model_file import LOWRANK_PREFIX, PUPIL_KEY, _check_layout, _expected_layo
 __all__ = ["MOSAIC_FORMAT", "MosaicModel", "is_mosaic", "load_mosaic", "save_mosaic"]
 
 MOSAIC_FORMAT = "fpminr-mosaic"
-MOSAIC_VERSION = 1
+MOSAIC_VERSION = 2  # 2: tile models may store their weakest low-rank terms in the 16-bit log-polar code
+#: versions this program reads (1: before the log-polar code; its tiles read like version-2 models)
+MOSAIC_VERSIONS_READ = (1, 2)
 META_KEY = "fpminr-mosaic"
 #: limits of a plausible mosaic header
 MAX_TILES = 100_000
@@ -351,7 +354,7 @@ def load_mosaic(path, cache_tiles: int = 64) -> MosaicModel:
     head = _read_head(path)
     if head is None or head.get("format") != MOSAIC_FORMAT:
         raise FPMInputError("not an FPM-INR mosaic model", path)
-    if head.get("format_version") != MOSAIC_VERSION:
+    if head.get("format_version") not in MOSAIC_VERSIONS_READ:
         raise FPMInputError(f"unsupported mosaic format version {head.get('format_version')!r} (this program "
-                            f"reads version {MOSAIC_VERSION})", path)
+                            f"reads versions {', '.join(map(str, MOSAIC_VERSIONS_READ))})", path)
     return MosaicModel(path, head, cache_tiles)
