@@ -1,6 +1,6 @@
 """Real data (issue 11): misfit at best focus of the UConn blood smears, nominal vs self-calibrated.
 
-For each file in ``../shared/data`` (green, red): ``calibrate`` with its defaults (64² central
+For each file in ``../shared/data`` (green, red, blue): ``calibrate`` with its defaults (64² central
 crop, quick reconstructions at the file's stated depth), then the issue's measure on the 48² raw
 crop at (32, 32): a 25-pass conventional reconstruction with pupil recovery at planes every 2.5 µm
 over ±15 µm around the stated depth, and its relative amplitude misfit per plane
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-STATED_Z = {"green": 10.0, "red": -55.0}
+STATED_Z = {"green": 10.0, "red": -55.0, "blue": -15.0}
 
 
 def best_misfit(raw, z0: float, brightness=None, background: float = 0.0,
@@ -79,7 +79,7 @@ def run(path: Path, z0: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--files", nargs="+", default=["green", "red"])
+    ap.add_argument("--files", nargs="+", default=["green", "red", "blue"])
     args = ap.parse_args()
     results = {}
     for name in args.files:

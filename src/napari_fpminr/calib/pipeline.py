@@ -380,8 +380,8 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                     yield event("candidate", f"{label}: misfit {misfits[label]:.4f}; with per-LED gains fitted "
                                              f"{free[label]:.4f} against {free_chosen:.4f} for {best}")
                 report["gain_free_misfit"] = free
-                label = min(refits, key=free.get)
-                if free[label] < free_chosen and misfits[label] < (1.0 - min_gain) * misfit_before:
+                label = _refit_choice(refits, free, misfits, free_chosen, misfit_after)
+                if label is not None and misfits[label] < (1.0 - min_gain) * misfit_before:
                     cal, misfit_after, best = refits[label], misfits[label], label
             # every LED's NA polished against the hard-edged pupil's bins (brightness-free judge when
             # the brightness is fitted, as for the refit; the plain misfit when it is known)
@@ -394,7 +394,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 info = report["bin_polish"]
                 yield event("candidate", f"{label} ({info['moved']} LEDs moved): misfit {misfits[label]:.4f}; "
                                          f"judged {info['score']:.4f} against {info['score_before']:.4f}")
-                if info["score"] < info["score_before"] and misfits[label] < (1.0 - min_gain) * misfit_before:
+                if misfits[label] < (1.0 - min_gain) * misfit_before:
                     cal, misfit_after, best = polished, misfits[label], label
         report.update(misfit_after=misfit_after, candidates=misfits, chosen=best,
                       elapsed_s=time.perf_counter() - t0)
@@ -472,12 +472,38 @@ def _gain_free_misfit(field, pupil, z, data_norm: RawData, cal_raw: RawData) -> 
     return float(torch.linalg.vector_norm(gain[:, None, None] * pred - meas) / torch.linalg.vector_norm(meas))
 
 
+#: the refit counts as tied with the choice on the brightness-free misfit within this fraction; a
+#: tie is broken by the misfit with each candidate's own brightness (measured: the UConn blue smear,
+#: refit + pupil-edge LEDs 0.0838 against 0.0835 brightness-free, 0.119 against 0.165 with brightness)
+REFIT_TIE = 0.01
+
+
+def _refit_choice(refits: dict, free: dict, misfits: dict, free_chosen: float, misfit_chosen: float) -> str | None:
+    """The refit candidate that replaces the choice, or None: the one of least brightness-free misfit
+    when that is lower than the choice's; else, among those tied with the choice on it (within
+    ``REFIT_TIE``), the one of least misfit with its own brightness when that is lower than the choice's."""
+    label = min(refits, key=free.get)
+    if free[label] < free_chosen:
+        return label
+    tied = [k for k in refits if free[k] <= (1.0 + REFIT_TIE) * free_chosen]
+    if tied:
+        label = min(tied, key=misfits.get)
+        if misfits[label] < misfit_chosen:
+            return label
+    return None
+
+
 def _bin_polish_candidate(cal: Calibration, best: str, field_of, norm: RawData, level: float, z: float,
-                          brightness_free: bool, stop):
+                          brightness: bool, stop):
     """``(label, calibration, misfit, info)`` for ``cal`` with every LED's NA polished on the
-    pupil's bins (:mod:`.bin_polish`); ``()`` when no LED moves, ``None`` when stopped. ``info``
-    holds the judge's scores of both (``score``, ``score_before``): the misfit with each LED's gain
-    fitted in closed form when ``brightness_free``, else the misfit with the calibration's brightness."""
+    pupil's bins (:mod:`.bin_polish`); ``()`` when no LED moves or no variant is better, ``None``
+    when stopped.
+
+    Variants: the choice's brightness kept, and (when the brightness is fitted) the brightness fitted
+    again to the polished object, since a brightness fitted under the old NAs carries their errors.
+    A variant must beat the choice on the brightness-free misfit (the plain misfit when the
+    brightness is not fitted) and must not fit the data worse with its own brightness; the one of
+    least misfit is returned. ``info``: LEDs moved, the judge's scores, every variant's misfit."""
     chosen_data, chosen_field = field_of(cal)
     if chosen_field is None:
         return None
@@ -487,19 +513,33 @@ def _bin_polish_candidate(cal: Calibration, best: str, field_of, norm: RawData, 
     na_polished, moved = got
     if not moved.any():
         return ()
+    misfit_now = _misfit_measured(*chosen_field, z, norm, chosen_data, cal.brightness, cal.background / level)
+    free_now = _gain_free_misfit(*chosen_field, z, norm, chosen_data) if brightness else misfit_now
     polished = cal.replace(na_illum=na_polished)
-    data, field = field_of(polished)
-    if field is None:
-        return None
-    misfit = _misfit_measured(*field, z, norm, data, polished.brightness, polished.background / level)
-    if brightness_free:
-        score, before = _gain_free_misfit(*field, z, norm, data), _gain_free_misfit(*chosen_field, z, norm, chosen_data)
-    else:
-        before = _misfit_measured(*chosen_field, z, norm, chosen_data, cal.brightness, cal.background / level)
-        score = misfit
-    info = {"moved": int(moved.sum()), "score": score, "score_before": before,
-            "judge": "misfit with per-LED gains fitted" if brightness_free else "misfit"}
-    return best + " + NAs polished on the pupil's bins", polished, misfit, info
+    variants = {"": polished}
+    if brightness:
+        data, field = field_of(polished)
+        if field is None:
+            return None
+        b, bg = _brightness_from_field(norm, data, *field, z)
+        variants[" + brightness"] = polished.replace(brightness=b, background=bg * level)
+    info = {"moved": int(moved.sum()), "score_before": free_now, "misfit_before": misfit_now,
+            "judge": "misfit with per-LED gains fitted" if brightness else "misfit", "variants": {}}
+    ok = {}
+    for suffix, c in variants.items():
+        data, field = field_of(c)
+        if field is None:
+            return None
+        misfit = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
+        score = _gain_free_misfit(*field, z, norm, data) if brightness else misfit
+        info["variants"][suffix or "brightness kept"] = {"misfit": misfit, "score": score}
+        if score < free_now and misfit <= misfit_now:
+            ok[suffix] = misfit
+    if not ok:
+        return ()
+    suffix = min(ok, key=ok.get)
+    info["score"] = info["variants"][suffix or "brightness kept"]["score"]
+    return best + " + NAs polished on the pupil's bins" + suffix, variants[suffix], ok[suffix], info
 
 
 def _refit_on_corrected_object(norm: RawData, cal: Calibration, level: float, z: float, iterations: int, device,
