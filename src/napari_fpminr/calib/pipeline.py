@@ -38,8 +38,8 @@ without brightness, judged like the others.
 Board refit on the intensity-corrected object (last, once): the chosen model's data are
 reconstructed once more with the solver's per-LED intensity correction, every LED's NA refined
 against that object, and the global model fitted through them; it replaces the choice when its
-misfit with every LED's gain fitted in closed form is lower (``_refit_on_corrected_object``,
-``_gain_free_misfit``: the rounds' objects carry the brightness estimate's error, this one much
+misfit with every LED's gain fitted in closed form is lower (``refit_on_corrected_object``,
+``gain_free_misfit``: the rounds' objects carry the brightness estimate's error, this one much
 less, and a brightness-free misfit compares the two geometries without either's brightness).
 
 NAs polished on the pupil's bins (last): every LED's NA moved by at most half a frequency bin to
@@ -71,8 +71,9 @@ from ..recon.stop import should_stop
 from ..optics import orientation as board_orientation
 from .board_search import BoardSearch, choose_twin, search_board
 from .brightfield import fit_brightfield_disks
-from .bin_polish import polish_on_bins
 from .fit import fit_brightness, fit_geometry, object_tilt, quick_field, refine_positions, subbin_amplitudes
+from .last_steps import bin_polish_candidate, refit_choice, refit_on_corrected_object
+from .misfits import brightness_from_field, corrected_data, gain_free_misfit, led_weights, misfit_measured
 from .model import Calibration
 
 __all__ = ["CalibrationProgress", "calibrate", "iter_calibrate", "METHODS"]
@@ -99,16 +100,6 @@ def _central_crop(raw: RawData, crop_px: int | None) -> RawData:
         return raw
     ch, cw = min(h, int(crop_px)), min(w, int(crop_px))
     return raw.crop((h - ch) // 2, (w - cw) // 2, ch, cw)
-
-
-def _misfit_measured(field, pupil, z, data_norm: RawData, cal_raw: RawData, brightness, background_norm):
-    """Relative amplitude misfit against the measured (normalised) data of ``b·I_pred + background``."""
-    pred = subbin_amplitudes(field, pupil, z, cal_raw.optics.na_illum, cal_raw).double()
-    b = torch.as_tensor(brightness, dtype=torch.float64, device=pred.device)[:, None, None]
-    # the solver normalised cal_raw by its bright-field mean: back to cal_raw's units, then to the measured
-    model = torch.sqrt(b * pred.square() * cal_raw.background_level() + background_norm)
-    meas = torch.as_tensor(np.sqrt(data_norm.intensities), dtype=torch.float64, device=pred.device)
-    return float(torch.linalg.vector_norm(model - meas) / torch.linalg.vector_norm(meas))
 
 
 def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "data", rounds: int = 3,
@@ -184,7 +175,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
     def field_of(c: Calibration):
         """The corrected data under ``c`` and their quick reconstruction, computed once per distinct
         data (the start, the geometry-only and the per-LED candidates are each asked for twice)."""
-        data = _corrected(norm, c, level)
+        data = corrected_data(norm, c, level)
         key = _data_key(data)
         if key not in fields:
             got = quick_field(data, z, iterations=int(iterations), pupil_update=True, device=dev, stop=stop)
@@ -198,7 +189,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
         if base is None:
             yield stopped_event()
             return
-        misfit_before = _misfit_measured(*base, z, norm, base_data, np.ones(raw.n_leds), 0.0)
+        misfit_before = misfit_measured(*base, z, norm, base_data, np.ones(raw.n_leds), 0.0)
         step += 1
         yield event("nominal", f"nominal model: misfit {misfit_before:.4f} at z = {z:g} um")
         report = {"misfit_before": misfit_before, "z_um": z, "crop_px": list(work.lr_shape), "method": method}
@@ -255,7 +246,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             na_fit, per_led_misfit = refine_positions(obj, pupil, z, data, na_now, stop=lambda: should_stop(stop))
             tilt = object_tilt(obj, data.optics.dx_hr_um) * data.optics.wavelength_um if use_tilt else np.zeros(2)
             target = na_fit + tilt[None, :]
-            weights = _led_weights(data)
+            weights = led_weights(data)
             if geometry:
                 cal = fit_geometry(norm, target, weights, cal)
             if per_led:
@@ -276,7 +267,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             if got[1] is None:
                 yield stopped_event()
                 return
-            b, bg = _brightness_from_field(norm, got[0], *got[1], z)
+            b, bg = brightness_from_field(norm, got[0], *got[1], z)
             if geometry:
                 candidates["geometry+brightness (recovered pupil)"] = geo_only.replace(brightness=b, background=bg * level)
             candidates["brightness (recovered pupil)"] = nominal.replace(brightness=b, background=bg * level)
@@ -311,7 +302,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                     if got[1] is None:
                         yield stopped_event()
                         return
-                    b, bg = _brightness_from_field(norm, got[0], *got[1], z)
+                    b, bg = brightness_from_field(norm, got[0], *got[1], z)
                     candidates[name + " + brightness"] = per_led_cal.replace(brightness=b, background=bg * level)
         misfits = {}
         for name, c in candidates.items():
@@ -319,7 +310,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
             if field is None:
                 yield stopped_event()
                 return
-            misfits[name] = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
+            misfits[name] = misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
             step += 1
             yield event("candidate", f"{name}: misfit {misfits[name]:.4f}")
         best = min(misfits, key=misfits.get) if misfits else None
@@ -344,7 +335,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 best = f"{other.report['chosen']} (brightness fitted last)"
                 misfits.update({f"{k} (brightness fitted last)": v for k, v in other.report["candidates"].items()})
         if geometry and best is not None and _shared is None:
-            refit = _refit_on_corrected_object(norm, cal, level, z, int(iterations), dev, stop, use_tilt)
+            refit = refit_on_corrected_object(norm, cal, level, z, int(iterations), dev, stop, use_tilt)
             if should_stop(stop):
                 yield stopped_event()
                 return
@@ -358,7 +349,7 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                 if chosen_field is None:
                     yield stopped_event()
                     return
-                free_chosen = _gain_free_misfit(*chosen_field, z, norm, chosen_data)
+                free_chosen = gain_free_misfit(*chosen_field, z, norm, chosen_data)
                 refits = {name: refit}
                 if edge_object:
                     # the same freedom the per-LED candidates have: pupil-edge LEDs refined on top
@@ -375,17 +366,17 @@ def iter_calibrate(raw: RawData, *, z_um: float | None = None, method: str = "da
                     if field is None:
                         yield stopped_event()
                         return
-                    free[label] = _gain_free_misfit(*field, z, norm, data)
-                    misfits[label] = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
+                    free[label] = gain_free_misfit(*field, z, norm, data)
+                    misfits[label] = misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
                     yield event("candidate", f"{label}: misfit {misfits[label]:.4f}; with per-LED gains fitted "
                                              f"{free[label]:.4f} against {free_chosen:.4f} for {best}")
                 report["gain_free_misfit"] = free
-                label = _refit_choice(refits, free, misfits, free_chosen, misfit_after)
+                label = refit_choice(refits, free, misfits, free_chosen, misfit_after)
                 if label is not None and misfits[label] < (1.0 - min_gain) * misfit_before:
                     cal, misfit_after, best = refits[label], misfits[label], label
             # every LED's NA polished against the hard-edged pupil's bins (brightness-free judge when
             # the brightness is fitted, as for the refit; the plain misfit when it is known)
-            got = _bin_polish_candidate(cal, best, field_of, norm, level, z, brightness, stop)
+            got = bin_polish_candidate(cal, best, field_of, norm, level, z, brightness, stop)
             if got is None:
                 yield stopped_event()
                 return
@@ -420,7 +411,7 @@ def _fit_brightness_round(norm: RawData, cal: Calibration, level: float, z: floa
     fixed, then ``I_meas ≈ b·I_pred + c`` with the exact (hard-edged) disk.
     """
     geo = cal.replace(brightness=None, background=0.0)
-    data = _corrected(norm, geo.replace(brightness=cal.brightness, background=cal.background), level)
+    data = corrected_data(norm, geo.replace(brightness=cal.brightness, background=cal.background), level)
     if pupil is not None:  # phase only: a pupil magnitude at an LED's DC point would act as its brightness
         p = pupil.cpu().numpy()
         data = data.with_optics(pupil=np.where(np.abs(p) > 0, np.exp(1j * np.angle(p)), 0).astype(np.complex64))
@@ -462,122 +453,6 @@ RETRY_FACTOR = 1.5
 
 #: the file's own board stays a candidate when the search's start moved no LED by more than this
 #: fraction of the objective NA (measured: blue smear 0.066, kept; a board 2 mm, 6°, 6 % off: 0.12)
-def _gain_free_misfit(field, pupil, z, data_norm: RawData, cal_raw: RawData) -> float:
-    """Relative amplitude misfit against the measured (normalised) data with each LED's gain fitted
-    in closed form to the prediction, ``g_i = <p_i, m_i> / <p_i, p_i>``: a comparison of geometries
-    that no brightness estimate biases."""
-    pred = subbin_amplitudes(field, pupil, z, cal_raw.optics.na_illum, cal_raw).double()
-    meas = torch.as_tensor(np.sqrt(data_norm.intensities), dtype=torch.float64, device=pred.device)
-    gain = (pred * meas).sum(dim=(1, 2)) / pred.square().sum(dim=(1, 2)).clamp_min(1e-30)
-    return float(torch.linalg.vector_norm(gain[:, None, None] * pred - meas) / torch.linalg.vector_norm(meas))
-
-
-#: the refit counts as tied with the choice on the brightness-free misfit within this fraction; a
-#: tie is broken by the misfit with each candidate's own brightness (measured: the UConn blue smear,
-#: refit + pupil-edge LEDs 0.0838 against 0.0835 brightness-free, 0.119 against 0.165 with brightness)
-REFIT_TIE = 0.01
-
-
-def _refit_choice(refits: dict, free: dict, misfits: dict, free_chosen: float, misfit_chosen: float) -> str | None:
-    """The refit candidate that replaces the choice, or None: the one of least brightness-free misfit
-    when that is lower than the choice's; else, among those tied with the choice on it (within
-    ``REFIT_TIE``), the one of least misfit with its own brightness when that is lower than the choice's."""
-    label = min(refits, key=free.get)
-    if free[label] < free_chosen:
-        return label
-    tied = [k for k in refits if free[k] <= (1.0 + REFIT_TIE) * free_chosen]
-    if tied:
-        label = min(tied, key=misfits.get)
-        if misfits[label] < misfit_chosen:
-            return label
-    return None
-
-
-def _bin_polish_candidate(cal: Calibration, best: str, field_of, norm: RawData, level: float, z: float,
-                          brightness: bool, stop):
-    """``(label, calibration, misfit, info)`` for ``cal`` with every LED's NA polished on the
-    pupil's bins (:mod:`.bin_polish`); ``()`` when no LED moves or no variant is better, ``None``
-    when stopped.
-
-    Variants: the choice's brightness kept, and (when the brightness is fitted) the brightness fitted
-    again to the polished object, since a brightness fitted under the old NAs carries their errors.
-    A variant must beat the choice on the brightness-free misfit (the plain misfit when the
-    brightness is not fitted) and must not fit the data worse with its own brightness; the one of
-    least misfit is returned. ``info``: LEDs moved, the judge's scores, every variant's misfit."""
-    chosen_data, chosen_field = field_of(cal)
-    if chosen_field is None:
-        return None
-    got = polish_on_bins(*chosen_field, z, chosen_data, chosen_data.optics.na_illum, stop=lambda: should_stop(stop))
-    if got is None:
-        return None
-    na_polished, moved = got
-    if not moved.any():
-        return ()
-    misfit_now = _misfit_measured(*chosen_field, z, norm, chosen_data, cal.brightness, cal.background / level)
-    free_now = _gain_free_misfit(*chosen_field, z, norm, chosen_data) if brightness else misfit_now
-    polished = cal.replace(na_illum=na_polished)
-    variants = {"": polished}
-    if brightness:
-        data, field = field_of(polished)
-        if field is None:
-            return None
-        b, bg = _brightness_from_field(norm, data, *field, z)
-        variants[" + brightness"] = polished.replace(brightness=b, background=bg * level)
-    info = {"moved": int(moved.sum()), "score_before": free_now, "misfit_before": misfit_now,
-            "judge": "misfit with per-LED gains fitted" if brightness else "misfit", "variants": {}}
-    ok = {}
-    for suffix, c in variants.items():
-        data, field = field_of(c)
-        if field is None:
-            return None
-        misfit = _misfit_measured(*field, z, norm, data, c.brightness, c.background / level)
-        score = _gain_free_misfit(*field, z, norm, data) if brightness else misfit
-        info["variants"][suffix or "brightness kept"] = {"misfit": misfit, "score": score}
-        if score < free_now and misfit <= misfit_now:
-            ok[suffix] = misfit
-    if not ok:
-        return ()
-    suffix = min(ok, key=ok.get)
-    info["score"] = info["variants"][suffix or "brightness kept"]["score"]
-    return best + " + NAs polished on the pupil's bins" + suffix, variants[suffix], ok[suffix], info
-
-
-def _refit_on_corrected_object(norm: RawData, cal: Calibration, level: float, z: float, iterations: int, device,
-                               stop, use_tilt: bool) -> Calibration | None:
-    """The global model fitted once more, to per-LED NAs refined against an object reconstructed
-    with the solver's per-LED intensity correction (:mod:`napari_fpminr.recon.qnewton`).
-
-    Every round's object is reconstructed from data divided by the brightness estimate of the
-    moment, and a few % of brightness error are written into it on every pass; the NAs refined
-    against it inherit that. Fitting the gains in the solver leaves a cleaner object: on the
-    capture-range corner (−2 mm, −6°, ×0.94) of docs/benchmarks.md the board fit through NAs
-    refined against it is 0.0003 NA rms off the truth, against 0.0053 for the rounds' choice.
-    The per-LED NAs themselves stay noisy (0.0056 rms), so only the board model through them is
-    kept (no per-LED overrides), with the brightness times the fitted intensity gains. ``None``
-    when stopped."""
-    from ..recon.conventional import iter_conventional
-
-    data = _corrected(norm, cal, level)
-    last = None
-    for last in iter_conventional(data, [float(z)], iterations=iterations, pupil_update=True, device=device,
-                                  stop=stop, adaptive_step=False, intensity_correction=True):
-        pass
-    if last is None or last.stopped or last.stack is None:
-        return None
-    st = last.stack
-    obj = torch.as_tensor(st.amplitude[0] * np.exp(1j * st.phase[0]), dtype=torch.complex64, device=device)
-    pupil = torch.as_tensor(st.pupil[0], dtype=torch.complex64, device=device)
-    gain2 = st.led_gain[0].astype(np.float64) ** 2
-    fitted = replace(data, intensities=(data.intensities * gain2[:, None, None]).astype(np.float32))
-    na_fit, _ = refine_positions(obj, pupil, z, fitted, data.optics.na_illum, stop=lambda: should_stop(stop))
-    tilt = object_tilt(obj, data.optics.dx_hr_um) * data.optics.wavelength_um if use_tilt else np.zeros(2)
-    refit = fit_geometry(norm, na_fit + tilt[None, :], _led_weights(data), cal.replace(na_illum=None))
-    b = cal.brightness / gain2
-    bf = norm.optics.bright_field
-    b /= b[bf].mean() if bf.any() else b.mean()
-    return refit.replace(brightness=b)
-
-
 NEAR_FILE_PLACEMENT = 0.1
 
 
@@ -586,32 +461,11 @@ def _near_file_placement(a: RawData, b: RawData) -> bool:
     return bool(np.abs(a.optics.na_illum - b.optics.na_illum).max() < NEAR_FILE_PLACEMENT * a.optics.na_obj)
 
 
-def _brightness_from_field(norm: RawData, data: RawData, obj, pupil, z: float):
-    """``(b, background)`` from an object reconstructed *with* pupil recovery (the pupil's magnitude
-    kept): on real data the recovered magnitude is mostly the pupil's own apodization, which a
-    phase-only pupil would push into the dark-field LEDs' brightness."""
-    pred = subbin_amplitudes(obj, pupil, z, data.optics.na_illum, data).square().cpu().numpy()
-    pred *= data.background_level()
-    return fit_brightness(pred, norm.intensities, norm.optics.bright_field)
-
-
-def _led_weights(data: RawData) -> np.ndarray:
-    """Weights of the per-LED NAs in the global fit: the signal energy of each image (dark-field
-    images at high NA carry little light and locate their LED poorly)."""
-    energy = data.intensities.reshape(data.n_leds, -1).astype(np.float64).mean(1)
-    return energy / max(float(energy.max()), 1e-20)
-
-
 def _data_key(data: RawData) -> bytes:
     """A digest of what a quick reconstruction of ``data`` depends on (illumination NAs and frames)."""
     h = hashlib.blake2b(np.ascontiguousarray(data.optics.na_illum, dtype=np.float64).tobytes(), digest_size=16)
     h.update(np.ascontiguousarray(data.intensities).tobytes())
     return h.digest()
-
-
-def _corrected(norm: RawData, cal: Calibration, level: float) -> RawData:
-    """Normalised data corrected by ``cal`` (its background is in file units: rescale)."""
-    return cal.replace(background=cal.background / level).apply(norm)
 
 
 def _geometry_text(cal: Calibration) -> str:
@@ -649,7 +503,7 @@ def _choose_start(found: BoardSearch, norm: RawData, nominal: Calibration, misfi
         if fld is None:
             return None
         cands[orient] = cal
-        m[orient] = _misfit_measured(*fld, z, norm, data, np.ones(norm.n_leds), 0.0)
+        m[orient] = misfit_measured(*fld, z, norm, data, np.ones(norm.n_leds), 0.0)
         tried[board_orientation.describe(orient)] = m[orient]
     if 0 in m:
         tried["as stated (file's placement)"] = misfit_nominal
