@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from napari_fpminr.errors import FPMInputError
 from napari_fpminr.simulate import simulate
@@ -15,14 +14,7 @@ from napari_fpminr.recon.metrics import measurement_misfit, psnr_scaled
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The CI box has 2 cores shared by several jobs: oversubscribed OpenMP threads make these
-    small FFT loops 10-20x slower, so the tests run torch single-threaded (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def stopped_at_once():

@@ -17,7 +17,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from napari_fpminr.calib.prepare import PrepareOptions, prepare
 from napari_fpminr.recon.conventional import reconstruct_stack
@@ -25,12 +24,7 @@ from napari_fpminr.recon.metrics import psnr_scaled
 from napari_fpminr.simulate import simulate
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

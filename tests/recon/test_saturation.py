@@ -29,13 +29,7 @@ from napari_fpminr.simulate import simulate
 CLIP_FRACTION = 0.8  # of each bright-field frame's peak
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small FFT loops on a shared 2-core box: single-threaded torch (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def clipped(raw, mask: bool = True):

@@ -41,31 +41,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compaction import CODE_SHARE_DB, COMPACTION_TOLERANCE_DB, Compaction, db, worst_row
+from .term_codes import (LOGPOLAR_ENCODING, LOGPOLAR_RANGE_DB, decode_logpolar, encode_logpolar,
+                         snap_scale)
+
 __all__ = ["APERTURE_MARGIN_BINS", "CODE_SHARE_DB", "COEFFICIENT_STORAGE_DTYPE", "COMPACTION_TOLERANCE_DB", "Compaction",
            "LOGPOLAR_ENCODING", "LOGPOLAR_RANGE_DB", "LowRankArchitecture", "LowRankField", "aperture_index",
            "decode_logpolar", "encode_logpolar"]
 
 APERTURE_MARGIN_BINS = 1.5  # LED windows are snapped to the nearest hr bin: up to 0.5 bin per axis
 COEFFICIENT_STORAGE_DTYPE = torch.float16  # coefficients are stored per component relative to its peak
-# LowRankField.compacted: the largest change of any decoded plane, relative to its field energy. At
-# -60 dB a plane's RMS amplitude changes by <= 0.1 % and its transmittance |o|^2 by <= 0.2 % (under a
-# quarter of an 8-bit sRGB step near white), 4+ dB below the most accurate simulated reconstruction's
-# own error (INR 47-56 dB PSNR); -50 dB was measured to cost 0.3 dB PSNR on the simulated slide's blue
-# channel (docs/benchmarks.md, colour section).
-COMPACTION_TOLERANCE_DB = -60.0
-# the coarse per-term code: 8-bit log-magnitude (codes 1..255 evenly spaced in dB over LOGPOLAR_RANGE_DB
-# below the term's peak, code 0 = zero) and 8-bit phase (256 steps of 2π/256). Relative error of one
-# coefficient inside the range: log step 60/254 dB -> 2.7 % (RMS 0.79 %), phase step 24.5 mrad (RMS
-# 0.71 %): about -40 dB of the term's energy, whatever the term's spectrum looks like (a uniform 8-bit
-# code of real/imag parts would lose the term's many weak bins to the peak's step).
-# The 16-bit codes' own share of a compaction's tolerance: they may change no decoded plane by more than
-# tolerance_db + CODE_SHARE_DB (-70 dB at the default). Measured on the simulated slide over +-20 um: codes
-# changing a plane by -65 dB of its energy cost its blue channel 0.1 dB PSNR (50.97 dB: the change is then
-# only 15 dB below the reconstruction's own error); a change 20 dB below it costs < 0.05 dB.
-CODE_SHARE_DB = -10.0
-LOGPOLAR_ENCODING = "logpolar8"
-LOGPOLAR_RANGE_DB = 60.0
-TERM_ENCODINGS = ("float16", LOGPOLAR_ENCODING)
 MAX_HR_PIXELS = 1 << 30  # 32768² hr: beyond any single field this program reconstructs
 
 
@@ -299,7 +284,7 @@ class LowRankField(nn.Module):
         scale = coef.abs().amax(dim=(0, 2))  # (R,) float16 terms: the peak of either part
         # log-polar terms: the peak modulus, on a 2^-16 grid so that the rounded term (whose peak is that
         # value to float32 precision) gets the same scale again (round_to_storage_ idempotent: file = memory)
-        scale[n_fine:] = _snap(torch.complex(coef[0, n_fine:], coef[1, n_fine:]).abs().amax(1).clamp_min(1e-30))
+        scale[n_fine:] = snap_scale(torch.complex(coef[0, n_fine:], coef[1, n_fine:]).abs().amax(1).clamp_min(1e-30))
         scale = scale.clamp_min(1e-30)
         out = {"coefficients": (coef[:, :n_fine] / scale[None, :n_fine, None]).to(COEFFICIENT_STORAGE_DTYPE).contiguous(),
                "coefficient_scale": scale.contiguous(),
@@ -410,7 +395,7 @@ class LowRankField(nn.Module):
             out.round_to_storage_()
             nodes = out.node_matrix()
             all_float16 = nodes if all_float16 is None else all_float16
-            change, code_change = _worst_row(reference - nodes), _worst_row(nodes - all_float16)
+            change, code_change = worst_row(reference - nodes), worst_row(nodes - all_float16)
             if chosen is not None and (change > budget or code_change > code_budget):
                 break
             chosen = (out, change, code_change)
@@ -420,89 +405,9 @@ class LowRankField(nn.Module):
         stored_line = torch.complex(out.z_line[0], out.z_line[1]).detach().cpu().to(torch.complex128)
         term_change = stored_line.abs().amax(0) * (stored - coef).abs().square().sum(1).sqrt()  # (r,)
         out.compaction_report = {**plan.report(), "encodings": list(out.arch.term_encodings),
-                                 "stored_change_db": _db(change, ref), "code_change_db": _db(code_change, ref),
-                                 "term_change_db": [_db(float(v), ref) for v in term_change]}
+                                 "stored_change_db": db(change, ref), "code_change_db": db(code_change, ref),
+                                 "term_change_db": [db(float(v), ref) for v in term_change]}
         return out
-
-
-def _worst_row(delta: torch.Tensor) -> float:
-    """Largest row norm of a node-matrix difference: the largest change of any decoded plane, at any depth."""
-    return float(delta.abs().square().sum(1).max().sqrt())
-
-
-def _db(value: float, ref: float) -> float | None:
-    """``20·log10(value/ref)`` rounded to 0.01 dB; None for an exact zero."""
-    return round(float(20 * np.log10(value / ref)), 2) if value > 0 else None
-
-
-def _snap(x: torch.Tensor) -> torch.Tensor:
-    """``x`` (positive float32) to the nearest value with a 17-bit mantissa (relative step ≤ 2^-16)."""
-    mantissa, exponent = torch.frexp(x)
-    return torch.ldexp(torch.round(mantissa * 2.0 ** 17) / 2.0 ** 17, exponent.to(x.dtype))
-
-
-def encode_logpolar(coef: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The 16-bit log-polar code of complex ``coef`` (R_c, K) relative to each row's peak modulus
-    ``scale`` (R_c,): uint8 (2, R_c, K), [0] the magnitude code, [1] the phase code.
-
-    Magnitude ``m``: codes 1..255 are ``scale · 10^(-(255 - m)·Δ/20)``, ``Δ = LOGPOLAR_RANGE_DB/254``
-    (nearest in dB), code 0 is zero (below half the range's floor). Phase ``p``: ``2π·p/256`` (nearest).
-    """
-    step_db = LOGPOLAR_RANGE_DB / 254
-    c = coef.to(torch.complex128)
-    rel = c.abs() / scale.to(torch.float64)[:, None].clamp_min(1e-300)
-    db = 20 * torch.log10(rel.clamp_min(1e-300))
-    mag = torch.round(255 + db / step_db).clamp(1, 255)
-    mag = torch.where(rel < 0.5 * 10 ** (-LOGPOLAR_RANGE_DB / 20), torch.zeros_like(mag), mag)
-    phase = torch.remainder(torch.round(c.angle() * (128 / math.pi)), 256)
-    phase = torch.where(mag > 0, phase, torch.zeros_like(phase))  # a zero has no phase
-    return torch.stack([mag, phase]).to(torch.uint8).contiguous()
-
-
-def decode_logpolar(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Complex64 (R_c, K) of the codes :func:`encode_logpolar` writes (tables in float64, then float32:
-    memory and file decode bit-identically)."""
-    levels = torch.arange(256, dtype=torch.float64)
-    magnitude = 10 ** (-(255 - levels) * (LOGPOLAR_RANGE_DB / 254) / 20)
-    magnitude[0] = 0.0
-    angle = levels * (math.pi / 128)
-    unit = torch.stack([angle.cos(), angle.sin()], 1).to(torch.float32)  # (256, 2)
-    m, p = codes[0].long().cpu(), codes[1].long().cpu()
-    vals = magnitude.to(torch.float32)[m][..., None] * unit[p] * scale.float().cpu()[:, None, None]
-    return torch.view_as_complex(vals.contiguous())
-
-
-@dataclass(frozen=True)
-class Compaction:
-    """The exact re-factorisation ``N = line_basis · diag(singular_values) · vh`` of a field's node
-    matrix (:meth:`LowRankField.compaction`) and the rank its tolerance keeps."""
-
-    line_basis: torch.Tensor  # (n_z, m) orthonormal columns
-    singular_values: torch.Tensor  # (m,) descending
-    vh: torch.Tensor  # (m, K) orthonormal rows
-    rank: int
-    min_plane_norm: float  # smallest field norm over every decodable depth
-    tail: float  # σ_{rank+1}: the bound on any plane's change (field norm)
-    tolerance_db: float
-
-    def terms(self, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``r`` terms as a z line (n_z, r) and coefficients (r, K), complex128, scaled as
-        :meth:`LowRankField.from_stack` does (``u_0(z) ≈ 1``), each term's z line real and positive on
-        average (its phase moved into the coefficients)."""
-        n_z = self.line_basis.shape[0]
-        line = self.line_basis[:, :r] * math.sqrt(n_z)
-        coef = self.singular_values[:r, None] * self.vh[:r] / math.sqrt(n_z)
-        mean = line.mean(0)
-        ph = torch.where(mean.abs() > 0, mean / mean.abs().clamp_min(1e-300), torch.ones_like(mean))
-        return line / ph[None, :], coef * ph[:, None]
-
-    def report(self) -> dict:
-        """JSON-safe summary: kept rank, numerical rank, the bound in dB, the singular values in dB."""
-        ref = max(self.min_plane_norm, 1e-300)
-        s = self.singular_values.numpy()
-        return {"rank": int(self.rank), "terms": int(s.size), "tolerance_db": self.tolerance_db,
-                "bound_db": float(20 * np.log10(max(self.tail, 1e-300) / ref)) if self.tail > 0 else None,
-                "singular_values_db": [round(float(20 * np.log10(max(v, 1e-300) / ref)), 2) for v in s]}
 
 
 def _interp_rows(values: torch.Tensor, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
