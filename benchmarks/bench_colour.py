@@ -403,8 +403,8 @@ def _held_out_quadrants(data, preps, regs) -> dict:
     (``phase_gradient``) and, for comparison, with the first version's (``phase``), each measuring itself."""
     from napari_fpminr.colour.job import REFERENCE, _band, _registered, common_grid
     from napari_fpminr.colour.model import ChannelRegistration
-    from napari_fpminr.colour.register import affine_resample, fit_affine, fourier_shift, local_shifts, \
-        register_fields
+    from napari_fpminr.colour.affine import affine_resample, fit_affine, local_shifts
+    from napari_fpminr.colour.register import fourier_shift, register_fields
     from napari_fpminr.recon.conventional import reconstruct_stack
 
     stacks = [reconstruct_stack(r, [g.focus_um], iterations=25, device="cpu", pupil_update=p.recover_pupil)

@@ -5,7 +5,8 @@ import torch
 
 from napari_fpminr.colour import job as colour_job
 from napari_fpminr.colour.model import ChannelRegistration, ColourModel
-from napari_fpminr.colour.register import affine_resample, fit_affine, fourier_shift, local_shifts
+from napari_fpminr.colour.affine import affine_resample, fit_affine, local_shifts
+from napari_fpminr.colour.register import fourier_shift
 from napari_fpminr.colour.stained import WAVELENGTHS_UM
 from napari_fpminr.recon.lowrank import LowRankArchitecture, LowRankField
 from napari_fpminr.recon.model import Model

@@ -36,10 +36,10 @@ import torch
 from ..errors import FPMInputError
 from ..rawdata import RawData
 from ..recon.lowrank import COMPACTION_TOLERANCE_DB
+from .affine import affine_record, affine_resample, bake_affine, fit_affines, wanted
 from .focus import FocusResult, ScanOptions, iter_focus_scan, scan_centre
 from .model import CHANNELS, REFERENCE, ChannelRegistration, ColourModel, ColourSlices
-from .register import affine_resample, fit_affine, fourier_shift, local_shifts, register_fields, \
-    white_levels
+from .register import fourier_shift, register_fields, white_levels
 
 __all__ = ["ColourEvent", "ColourJob", "ColourStack", "iter_colour", "order_channels"]
 
@@ -53,7 +53,7 @@ class ColourJob:
     per channel; ``scan``: the focus scan settings; ``scan_centre_um``: where a channel without a
     stated depth is scanned (default: the middle of the range); ``compact_db``: the tolerance of the
     compaction of the ``inr`` model (:meth:`ColourModel.compacted`; None keeps every channel's rank);
-    ``affine``: fit and apply the field-varying (affine) part of the lateral registration (:func:`_fit_affines`)."""
+    ``affine``: fit and apply the field-varying (affine) part of the lateral registration (:func:`affine.fit_affines`)."""
 
     method: str = "inr"
     z_min_um: float = -10.0
@@ -237,51 +237,12 @@ def _refine_shifts(fields: np.ndarray, regs, band: float) -> None:
             regs[c].shift_px = (regs[c].shift_px[0] + dy, regs[c].shift_px[1] + dx)
 
 
-def _fit_affines(fields: np.ndarray, upsample: int, band: float) -> list:
-    """Per channel, the affine fit of its local shifts against the reference at the common focus
-    (:func:`register.local_shifts` on a 4 × 4 grid of half-field patches, :func:`register.fit_affine`), or
-    ``None`` (reference; field under 64 hr px). Applied or not: :func:`_affine_record`."""
-    H, W = fields.shape[-2:]
-    if min(H, W) < 64:
-        return [None, None, None]
-    return [None if c == REFERENCE else fit_affine(local_shifts(fields[REFERENCE], fields[c], band), (H, W),
-                                                     outlier_px=0.1 * upsample) for c in range(3)]
-
-
-def _affine_record(fit, shape, upsample: int, applied: bool) -> dict | None:
-    if fit is None:
-        return None
-    return {"applied": applied, "linear": fit.linear.reshape(-1).tolist(),
-            "shift_raw_px": (fit.shift / upsample).tolist(),
-            "corner_raw_px": fit.corner_displacement(shape) / upsample,
-            "patch_rms_before_raw_px": fit.rms_before / upsample, "patch_rms_after_raw_px": fit.rms_after / upsample,
-            "explained": fit.explained,
-            "patches_used": int(fit.used.sum()), "patches": int(fit.used.size)}
-
-
-def _wanted(fit, shape, upsample: int) -> bool:
-    return fit is not None and fit.significant(shape, upsample)
-
-
-def _bake_affine(model: ColourModel, c: int, fit) -> None:
-    """Apply ``fit`` to low-rank channel ``c``: its spatial factors resampled once (:func:`register.affine_resample`)
-    so that, with the decode's phase-ramp shift ``t`` (now ``shift_px + fit.shift``), channel ``c`` decodes as
-    ``S(p + t + A·(p - centre))``: ``S'(q) = S(q + A·(q - centre - t))``. The decode cost does not change."""
-    reg = model.registration[c]
-    net = model.channels[c].net
-    t = np.asarray(reg.shift_px, np.float64) + fit.shift
-    A = fit.linear
-    H, W = model.hr_shape
-    with torch.no_grad():
-        coef = torch.complex(net.coefficients[0], net.coefficients[1])  # (R, K)
-        full = coef.new_zeros(coef.shape[0], H * W).index_copy_(1, net.index, coef).reshape(-1, H, W)
-        fields = torch.fft.ifft2(full, norm="ortho")
-        warped = affine_resample(fields, np.eye(2) + A, -A @ (fit.centre + t))
-        new = torch.fft.fft2(warped, norm="ortho").reshape(coef.shape[0], -1)[:, net.index]
-        net.coefficients.copy_(torch.view_as_real(new.to(torch.complex64)).permute(2, 0, 1))
-        net.round_to_storage_()
-    reg.shift_px = (float(t[0]), float(t[1]))
-    reg.linear = tuple(float(v) for v in A.reshape(-1))
+def _fields_at(model: ColourModel, z: float) -> np.ndarray:
+    """The registered complex fields ``(3, H, W)`` of ``model`` at depth ``z`` (its phase-ramp cache
+    cleared first: the shifts or the channels may have changed since it was filled)."""
+    model._ramps.clear()
+    s = model.render([z], parts=("amplitude", "phase"))
+    return s.amplitude[0] * np.exp(1j * s.phase[0])
 
 
 def _balance_model(model: ColourModel, affine: bool = True, compact_db: float | None = None) -> None:
@@ -292,33 +253,29 @@ def _balance_model(model: ColourModel, affine: bool = True, compact_db: float | 
     band = _band([m.optics for m in model.channels], model.dx_hr_um)
     for r in model.registration:
         r.white = 1.0
-    s = model.render([z], parts=("amplitude", "phase"))
-    _refine_shifts(s.amplitude[0] * np.exp(1j * s.phase[0]), model.registration, band)
-    model._ramps.clear()
-    s = model.render([z], parts=("amplitude", "phase"))
-    fields = s.amplitude[0] * np.exp(1j * s.phase[0])
+    _refine_shifts(_fields_at(model, z), model.registration, band)
+    fields = _fields_at(model, z)
+    changed = False  # the model differs from ``fields``: render them again at the end
     if affine:
         from ..recon.lowrank import LowRankField
 
-        fits = _fit_affines(fields, model.upsample, band)
+        fits = fit_affines(fields, model.upsample, band)
         records = []
         for c, fit in enumerate(fits):
-            apply = _wanted(fit, model.hr_shape, model.upsample) and isinstance(model.channels[c].net, LowRankField)
+            apply = wanted(fit, model.hr_shape, model.upsample) and isinstance(model.channels[c].net, LowRankField)
             if apply:
-                _bake_affine(model, c, fit)
-            records.append(_affine_record(fit, model.hr_shape, model.upsample, apply))
+                bake_affine(model, c, fit)
+            records.append(affine_record(fit, model.hr_shape, model.upsample, apply))
         model.meta["affine"] = records
         if any(r and r["applied"] for r in records):
             model.meta["residual_quadrant_shift_only_raw_px"] = quadrant_shifts_raw_px(fields, model.upsample, band)
-            model._ramps.clear()
-            s = model.render([z], parts=("amplitude", "phase"))
-            fields = s.amplitude[0] * np.exp(1j * s.phase[0])
+            changed = True
     if compact_db is not None:
         small = model.compacted(compact_db)
         model.channels, model.meta["compaction"] = small.channels, small.meta["compaction"]
-        model._ramps.clear()
-        s = model.render([z], parts=("amplitude", "phase"))
-        fields = s.amplitude[0] * np.exp(1j * s.phase[0])
+        changed = True
+    if changed:
+        fields = _fields_at(model, z)
     for r, w in zip(model.registration, white_levels(np.abs(fields) ** 2), strict=True):
         r.white = float(w)
     model.meta["common_focus_um"] = z
@@ -349,15 +306,15 @@ def _colour_stack(stacks, regs, planes: np.ndarray, meta: dict, affine: bool = T
     if affine:
         upsample = max(1, round(stacks[REFERENCE].optics.upsample))
         shape = fields.shape[-2:]
-        fits = _fit_affines(fields[k], upsample, band)
+        fits = fit_affines(fields[k], upsample, band)
         records = []
         for c, fit in enumerate(fits):
-            apply = _wanted(fit, shape, upsample)
+            apply = wanted(fit, shape, upsample)
             if apply:
                 t = np.asarray(regs[c].shift_px, np.float64) + fit.shift
                 regs[c].shift_px = (float(t[0]), float(t[1]))
                 regs[c].linear = tuple(float(v) for v in fit.linear.reshape(-1))
-            records.append(_affine_record(fit, shape, upsample, apply))
+            records.append(affine_record(fit, shape, upsample, apply))
         meta = dict(meta, affine=records)
         if any(r and r["applied"] for r in records):
             meta["residual_quadrant_shift_only_raw_px"] = quadrant_shifts_raw_px(fields[k], upsample, band)

@@ -44,7 +44,7 @@ class ChannelRegistration:
     white: float = 1.0  # bare-glass |o|² of the channel
     # the linear part A (row-major (yy, yx, xy, xx)) of the channel's field-varying misregistration
     # d(p) = shift_px + A·(p - centre), for the record: already applied to the channel's coefficients (inr)
-    # or fields (fpm) by the colour job (register.fit_affine); decoding applies only shift_px
+    # or fields (fpm) by the colour job (affine.fit_affine); decoding applies only shift_px
     linear: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     def to_dict(self) -> dict:

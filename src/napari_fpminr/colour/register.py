@@ -12,10 +12,7 @@
 * :func:`fourier_shift` — band-limited (exact for a periodic, band-limited field) sub-pixel shift.
 * :func:`register_fields` — the shift between two channels' complex fields, from their
   amplitude-weighted phase gradients (:func:`phase_gradient`; why not the phases: its docstring).
-* :func:`local_shifts`, :func:`fit_affine`, :func:`affine_resample` — what one shift cannot register
-  (the UConn blue channel is 0.11 % / 0.13 % larger than green along y / x: lateral colour): shifts on a grid of
-  patches, a least-squares affine ``d(p) = t + A·(p - centre)`` through them, and the field resampled
-  exactly at ``p + d(p)``; applied where :meth:`AffineFit.significant`.
+* what one shift cannot register (a field-varying, affine misregistration): :mod:`.affine`.
 * :func:`best_focus` — the depth at which a stack of complex fields is sharpest over the whole
   field: the concentration of the complex gradient (``volume.edge_sparsity`` with one patch),
   refined to sub-plane depth by a parabola through the best plane and its neighbours.
@@ -28,15 +25,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from ..volume import _refine_peak, edge_sparsity
 
-__all__ = ["AFFINE_MIN_EXPLAINED", "AFFINE_MIN_RAW_PX", "OBSERVABLES", "AffineFit", "affine_resample", "best_focus",
-           "fit_affine", "fourier_shift", "local_shifts", "phase_correlation", "phase_gradient", "register_fields",
+__all__ = ["OBSERVABLES", "best_focus", "fourier_shift", "phase_correlation", "phase_gradient", "register_fields",
            "white_level", "white_levels"]
 
 
@@ -252,123 +246,3 @@ def white_levels(intensity: np.ndarray, top_fraction: float = 0.15) -> np.ndarra
     glass = ok & (lum >= cut)
     # the mode over the glass, not its median: the brightest pixels also hold the cells' bright rims
     return np.array([white_level(row[glass]) for row in flat])
-
-
-# ---- field-varying misregistration: an affine map fitted to local shifts ----------------------------------
-
-#: an affine correction is applied only where its linear part moves a field corner by at least this many raw
-#: px: below, it is within the noise of the local shifts (0.01-0.04 raw px between blue patches of the UConn
-#: smear) and a quarter of the 0.2 raw px a colour registration must reach
-AFFINE_MIN_RAW_PX = 0.05
-#: ... and where it explains at least this share of the variance of the patch shifts about their mean (what a
-#: translation leaves): a linear trend, not noise. Fits to the simulated slide's patch noise (no scale there)
-#: explained 23-26 %; the UConn blue channel's 99 % (red's 72 %, of a 0.018 raw px rms that moves a corner by 0.046)
-AFFINE_MIN_EXPLAINED = 0.5
-
-
-@dataclass
-class AffineFit:
-    """Local shifts ``d(p) ≈ t + A·(p - centre)`` (hr px, ``(y, x)`` order) of a moving field relative to a
-    reference: ``reference(p) ≈ moving(p + d(p))``. ``patches``: each patch's centre and measured shift
-    (hr px, ``(cy, cx, dy, dx)``), ``used``: those the fit kept; ``rms_before``: the kept patches' shifts
-    about their mean (what a translation leaves), ``rms_after``: about the fit (hr px)."""
-
-    shift: np.ndarray  # (2,) t
-    linear: np.ndarray  # (2, 2) A
-    centre: np.ndarray  # (2,) the field centre (hr px)
-    patches: np.ndarray  # (n, 4)
-    used: np.ndarray  # (n,) bool
-    rms_before: float
-    rms_after: float
-
-    @property
-    def explained(self) -> float:
-        """Share of the patch shifts' variance about their mean that the linear part explains (R²)."""
-        return 1.0 - (self.rms_after / self.rms_before) ** 2 if self.rms_before > 0 else 0.0
-
-    def significant(self, shape: tuple[int, int], upsample: float) -> bool:
-        """Worth applying: moves a corner by ≥ ``AFFINE_MIN_RAW_PX`` raw px, explains ≥ ``AFFINE_MIN_EXPLAINED``."""
-        return (self.corner_displacement(shape) >= AFFINE_MIN_RAW_PX * upsample
-                and self.explained >= AFFINE_MIN_EXPLAINED)
-
-    def corner_displacement(self, shape: tuple[int, int]) -> float:
-        """Largest displacement of the linear part at a corner of a field of ``shape`` (hr px)."""
-        H, W = shape
-        corners = np.array([[0, 0], [0, W - 1], [H - 1, 0], [H - 1, W - 1]], np.float64) - self.centre
-        return float(np.max(np.hypot(*(self.linear @ corners.T))))
-
-
-def local_shifts(reference: np.ndarray, moving: np.ndarray, band_cycles_per_px: float, grid: int = 4,
-                 patch_fraction: float = 0.5, observable: str = "phase_gradient") -> np.ndarray:
-    """Shift of ``moving`` relative to ``reference`` (complex fields, :func:`register_fields` on ``observable``) on
-    a ``grid`` × ``grid`` array of overlapping patches of ``patch_fraction`` of the field; rows ``(cy, cx, dy, dx)``
-    hr px."""
-    H, W = reference.shape
-    ph, pw = max(16, int(H * patch_fraction)), max(16, int(W * patch_fraction))
-    rows = []
-    for y0 in np.linspace(0, H - ph, grid).round().astype(int):
-        for x0 in np.linspace(0, W - pw, grid).round().astype(int):
-            dy, dx = register_fields(reference[y0:y0 + ph, x0:x0 + pw], moving[y0:y0 + ph, x0:x0 + pw],
-                                     band_cycles_per_px, observable=observable)
-            rows.append((y0 + (ph - 1) / 2, x0 + (pw - 1) / 2, dy, dx))
-    return np.array(rows, np.float64)
-
-
-def fit_affine(patches: np.ndarray, shape: tuple[int, int], outlier_px: float) -> AffineFit:
-    """Least-squares affine ``d(p) = t + A·(p - centre)`` through the patch shifts (:func:`local_shifts`), then
-    once more without the patches farther than ``max(3 × median, outlier_px)`` from it (a patch the
-    correlation did not lock on)."""
-    centre = (np.asarray(shape, np.float64) - 1) / 2
-    p = patches[:, :2] - centre
-    d = patches[:, 2:]
-    design = np.column_stack([np.ones(len(p)), p])  # (n, 3): [1, py, px]
-    used = np.ones(len(p), bool)
-    for _ in range(2):
-        coef, *_ = np.linalg.lstsq(design[used], d[used], rcond=None)  # (3, 2): rows t, A[:, 0], A[:, 1]
-        resid = np.hypot(*(d - design @ coef).T)
-        keep = resid <= max(3 * np.median(resid), outlier_px)
-        if keep.sum() < 4 or np.array_equal(keep, used):
-            break
-        used = keep
-    coef, *_ = np.linalg.lstsq(design[used], d[used], rcond=None)
-    resid = d - design @ coef
-    about_mean = d[used] - d[used].mean(0)
-    return AffineFit(coef[0].copy(), coef[1:].T.copy(), centre, patches, used,
-                     float(np.sqrt(np.mean(np.sum(about_mean ** 2, 1)))),
-                     float(np.sqrt(np.mean(np.sum(resid[used] ** 2, 1)))))
-
-
-def affine_resample(field: torch.Tensor, matrix, offset) -> torch.Tensor:
-    """``out(p) = field(M·p + b)`` for complex ``field (..., H, W)``, ``p = (y, x)`` hr px, evaluated exactly for a
-    periodic band-limited field (its DFT interpolated at the mapped points), in two 1D passes.
-
-    ``out(y, x) = g(y', x)`` with ``y' = M_yy·y + M_yx·x + b_y`` and ``g(y', x) = field(y', α·y' + β·x + γ)``
-    (``α = M_xy/M_yy``, ``β = M_xx - M_xy·M_yx/M_yy``, ``γ = b_x - M_xy·b_y/M_yy``), so that the composition is
-    exactly ``field(M·p + b)``. Each pass is a shared scaling (one matrix of the DFT evaluated at the scaled
-    positions) times a per-line phase ramp (the line-dependent offset); cost ``O(H·W·(H + W))``.
-    """
-    M = np.asarray(matrix, np.float64)
-    b = np.asarray(offset, np.float64)
-    f = field.to(torch.complex64)
-    H, W = f.shape[-2:]
-    alpha = M[1, 0] / M[0, 0]
-    beta = M[1, 1] - M[1, 0] * M[0, 1] / M[0, 0]
-    gamma = b[1] - M[1, 0] * b[0] / M[0, 0]
-    # pass 1, along x: row y' samples field at x'' = β·x + (α·y' + γ)
-    g = _scaled_lines(f, beta, alpha * np.arange(H) + gamma)
-    # pass 2, along y: column x samples g at y' = M_yy·y + (M_yx·x + b_y)
-    out = _scaled_lines(g.transpose(-1, -2), M[0, 0], M[0, 1] * np.arange(W) + b[0]).transpose(-1, -2)
-    return out.contiguous()
-
-
-def _scaled_lines(f: torch.Tensor, scale: float, offsets: np.ndarray) -> torch.Tensor:
-    """Line ``i`` (second-to-last axis) of ``f (..., L, N)`` at ``scale·n + offsets[i]`` (band-limited, periodic)."""
-    N = f.shape[-1]
-    k = torch.fft.fftfreq(N, dtype=torch.float64, device=f.device)
-    spec = torch.fft.fft(f, dim=-1)
-    ramp = torch.polar(torch.ones(len(offsets), N, dtype=torch.float64, device=f.device),
-                       2 * np.pi * torch.as_tensor(offsets, dtype=torch.float64, device=f.device)[:, None] * k[None, :])
-    n = torch.arange(N, dtype=torch.float64, device=f.device)
-    evaluate = torch.polar(torch.full((N, N), 1.0 / N, dtype=torch.float64, device=f.device),
-                           2 * np.pi * scale * k[:, None] * n[None, :])  # (k, n)
-    return (spec * ramp.to(torch.complex64)) @ evaluate.to(torch.complex64)
