@@ -326,9 +326,14 @@ class LowRankField(nn.Module):
     def node_matrix(self) -> torch.Tensor:
         """``N = L·C`` (n_z × K, complex128): the spectrum of every node plane; any depth decodes as
         ``φ(z)ᵀ·N`` with ``φ`` the (clamped) linear interpolation weights."""
+        line, coef = self._factors128()
+        return line @ coef
+
+    def _factors128(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The z line ``L`` (n_z × R) and coefficients ``C`` (R × K), complex128 on the CPU."""
         line = torch.complex(self.z_line[0], self.z_line[1]).detach().cpu().to(torch.complex128)
         coef = torch.complex(self.coefficients[0], self.coefficients[1]).detach().cpu().to(torch.complex128)
-        return line @ coef
+        return line, coef
 
     # ---- compaction ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -346,8 +351,7 @@ class LowRankField(nn.Module):
         the interpolated plane is a quadratic in the interpolation fraction), so that no plane at
         any depth changes by more than ``tolerance_db`` relative to its own energy.
         """
-        line = torch.complex(self.z_line[0], self.z_line[1]).detach().cpu().to(torch.complex128)  # (n_z, R)
-        coef = torch.complex(self.coefficients[0], self.coefficients[1]).detach().cpu().to(torch.complex128)
+        line, coef = self._factors128()  # (n_z, R), (R, K)
         q, r_l = torch.linalg.qr(line)  # (n_z, m), (m, R)
         u, s, vh = torch.linalg.svd(r_l @ coef, full_matrices=False)  # (m, m), (m,), (m, K)
         nodes = (q @ u) * s[None, :]  # node planes in the orthonormal basis Vᴴ: same norms as N's rows
