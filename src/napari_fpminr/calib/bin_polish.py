@@ -39,6 +39,9 @@ TIE = 0.1
 #: data by < 1e-6
 FLOOR = 1e-5
 
+#: float32 elements of predicted images evaluated in one batch (64 MB)
+CHUNK_ELEMENTS = 1 << 24
+
 
 def _offset_disk(radius_bins: float, step_bins: float) -> np.ndarray:
     """Offsets ``(M, 2)`` as ``(dx, dy)`` in bins on a square grid of ``step_bins`` within the disk."""
@@ -62,22 +65,27 @@ def polish_on_bins(field: torch.Tensor, pupil: torch.Tensor | None, z_um: float,
     o = raw.optics
     bin_na = np.array([o.wavelength_um / (w * o.dx_lr_um), o.wavelength_um / (h * o.dx_lr_um)])
     offs = _offset_disk(radius_bins, step_bins)
-    zero = int(np.argmin(np.hypot(offs[:, 0], offs[:, 1])))
     dist = np.hypot(offs[:, 0], offs[:, 1])
+    zero = int(np.argmin(dist))
     meas = torch.as_tensor(np.sqrt(np.clip(raw.intensities, 0, None)), device=field.device)
     energy = meas.double().square().sum(dim=(-2, -1)).cpu().numpy()
     na = np.asarray(na, dtype=np.float64)
-    out, moved = na.copy(), np.zeros(na.shape[0], dtype=bool)
-    for i in range(na.shape[0]):
+    n, m = na.shape[0], offs.shape[0]
+    misfit = np.empty((n, m))
+    per_chunk = max(1, CHUNK_ELEMENTS // (m * h * w))  # LEDs whose offsets are evaluated in one batch
+    for s0 in range(0, n, per_chunk):
         if stop is not None and stop():
             return None
-        cand = na[i][None] + offs * bin_na[None]
+        sl = slice(s0, min(s0 + per_chunk, n))
+        cand = (na[sl, None, :] + offs[None] * bin_na[None, None]).reshape(-1, 2)
         pred = subbin_amplitudes(field, pupil, z_um, cand, raw)
-        m = _scaled_misfit(pred, meas[i][None].expand_as(pred)).double().cpu().numpy()
-        best = float(m.min())
-        if not (best < (1.0 - min_gain) * m[zero] and m[zero] - best > FLOOR * energy[i]):
-            continue
-        tied = np.flatnonzero(m <= best + TIE * (m[zero] - best))
-        pick = tied[np.argmin(dist[tied])]
-        out[i], moved[i] = cand[pick], True
+        target = meas[sl].repeat_interleave(m, dim=0)
+        misfit[sl] = _scaled_misfit(pred, target).double().cpu().numpy().reshape(-1, m)
+    best = misfit.min(axis=1)
+    current = misfit[:, zero]
+    moved = (best < (1.0 - min_gain) * current) & (current - best > FLOOR * energy)
+    out = na.copy()
+    for i in np.flatnonzero(moved):
+        tied = np.flatnonzero(misfit[i] <= best[i] + TIE * (current[i] - best[i]))
+        out[i] = na[i] + offs[tied[np.argmin(dist[tied])]] * bin_na
     return out, moved
